@@ -1,0 +1,134 @@
+//! The inbox: idempotent, batched event handling.
+//!
+//! A consumer takes a batch from the bus and handles every event of it in one transaction
+//! (one commit, one fsync, however many events), recording each event id in its `inbox` table
+//! and its log position, if the bus has one, in `consumer_positions`. An event whose id is
+//! already there was handled before and is skipped, so redelivery changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Bus, Delivered, Event, Position};
+use crate::db::{now_ms, Db, Uow};
+
+/// Work to do only once the batch's transaction has committed (e.g. waking a waiting request).
+pub type AfterCommit = Vec<Box<dyn FnOnce() + Send>>;
+
+/// A module's reaction to events of one topic.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Whether this consumer acts on events of `kind`. Others are passed over without even an
+    /// inbox row: a topic carries events for several consumers.
+    fn handles(&self, kind: &str) -> bool;
+
+    /// Applies `event` inside `uow`. Unknown event kinds should be ignored. An error rolls the
+    /// whole batch back, and it is retried.
+    async fn handle(
+        &self,
+        uow: &mut Uow,
+        event: &Event,
+        after: &mut AfterCommit,
+    ) -> anyhow::Result<()>;
+}
+
+/// Records `event_id` for `consumer`; false if it was already there (a redelivery).
+pub async fn first_delivery(
+    uow: &mut Uow,
+    consumer: &str,
+    event_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO inbox (consumer, event_id, handled_at) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(event_id)
+    .bind(now_ms())
+    .execute(uow.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Handles one batch in one transaction (shared with other writes of the module where the
+/// database groups commits); returns how many events were new.
+pub async fn handle_batch(
+    db: &Db,
+    consumer: &str,
+    topic: &str,
+    events: Arc<Vec<Delivered>>,
+    handler: Arc<dyn Handler>,
+) -> anyhow::Result<usize> {
+    let (consumer, topic) = (consumer.to_string(), topic.to_string());
+    let (fresh, after) = db
+        .write(move |uow| {
+            Box::pin(async move {
+                let mut after = AfterCommit::new();
+                let mut fresh = 0;
+                for delivered in events.iter() {
+                    if !handler.handles(&delivered.event.kind)
+                        || !first_delivery(uow, &consumer, &delivered.event.id).await?
+                    {
+                        continue;
+                    }
+                    fresh += 1;
+                    handler.handle(uow, &delivered.event, &mut after).await?;
+                }
+                if let Some(last) = events.iter().rev().find_map(|d| d.position) {
+                    save_position(uow, &consumer, &topic, last).await?;
+                }
+                Ok::<_, anyhow::Error>((fresh, after))
+            })
+        })
+        .await?;
+    for f in after {
+        f();
+    }
+    Ok(fresh)
+}
+
+/// Stores where the consumer is in a durable log, in the transaction of the effect.
+async fn save_position(
+    uow: &mut Uow,
+    consumer: &str,
+    topic: &str,
+    last: Position,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO consumer_positions (consumer, topic, partition_no, next_offset) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, topic, partition_no) \
+         DO UPDATE SET next_offset = excluded.next_offset",
+    )
+    .bind(consumer)
+    .bind(topic)
+    .bind(last.partition as i64)
+    .bind(last.offset + 1)
+    .execute(uow.conn())
+    .await?;
+    Ok(())
+}
+
+/// Subscribes `consumer` to `topic` and handles its batches until the process ends. A batch
+/// that fails is answered with the error, so the publisher keeps it and sends it again.
+pub fn spawn_consumer(
+    bus: &Arc<dyn Bus>,
+    db: Db,
+    consumer: &'static str,
+    topic: &'static str,
+    handler: Arc<dyn Handler>,
+) {
+    let mut subscription = bus.subscribe(topic, consumer);
+    tokio::spawn(async move {
+        while let Some(batch) = subscription.recv().await {
+            let result =
+                handle_batch(&db, consumer, topic, batch.events.clone(), handler.clone()).await;
+            if let Err(err) = &result {
+                tracing::warn!(consumer, topic, error = %format!("{err:#}"), "event batch failed");
+                // Give a struggling database a moment before the publisher retries.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = batch.ack.send(result.map(|_| ()));
+        }
+    });
+}

@@ -1,0 +1,108 @@
+//! The bus: how modules tell each other what happened.
+//!
+//! Every event is a CloudEvents 1.0 document. Modules never publish directly: they write
+//! events into their outbox inside the transaction that caused them ([`outbox`]), and a relay
+//! hands them to the [`Bus`]. Consumers record each event id in their inbox in the same
+//! transaction as the effect ([`inbox`]), so a redelivered event changes nothing.
+
+pub mod inbox;
+pub mod memory;
+pub mod outbox;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+/// Topic names, before the configurable prefix a Kafka backend may add.
+pub mod topics {
+    pub const STOCK: &str = "ekart.stock";
+    pub const ORDER: &str = "ekart.order";
+    pub const PAYMENT: &str = "ekart.payment";
+    pub const USER: &str = "ekart.user";
+    pub const JOURNEY: &str = "ekart.journey";
+}
+
+/// A CloudEvents 1.0 event in structured mode: the whole document travels as one JSON value,
+/// so nothing a consumer needs lives in transport headers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub specversion: String,
+    pub id: String,
+    /// The module that emitted it, e.g. `/ekart/order`.
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub time: String,
+    /// What the event is about, usually an order id.
+    pub subject: String,
+    /// Events with the same key are delivered in the order they were written.
+    pub partitionkey: String,
+    /// W3C trace context (CloudEvents distributed-tracing extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    pub datacontenttype: String,
+    pub data: Value,
+}
+
+impl Event {
+    pub fn new(source: &str, kind: &str, key: &str, data: impl Serialize) -> Event {
+        Event {
+            specversion: "1.0".into(),
+            id: uuid::Uuid::now_v7().to_string(),
+            source: source.into(),
+            kind: kind.into(),
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            subject: key.into(),
+            partitionkey: key.into(),
+            traceparent: None,
+            datacontenttype: "application/json".into(),
+            data: serde_json::to_value(data).expect("event data serializes"),
+        }
+    }
+
+    /// Decodes `data` into the type this event kind carries.
+    pub fn data<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_value(self.data.clone())
+            .map_err(|e| anyhow::anyhow!("event {} ({}) has bad data: {e}", self.id, self.kind))
+    }
+}
+
+/// Where a delivered event sits in a durable log, so a consumer can store its position with
+/// the effect and resume there. Backends without a durable log give none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub event: Event,
+    pub position: Option<Position>,
+}
+
+/// A batch handed to one consumer. The consumer answers through `ack` once the batch's effects
+/// are committed (or with an error, and the batch will come again).
+pub struct Batch {
+    pub topic: String,
+    pub events: Arc<Vec<Delivered>>,
+    pub ack: oneshot::Sender<anyhow::Result<()>>,
+}
+
+pub type Subscription = mpsc::Receiver<Batch>;
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes events in order. Returns once the bus holds them durably: for the in-process
+    /// backend that means every subscriber has committed them, for Kafka that the broker has.
+    async fn publish(&self, topic: &str, events: Vec<Event>) -> anyhow::Result<()>;
+
+    /// Subscribes `consumer` (a module) to `topic`. Must be called before the relays start.
+    fn subscribe(&self, topic: &str, consumer: &str) -> Subscription;
+
+    /// Whether the bus can take events now (for `/readyz`).
+    async fn ready(&self) -> bool;
+}

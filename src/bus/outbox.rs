@@ -1,0 +1,146 @@
+//! The transactional outbox and its relay.
+//!
+//! A module writes the events a change causes into its own `outbox` table in the same
+//! transaction as the change. The relay, woken when such a transaction commits and sweeping on
+//! a timer as a backstop, publishes them in order and deletes them once the bus holds them. A
+//! crash between commit and publish loses nothing: the rows are still there at restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row;
+
+use super::{Bus, Event};
+use crate::db::{Backend, Db, Uow};
+
+/// The bus's own tables, present in every module's database.
+pub async fn ensure_tables(db: &Db) -> Result<(), sqlx::Error> {
+    let seq = match db.backend {
+        Backend::Sqlite => "seq INTEGER PRIMARY KEY AUTOINCREMENT",
+        Backend::Postgres => "seq BIGSERIAL PRIMARY KEY",
+    };
+    let statements = [
+        format!(
+            "CREATE TABLE IF NOT EXISTS outbox ({seq}, topic TEXT NOT NULL, \
+             partition_key TEXT NOT NULL, event TEXT NOT NULL, created_at BIGINT NOT NULL)"
+        ),
+        "CREATE TABLE IF NOT EXISTS inbox (consumer TEXT NOT NULL, event_id TEXT NOT NULL, \
+         handled_at BIGINT NOT NULL, PRIMARY KEY (consumer, event_id))"
+            .to_string(),
+        "CREATE TABLE IF NOT EXISTS consumer_positions (consumer TEXT NOT NULL, \
+         topic TEXT NOT NULL, partition_no BIGINT NOT NULL, next_offset BIGINT NOT NULL, \
+         PRIMARY KEY (consumer, topic, partition_no))"
+            .to_string(),
+    ];
+    let mut uow = db.begin().await?;
+    for sql in statements {
+        sqlx::query(&sql).execute(uow.conn()).await?;
+    }
+    uow.commit().await
+}
+
+/// Writes `event` to the outbox inside the caller's transaction.
+pub async fn push(uow: &mut Uow, topic: &str, event: &Event) -> Result<(), sqlx::Error> {
+    let json = serde_json::to_string(event).expect("event serializes");
+    sqlx::query(
+        "INSERT INTO outbox (topic, partition_key, event, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(topic)
+    .bind(&event.partitionkey)
+    .bind(json)
+    .bind(crate::db::now_ms())
+    .execute(uow.conn())
+    .await?;
+    uow.mark_events_written();
+    Ok(())
+}
+
+/// Runs the relay of one module's outbox until the process ends.
+pub async fn run_relay(db: Db, bus: Arc<dyn Bus>, sweep: Duration, batch: u32) {
+    let wake = db.relay_wake();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match relay_once(&db, bus.as_ref(), batch).await {
+            Ok(sent) => {
+                backoff = Duration::from_millis(50);
+                if sent as u32 == batch {
+                    continue; // more are waiting
+                }
+                let _ = tokio::time::timeout(sweep, wake.notified()).await;
+            }
+            Err(err) => {
+                let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+                    .fetch_one(&db.read)
+                    .await
+                    .unwrap_or(-1);
+                tracing::warn!(module = db.name, waiting, error = %format!("{err:#}"),
+                    retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot publish");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Publishes the oldest waiting events (grouped by topic, order kept) and deletes them.
+pub async fn relay_once(db: &Db, bus: &dyn Bus, batch: u32) -> anyhow::Result<usize> {
+    let rows = sqlx::query("SELECT seq, topic, event FROM outbox ORDER BY seq LIMIT $1")
+        .bind(batch as i64)
+        .fetch_all(&db.read)
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut groups: Vec<(String, Vec<i64>, Vec<Event>)> = Vec::new();
+    for row in &rows {
+        let seq: i64 = row.try_get("seq")?;
+        let topic: String = row.try_get("topic")?;
+        let event: Event = serde_json::from_str(row.try_get::<&str, _>("event")?)?;
+        match groups.last_mut() {
+            Some((t, seqs, events)) if *t == topic => {
+                seqs.push(seq);
+                events.push(event);
+            }
+            _ => groups.push((topic, vec![seq], vec![event])),
+        }
+    }
+    let mut sent = Vec::with_capacity(rows.len());
+    let mut failure = None;
+    for (topic, seqs, events) in groups {
+        match bus.publish(&topic, events).await {
+            Ok(()) => sent.extend(seqs),
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    delete(db, &sent).await?;
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(sent.len()),
+    }
+}
+
+async fn delete(db: &Db, seqs: &[i64]) -> Result<(), sqlx::Error> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let placeholders: Vec<String> = (1..=seqs.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "DELETE FROM outbox WHERE seq IN ({})",
+        placeholders.join(",")
+    );
+    let seqs = seqs.to_vec();
+    db.write(move |uow| {
+        Box::pin(async move {
+            let mut query = sqlx::query(&sql);
+            for seq in seqs {
+                query = query.bind(seq);
+            }
+            query.execute(uow.conn()).await?;
+            Ok::<_, sqlx::Error>(())
+        })
+    })
+    .await
+}

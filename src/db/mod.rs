@@ -1,0 +1,262 @@
+//! Per-module databases: a SQLite file per module, or a PostgreSQL schema per module.
+//!
+//! Queries are written once, in the SQL both engines accept, and run through sqlx's `Any`
+//! driver (`$1` placeholders work in both). Each module gets its own pools and migrations, so
+//! no module can reach another's tables.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Transaction};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::config::{DatabaseSettings, SqliteSynchronous};
+
+mod writer;
+
+pub use writer::BoxFut;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A module's database. On SQLite all writes share one connection, which serialises them in
+/// the process instead of in SQLite's busy-wait loop; reads use a pool of their own.
+#[derive(Clone)]
+pub struct Db {
+    pub backend: Backend,
+    /// Schema (PostgreSQL) or file stem (SQLite) this module owns.
+    pub name: &'static str,
+    pub read: AnyPool,
+    write: AnyPool,
+    /// Wakes the module's outbox relay when a transaction that wrote events commits.
+    relay_wake: Arc<Notify>,
+    /// SQLite's group-commit writer; PostgreSQL commits each unit of work on its own.
+    writer: Option<mpsc::Sender<writer::Job>>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database of module `name` and applies its migrations.
+    pub async fn open(
+        settings: &DatabaseSettings,
+        name: &'static str,
+        migrations: &Migrator,
+    ) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let db = if let Some(dir) = settings.url.strip_prefix("sqlite://") {
+            Self::open_sqlite(settings, name, dir).await?
+        } else {
+            Self::open_postgres(settings, name).await?
+        };
+        crate::bus::outbox::ensure_tables(&db).await?;
+        migrations.run(&db.write).await?;
+        Ok(db)
+    }
+
+    async fn open_sqlite(
+        settings: &DatabaseSettings,
+        name: &'static str,
+        dir: &str,
+    ) -> anyhow::Result<Db> {
+        let dir = PathBuf::from(if dir.is_empty() { "." } else { dir });
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create database directory {dir:?}: {e}"))?;
+        let file = dir.join(format!("{name}.db"));
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let synchronous = match settings.sqlite_synchronous {
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Normal => "NORMAL",
+            SqliteSynchronous::Off => "OFF",
+        };
+        let pragmas = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+        );
+        let options = quiet(AnyConnectOptions::from_str(&url)?);
+        let pool = |max: u32| {
+            let pragmas = pragmas.clone();
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(move |conn, _| {
+                    let pragmas = pragmas.clone();
+                    Box::pin(async move {
+                        conn.execute(pragmas.as_str()).await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options.clone())
+        };
+        let write = pool(1).await?;
+        let read = pool(settings.max_connections).await?;
+        let relay_wake = Arc::new(Notify::new());
+        let (jobs, queue) = mpsc::channel(1024);
+        writer::spawn(name, write.clone(), relay_wake.clone(), queue)?;
+        Ok(Db {
+            backend: Backend::Sqlite,
+            name,
+            read,
+            write,
+            relay_wake,
+            writer: Some(jobs),
+        })
+    }
+
+    async fn open_postgres(settings: &DatabaseSettings, name: &'static str) -> anyhow::Result<Db> {
+        let options = quiet(AnyConnectOptions::from_str(&settings.url)?);
+        {
+            let mut conn = AnyConnection::connect_with(&options).await?;
+            conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {name}").as_str())
+                .await?;
+            conn.close().await?;
+        }
+        let search_path = format!("SET search_path TO {name}");
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                let search_path = search_path.clone();
+                Box::pin(async move {
+                    conn.execute(search_path.as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Db {
+            backend: Backend::Postgres,
+            name,
+            read: pool.clone(),
+            write: pool,
+            relay_wake: Arc::new(Notify::new()),
+            writer: None,
+        })
+    }
+
+    /// Starts a write transaction (a unit of work) of its own.
+    pub async fn begin(&self) -> Result<Uow, sqlx::Error> {
+        Ok(Uow::new(self.write.begin().await?, self.relay_wake.clone()))
+    }
+
+    /// Runs `work` in a write transaction and answers once it is committed. On SQLite the
+    /// module's writer may share that transaction with other work (group commit); `work`
+    /// failing rolls back only its own changes. Use it for every write on a hot path.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<sqlx::Error> + Send + 'static,
+        F: for<'a> FnOnce(&'a mut Uow) -> BoxFut<'a, Result<T, E>> + Send + 'static,
+    {
+        let Some(writer) = &self.writer else {
+            let mut uow = self.begin().await?;
+            let value = work(&mut uow).await?;
+            uow.commit().await?;
+            return Ok(value);
+        };
+        let (reply, answer) = oneshot::channel();
+        let gone = || {
+            E::from(sqlx::Error::Protocol(
+                "the database writer has stopped".into(),
+            ))
+        };
+        writer
+            .send(writer::job(work, reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub fn relay_wake(&self) -> Arc<Notify> {
+        self.relay_wake.clone()
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+/// A write transaction. Events written to the outbox inside it are published after commit.
+pub struct Uow {
+    tx: Transaction<'static, Any>,
+    relay_wake: Arc<Notify>,
+    wrote_events: bool,
+}
+
+impl Uow {
+    fn new(tx: Transaction<'static, Any>, relay_wake: Arc<Notify>) -> Uow {
+        Uow {
+            tx,
+            relay_wake,
+            wrote_events: false,
+        }
+    }
+
+    async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        self.tx.execute(sql).await.map(|_| ())
+    }
+
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    pub(crate) fn mark_events_written(&mut self) {
+        self.wrote_events = true;
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        if self.wrote_events {
+            self.relay_wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// Statements are not logged one by one (the hot path runs dozens a second per shopper);
+/// slow ones still are, as warnings.
+fn quiet(options: AnyConnectOptions) -> AnyConnectOptions {
+    options
+        .disable_statement_logging()
+        .log_slow_statements(log::LevelFilter::Warn, Duration::from_millis(500))
+}
+
+/// Milliseconds since the Unix epoch: how every table stores time.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Renders a stored millisecond timestamp as RFC 3339.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+pub fn like_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}

@@ -1,0 +1,153 @@
+//! Values that are checked once, when they are parsed, so the rest of the code can trust them.
+//! A request with a bad one fails to deserialize and answers 422 naming the field.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+macro_rules! bounded_int {
+    ($(#[$doc:meta])* $name:ident, $min:expr, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(try_from = "i64", into = "i64")]
+        pub struct $name(i64);
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some($min as i64))
+                    .maximum(Some($max as i64))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
+        impl $name {
+            pub const MIN: i64 = $min as i64;
+            pub const MAX: i64 = $max as i64;
+            pub fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl TryFrom<i64> for $name {
+            type Error = String;
+            fn try_from(v: i64) -> Result<Self, String> {
+                if (($min as i64)..=($max as i64)).contains(&v) {
+                    Ok($name(v))
+                } else {
+                    Err(format!("must be an integer from {} to {}, got {}", $min, $max, v))
+                }
+            }
+        }
+
+        impl From<$name> for i64 {
+            fn from(v: $name) -> i64 {
+                v.0
+            }
+        }
+    };
+}
+
+bounded_int!(
+    /// Units of one product in a cart line.
+    Quantity,
+    1,
+    1000
+);
+bounded_int!(
+    /// Units added to or taken from stock in one admin action.
+    StockDelta,
+    1,
+    1_000_000
+);
+bounded_int!(
+    /// Units on hand when a product is created.
+    StockLevel,
+    0,
+    1_000_000
+);
+bounded_int!(
+    /// A price in minor units (paise, cents): at most 100 million major units.
+    PriceMinor,
+    1,
+    10_000_000_000_i64
+);
+
+/// An ISO 4217 alphabetic currency code, e.g. `INR`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, example = "INR", pattern = "^[A-Z]{3}$")]
+pub struct Currency(String);
+
+impl TryFrom<String> for Currency {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        if v.len() == 3 && v.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(Currency(v))
+        } else {
+            Err(format!(
+                "currency must be three capital letters (ISO 4217), got {v:?}"
+            ))
+        }
+    }
+}
+
+impl From<Currency> for String {
+    fn from(v: Currency) -> String {
+        v.0
+    }
+}
+
+impl Currency {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Trimmed text with a length limit, e.g. a product name.
+pub fn bounded_text(field: &str, value: &str, min: usize, max: usize) -> Result<String, String> {
+    let v = value.trim();
+    let n = v.chars().count();
+    if n < min || n > max {
+        return Err(format!("{field} must be {min} to {max} characters"));
+    }
+    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(v.to_string())
+}
+
+/// A stock-keeping unit: letters, digits, `-` and `_`, up to 64.
+pub fn sku(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if v.is_empty()
+        || v.len() > 64
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("sku must be 1 to 64 letters, digits, '-' or '_'".into());
+    }
+    Ok(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_enforced_when_parsing() {
+        assert!(serde_json::from_str::<Quantity>("0").is_err());
+        assert!(serde_json::from_str::<Quantity>("1001").is_err());
+        assert!(serde_json::from_str::<Quantity>("2.5").is_err());
+        assert_eq!(serde_json::from_str::<Quantity>("7").unwrap().get(), 7);
+        assert!(serde_json::from_str::<Currency>("\"inr\"").is_err());
+        assert!(serde_json::from_str::<Currency>("\"INR\"").is_ok());
+        assert!(sku("AB-1 ").is_ok());
+        assert!(sku("a b").is_err());
+    }
+}

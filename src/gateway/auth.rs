@@ -1,0 +1,241 @@
+//! Who is asking. The gateway checks the bearer token once per request and leaves an
+//! [`Identity`] in the request's extensions; routes ask for [`CurrentUser`] or [`Admin`].
+//!
+//! Only `dev` mode exists so far: `POST /auth/dev/token` mints a locally signed JWT for any
+//! name and role. It is for trying the shop and for tests, never for a real deployment.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::AuthSettings;
+use crate::error::{ApiError, ApiResult};
+use crate::gateway::extract::ApiJson;
+use crate::modules::user::UserStore;
+
+const ISSUER: &str = "ekart-dev";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Customer,
+    Admin,
+}
+
+/// The signed-in user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Identity {
+    /// Stable subject id from the identity provider.
+    pub sub: String,
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+}
+
+impl Identity {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    name: String,
+    email: String,
+    role: Role,
+    iss: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// Token signing and checking for dev mode.
+pub struct Authenticator {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl_secs: u64,
+}
+
+impl Authenticator {
+    pub fn new(settings: &AuthSettings) -> Arc<Authenticator> {
+        let secret = if settings.dev_secret.is_empty() {
+            let mut bytes = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut bytes);
+            bytes.to_vec()
+        } else {
+            settings.dev_secret.as_bytes().to_vec()
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.leeway = 5;
+        Arc::new(Authenticator {
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
+            validation,
+            ttl_secs: settings.token_ttl_secs,
+        })
+    }
+
+    pub fn issue(&self, identity: &Identity) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: identity.sub.clone(),
+            name: identity.name.clone(),
+            email: identity.email.clone(),
+            role: identity.role,
+            iss: ISSUER.into(),
+            iat: now,
+            exp: now + self.ttl_secs as i64,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail")
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| ApiError::unauthorized(format!("the access token is not valid: {e}")))?;
+        let c = data.claims;
+        Ok(Identity {
+            sub: c.sub,
+            name: c.name,
+            email: c.email,
+            role: c.role,
+        })
+    }
+}
+
+/// Middleware: a valid bearer token puts its [`Identity`] in the request; an invalid one is
+/// refused at once; none leaves the request anonymous for the route to judge.
+pub async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let token = value.to_str().ok().and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+        let Some(token) = token else {
+            return ApiError::unauthorized("use Authorization: Bearer <token>").into_response();
+        };
+        match auth.verify(token.trim()) {
+            Ok(identity) => {
+                req.extensions_mut().insert(identity);
+            }
+            Err(err) => return err.into_response(),
+        }
+    }
+    next.run(req).await
+}
+
+/// Any signed-in user.
+pub struct CurrentUser(pub Identity);
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Identity>()
+            .cloned()
+            .map(CurrentUser)
+            .ok_or_else(|| ApiError::unauthorized("sign in and send Authorization: Bearer <token>"))
+    }
+}
+
+/// A signed-in admin.
+pub struct Admin(pub Identity);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let CurrentUser(identity) = CurrentUser::from_request_parts(parts, state).await?;
+        if identity.is_admin() {
+            Ok(Admin(identity))
+        } else {
+            Err(ApiError::forbidden("this needs the admin role"))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DevTokenRequest {
+    /// Display name, 1 to 100 characters.
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+}
+
+#[derive(Clone)]
+struct DevState {
+    auth: Arc<Authenticator>,
+    users: UserStore,
+}
+
+pub fn dev_router(auth: Arc<Authenticator>, users: UserStore) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(dev_token))
+        .with_state(DevState { auth, users })
+}
+
+/// Mints a dev-mode access token for any name, email and role.
+#[utoipa::path(post, path = "/auth/dev/token", tag = "auth",
+    request_body = DevTokenRequest,
+    responses((status = 200, body = TokenResponse), (status = 422, description = "invalid name or email")))]
+async fn dev_token(
+    State(state): State<DevState>,
+    ApiJson(req): ApiJson<DevTokenRequest>,
+) -> ApiResult<(StatusCode, axum::Json<TokenResponse>)> {
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::validation("name must be 1 to 100 characters"));
+    }
+    let email = req.email.trim().to_lowercase();
+    let valid_email = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email.chars().any(char::is_whitespace);
+    if !valid_email {
+        return Err(ApiError::validation(
+            "email must look like name@example.com",
+        ));
+    }
+    let identity = Identity {
+        sub: format!("dev|{email}"),
+        name: name.to_string(),
+        email,
+        role: req.role,
+    };
+    state.users.record_sign_in(&identity).await?;
+    Ok((
+        StatusCode::OK,
+        axum::Json(TokenResponse {
+            access_token: state.auth.issue(&identity),
+            token_type: "Bearer",
+            expires_in: state.auth.ttl_secs,
+        }),
+    ))
+}
