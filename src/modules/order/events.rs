@@ -1,0 +1,55 @@
+//! Events the order module publishes on `ekart.order`: the steps of the checkout saga.
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::modules::payment::method::PaymentMethod;
+
+pub const SOURCE: &str = "/ekart/order";
+pub const PLACED: &str = "ekart.order.placed";
+pub const PAYMENT_REQUESTED: &str = "ekart.order.payment_requested";
+pub const COMPLETED: &str = "ekart.order.completed";
+pub const FAILED: &str = "ekart.order.failed";
+pub const CANCELLED: &str = "ekart.order.cancelled";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LineQuantity {
+    pub product_id: String,
+    pub quantity: i64,
+}
+
+/// A cart became an order: stock, please hold these.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: String,
+    pub user_id: String,
+    pub lines: Vec<LineQuantity>,
+}
+
+/// Stock is held: payment, please charge this.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentRequested {
+    pub order_id: String,
+    pub user_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub method: PaymentMethod,
+}
+
+/// Paid: stock, the held units are sold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderCompleted {
+    pub order_id: String,
+}
+
+/// The order failed: stock, release what you hold for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderFailed {
+    pub order_id: String,
+    pub reason: String,
+}
+
+/// The shopper cancelled a completed order: stock, take the units back; payment, refund.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: String,
+}

@@ -1,0 +1,29 @@
+//! The order module: the cart (an order in its first state), checkout, and the order's walk
+//! through the saga: cart → placed → reserved → completed, or failed with a reason, or
+//! cancelled after completion.
+
+pub mod catalog;
+pub mod events;
+mod handlers;
+pub mod model;
+mod routes;
+mod store;
+mod waiters;
+
+use std::sync::Arc;
+
+pub use routes::{router, OrderState};
+pub use store::OrderStore;
+pub use waiters::Waiters;
+
+use crate::bus::inbox::Handler;
+use sqlx::migrate::Migrator;
+
+/// The same SQL runs on SQLite and PostgreSQL.
+pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/order/migrations");
+
+pub const CONSUMER: &str = "order";
+
+pub fn saga_handler(waiters: Arc<Waiters>) -> Arc<dyn Handler> {
+    Arc::new(handlers::SagaHandler { waiters })
+}

@@ -1,0 +1,143 @@
+//! Orders and carts as the API shows them.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::Quantity;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrderLine {
+    pub product_id: String,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+    pub line_total_minor: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Failure {
+    /// `out_of_stock` or `payment_declined`.
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusChange {
+    pub status: String,
+    pub note: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Order {
+    pub id: String,
+    pub user_id: String,
+    /// `cart`, `placed`, `reserved`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    pub lines: Vec<OrderLine>,
+    pub item_count: i64,
+    pub total_minor: i64,
+    pub currency: Option<String>,
+    pub payment_mode: Option<String>,
+    pub payment_reference: Option<String>,
+    /// Why the order failed, when it did.
+    pub failure: Option<Failure>,
+    pub history: Vec<StatusChange>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub placed_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub cancelled_at: Option<String>,
+    pub refunded_at: Option<String>,
+}
+
+/// The shopper's cart: the order in its first state. `id` is null until something is added.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Cart {
+    pub id: Option<String>,
+    pub lines: Vec<OrderLine>,
+    pub item_count: i64,
+    pub total_minor: i64,
+    pub currency: Option<String>,
+}
+
+impl From<Option<Order>> for Cart {
+    fn from(order: Option<Order>) -> Cart {
+        match order {
+            Some(o) => Cart {
+                id: Some(o.id),
+                lines: o.lines,
+                item_count: o.item_count,
+                total_minor: o.total_minor,
+                currency: o.currency,
+            },
+            None => Cart {
+                id: None,
+                lines: vec![],
+                item_count: 0,
+                total_minor: 0,
+                currency: None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddItem {
+    pub product_id: String,
+    pub quantity: Quantity,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetQuantity {
+    pub quantity: Quantity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    Cart,
+    Placed,
+    Reserved,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Cart => "cart",
+            OrderStatus::Placed => "placed",
+            OrderStatus::Reserved => "reserved",
+            OrderStatus::Completed => "completed",
+            OrderStatus::Failed => "failed",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OrderQuery {
+    /// Only orders in this status. Without it, every order but carts.
+    #[param(inline)]
+    pub status: Option<OrderStatus>,
+    /// Page number, from 1.
+    #[param(minimum = 1, maximum = 100000)]
+    pub page: Option<u32>,
+    /// Orders per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    pub items: Vec<Order>,
+    pub page: u32,
+    pub per_page: u32,
+    pub total: i64,
+}

@@ -1,0 +1,791 @@
+//! The order module's SQL: carts, orders, their lines and history, idempotency keys.
+
+use std::sync::Arc;
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::catalog::ProductInfo;
+use super::events::{self, LineQuantity, OrderPlaced, PaymentMethod, SOURCE};
+use super::model::{Failure, Order, OrderLine, OrderStatus, StatusChange};
+use crate::bus::{outbox, topics, Event};
+use crate::db::{now_ms, rfc3339, Db, Uow};
+use crate::domain::Quantity;
+use crate::error::{ApiError, ApiResult};
+use crate::gateway::auth::Identity;
+
+const COLUMNS: &str = "id, user_id, status, currency, total_minor, payment_method, \
+    payment_reference, failure_kind, failure_reason, created_at, updated_at, placed_at, \
+    completed_at, cancelled_at, refunded_at";
+
+#[derive(Clone)]
+pub struct OrderStore {
+    pub(super) db: Db,
+}
+
+/// What placing an order led to.
+pub enum Placed {
+    New(String),
+    /// The Idempotency-Key was seen before: this is the order it made.
+    Existing {
+        order_id: String,
+        fingerprint: String,
+    },
+}
+
+fn opt_time(row: &AnyRow, col: &str) -> Result<Option<String>, sqlx::Error> {
+    Ok(row.try_get::<Option<i64>, _>(col)?.map(rfc3339))
+}
+
+async fn load(conn: &mut AnyConnection, id: &str) -> Result<Option<Order>, sqlx::Error> {
+    load_with(conn, id, true).await
+}
+
+/// A cart as the cart routes answer it: no history needed.
+async fn load_cart(conn: &mut AnyConnection, id: &str) -> Result<Order, sqlx::Error> {
+    load_with(conn, id, false)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+async fn load_with(
+    conn: &mut AnyConnection,
+    id: &str,
+    with_history: bool,
+) -> Result<Option<Order>, sqlx::Error> {
+    let Some(row) = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let lines: Vec<OrderLine> = sqlx::query_as::<_, (String, String, i64, i64)>(
+        "SELECT product_id, name, quantity, unit_price_minor FROM order_lines \
+         WHERE order_id = $1 ORDER BY added_at, product_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(product_id, name, quantity, unit_price_minor)| OrderLine {
+        product_id,
+        name,
+        quantity,
+        unit_price_minor,
+        line_total_minor: quantity * unit_price_minor,
+    })
+    .collect();
+    let history = if with_history {
+        sqlx::query_as::<_, (String, Option<String>, i64)>(
+            "SELECT status, note, at FROM order_history WHERE order_id = $1 ORDER BY at",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?
+    } else {
+        vec![]
+    }
+    .into_iter()
+    .map(|(status, note, at)| StatusChange {
+        status,
+        note,
+        at: rfc3339(at),
+    })
+    .collect();
+    let method: Option<String> = row.try_get("payment_method")?;
+    let payment_mode = method
+        .and_then(|m| serde_json::from_str::<PaymentMethod>(&m).ok())
+        .map(|m| m.mode().to_string());
+    let failure = match (
+        row.try_get::<Option<String>, _>("failure_kind")?,
+        row.try_get::<Option<String>, _>("failure_reason")?,
+    ) {
+        (Some(kind), reason) => Some(Failure {
+            kind,
+            reason: reason.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(Some(Order {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        status: row.try_get("status")?,
+        item_count: lines.iter().map(|l| l.quantity).sum(),
+        lines,
+        total_minor: row.try_get("total_minor")?,
+        currency: row.try_get("currency")?,
+        payment_mode,
+        payment_reference: row.try_get("payment_reference")?,
+        failure,
+        history,
+        created_at: rfc3339(row.try_get("created_at")?),
+        updated_at: rfc3339(row.try_get("updated_at")?),
+        placed_at: opt_time(&row, "placed_at")?,
+        completed_at: opt_time(&row, "completed_at")?,
+        cancelled_at: opt_time(&row, "cancelled_at")?,
+        refunded_at: opt_time(&row, "refunded_at")?,
+    }))
+}
+
+async fn cart_id(conn: &mut AnyConnection, user: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM orders WHERE user_id = $1 AND status = 'cart'")
+        .bind(user)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Takes the write lock on the user's cart before reading it, so that concurrent changes to
+/// one cart (two tabs, a double click) apply one after the other instead of overwriting each
+/// other. On SQLite the writer already serialises them; on PostgreSQL this row lock does.
+/// Answers the cart's id, if the user has a cart.
+async fn lock_cart(uow: &mut Uow, user: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE orders SET updated_at = updated_at WHERE user_id = $1 AND status = 'cart' \
+         RETURNING id",
+    )
+    .bind(user)
+    .fetch_optional(uow.conn())
+    .await
+}
+
+async fn record_history(
+    uow: &mut Uow,
+    order_id: &str,
+    status: &str,
+    note: Option<&str>,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO order_history (order_id, status, note, at) VALUES ($1, $2, $3, $4)")
+        .bind(order_id)
+        .bind(status)
+        .bind(note)
+        .bind(at)
+        .execute(uow.conn())
+        .await?;
+    Ok(())
+}
+
+/// Recomputes a cart's total from its lines, and sets its currency if given.
+async fn refresh_totals(
+    uow: &mut Uow,
+    order_id: &str,
+    now: i64,
+    currency: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE orders SET total_minor = (SELECT COALESCE(SUM(quantity * unit_price_minor), 0) \
+         FROM order_lines WHERE order_id = $1), updated_at = $2, \
+         currency = COALESCE($3, currency) WHERE id = $1",
+    )
+    .bind(order_id)
+    .bind(now)
+    .bind(currency)
+    .execute(uow.conn())
+    .await?;
+    Ok(())
+}
+
+fn not_enough(info: &ProductInfo, wanted: i64) -> ApiError {
+    ApiError::conflict(
+        "insufficient-stock",
+        "Not enough stock",
+        format!(
+            "you asked for {wanted} of {}, but only {} are available",
+            info.name, info.available
+        ),
+    )
+    .with("available", info.available)
+}
+
+impl OrderStore {
+    pub fn new(db: Db) -> OrderStore {
+        OrderStore { db }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Order>, sqlx::Error> {
+        let mut conn = self.db.read.acquire().await?;
+        load(&mut conn, id).await
+    }
+
+    /// The order if `who` may see it: their own, or any for an admin.
+    pub async fn visible(&self, who: &Identity, id: &str) -> ApiResult<Order> {
+        match self.get(id).await? {
+            Some(o) if (who.is_admin() || o.user_id == who.sub) && o.status != "cart" => Ok(o),
+            _ => Err(ApiError::not_found("order")),
+        }
+    }
+
+    /// A cart as just committed, read outside the writer so the writer stays free.
+    async fn cart_by_id(&self, id: &str) -> ApiResult<Order> {
+        let mut conn = self.db.read.acquire().await?;
+        Ok(load_cart(&mut conn, id).await?)
+    }
+
+    pub async fn cart(&self, user: &str) -> Result<Option<Order>, sqlx::Error> {
+        let mut conn = self.db.read.acquire().await?;
+        match cart_id(&mut conn, user).await? {
+            Some(id) => load_cart(&mut conn, &id).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn add_item_in(
+        uow: &mut Uow,
+        user: &str,
+        product_id: &str,
+        info: &ProductInfo,
+        quantity: Quantity,
+    ) -> ApiResult<Option<String>> {
+        let now = now_ms();
+        // Only a cart this transaction has locked may be read and changed: a cart that
+        // appears after `lock_cart` found none (another request of this user just committed
+        // it) is not locked here, so the caller starts over rather than race that request.
+        let (order_id, currency, lines, existing) = match lock_cart(uow, user).await? {
+            Some(id) => {
+                let (currency, lines, existing): (Option<String>, i64, Option<i64>) =
+                    sqlx::query_as(
+                        "SELECT o.currency, \
+                         (SELECT COUNT(*) FROM order_lines l WHERE l.order_id = o.id), \
+                         (SELECT l.quantity FROM order_lines l \
+                          WHERE l.order_id = o.id AND l.product_id = $2) \
+                         FROM orders o WHERE o.id = $1",
+                    )
+                    .bind(&id)
+                    .bind(product_id)
+                    .fetch_one(uow.conn())
+                    .await?;
+                (id, currency, lines, existing)
+            }
+            None => {
+                let id = uuid::Uuid::now_v7().to_string();
+                // A concurrent request of the same user may create the cart first; then the
+                // insert does nothing and the caller looks again.
+                let created = sqlx::query(
+                    "INSERT INTO orders (id, user_id, status, currency, total_minor, created_at, \
+                     updated_at) VALUES ($1, $2, 'cart', $3, 0, $4, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(&id)
+                .bind(user)
+                .bind(&info.currency)
+                .bind(now)
+                .execute(uow.conn())
+                .await?;
+                if created.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                record_history(uow, &id, "cart", None, now).await?;
+                (id, None, 0, None)
+            }
+        };
+        if lines > 0 && currency.as_deref() != Some(info.currency.as_str()) {
+            return Err(ApiError::conflict(
+                "currency-mismatch",
+                "One currency per order",
+                format!(
+                    "{} is priced in {}, but your cart is in {}",
+                    info.name,
+                    info.currency,
+                    currency.unwrap_or_default()
+                ),
+            ));
+        }
+        let wanted = existing.unwrap_or(0) + quantity.get();
+        if wanted > Quantity::MAX {
+            return Err(ApiError::validation(format!(
+                "at most {} of one product per order",
+                Quantity::MAX
+            )));
+        }
+        if wanted > info.available {
+            return Err(not_enough(info, wanted));
+        }
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, product_id, name, quantity, unit_price_minor, \
+             added_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id, product_id) \
+             DO UPDATE SET quantity = excluded.quantity, name = excluded.name, \
+             unit_price_minor = excluded.unit_price_minor",
+        )
+        .bind(&order_id)
+        .bind(product_id)
+        .bind(&info.name)
+        .bind(wanted)
+        .bind(info.price_minor)
+        .bind(now)
+        .execute(uow.conn())
+        .await?;
+        refresh_totals(uow, &order_id, now, Some(&info.currency)).await?;
+        Ok(Some(order_id))
+    }
+
+    async fn set_quantity_in(
+        uow: &mut Uow,
+        user: &str,
+        product_id: &str,
+        info: Option<&ProductInfo>,
+        quantity: Quantity,
+    ) -> ApiResult<String> {
+        let now = now_ms();
+        let order_id = lock_cart(uow, user)
+            .await?
+            .ok_or_else(|| ApiError::not_found("cart item"))?;
+        if let Some(info) = info {
+            if quantity.get() > info.available {
+                return Err(not_enough(info, quantity.get()));
+            }
+        }
+        let done = sqlx::query(
+            "UPDATE order_lines SET quantity = $1 WHERE order_id = $2 AND product_id = $3",
+        )
+        .bind(quantity.get())
+        .bind(&order_id)
+        .bind(product_id)
+        .execute(uow.conn())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(ApiError::not_found("cart item"));
+        }
+        refresh_totals(uow, &order_id, now, None).await?;
+        Ok(order_id)
+    }
+
+    async fn remove_item_in(uow: &mut Uow, user: &str, product_id: &str) -> ApiResult<String> {
+        let now = now_ms();
+        let order_id = lock_cart(uow, user)
+            .await?
+            .ok_or_else(|| ApiError::not_found("cart item"))?;
+        let done = sqlx::query("DELETE FROM order_lines WHERE order_id = $1 AND product_id = $2")
+            .bind(&order_id)
+            .bind(product_id)
+            .execute(uow.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(ApiError::not_found("cart item"));
+        }
+        refresh_totals(uow, &order_id, now, None).await?;
+        Ok(order_id)
+    }
+
+    async fn idempotent(
+        conn: &mut AnyConnection,
+        user: &str,
+        key: &str,
+    ) -> Result<Option<Placed>, sqlx::Error> {
+        Ok(sqlx::query_as::<_, (String, String)>(
+            "SELECT order_id, fingerprint FROM idempotency_keys WHERE user_id = $1 AND idem_key = $2",
+        )
+        .bind(user)
+        .bind(key)
+        .fetch_optional(conn)
+        .await?
+        .map(|(order_id, fingerprint)| Placed::Existing {
+            order_id,
+            fingerprint,
+        }))
+    }
+
+    async fn place_in(
+        uow: &mut Uow,
+        user: &str,
+        method: &PaymentMethod,
+        idempotency: Option<(&str, &str)>,
+    ) -> ApiResult<Option<Placed>> {
+        let order_id = lock_cart(uow, user).await?;
+        let now = now_ms();
+        if let Some((key, _)) = idempotency {
+            if let Some(found) = Self::idempotent(uow.conn(), user, key).await? {
+                return Ok(Some(found));
+            }
+        }
+        let lines: Vec<(String, i64)> = match &order_id {
+            Some(id) => {
+                sqlx::query_as("SELECT product_id, quantity FROM order_lines WHERE order_id = $1")
+                    .bind(id)
+                    .fetch_all(uow.conn())
+                    .await?
+            }
+            None => vec![],
+        };
+        let (Some(order_id), false) = (order_id, lines.is_empty()) else {
+            return Err(ApiError::conflict(
+                "empty-cart",
+                "The cart is empty",
+                "add something to the cart before checking out",
+            ));
+        };
+        let placed = sqlx::query(
+            "UPDATE orders SET status = 'placed', payment_method = $1, placed_at = $2, \
+             updated_at = $2 WHERE id = $3 AND status = 'cart'",
+        )
+        .bind(serde_json::to_string(method).expect("method serializes"))
+        .bind(now)
+        .bind(&order_id)
+        .execute(uow.conn())
+        .await?;
+        if placed.rows_affected() == 0 {
+            return Ok(None); // a concurrent checkout of this cart got there first
+        }
+        if let Some((key, fingerprint)) = idempotency {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (user_id, idem_key, fingerprint, order_id, \
+                 created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(user)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(&order_id)
+            .bind(now)
+            .execute(uow.conn())
+            .await?;
+        }
+        record_history(uow, &order_id, "placed", None, now).await?;
+        let placed = OrderPlaced {
+            order_id: order_id.clone(),
+            user_id: user.to_string(),
+            lines: lines
+                .into_iter()
+                .map(|(product_id, quantity)| LineQuantity {
+                    product_id,
+                    quantity,
+                })
+                .collect(),
+        };
+        outbox::push(
+            uow,
+            topics::ORDER,
+            &Event::new(SOURCE, events::PLACED, &order_id, placed),
+        )
+        .await?;
+        Ok(Some(Placed::New(order_id)))
+    }
+
+    /// Adds `quantity` of a product to the user's cart, creating the cart (the order) if needed.
+    pub async fn add_item(
+        &self,
+        user: &str,
+        product_id: &str,
+        info: ProductInfo,
+        quantity: Quantity,
+    ) -> ApiResult<Order> {
+        let info = Arc::new(info);
+        for _ in 0..3 {
+            let (user, product_id, info) = (user.to_string(), product_id.to_string(), info.clone());
+            let added = self
+                .db
+                .write(move |uow| {
+                    Box::pin(async move {
+                        Self::add_item_in(uow, &user, &product_id, &info, quantity).await
+                    })
+                })
+                .await?;
+            // None: a concurrent request created the cart first; the next look finds it.
+            if let Some(cart_id) = added {
+                return self.cart_by_id(&cart_id).await;
+            }
+        }
+        Err(ApiError::conflict(
+            "cart-busy",
+            "The cart is changing",
+            "your cart is being changed by other requests; try again",
+        ))
+    }
+
+    /// Sets a cart line's quantity (`info` is the product now, to check availability).
+    pub async fn set_quantity(
+        &self,
+        user: &str,
+        product_id: &str,
+        info: Option<ProductInfo>,
+        quantity: Quantity,
+    ) -> ApiResult<Order> {
+        let (user, product_id) = (user.to_string(), product_id.to_string());
+        let cart_id = self
+            .db
+            .write(move |uow| {
+                Box::pin(async move {
+                    Self::set_quantity_in(uow, &user, &product_id, info.as_ref(), quantity).await
+                })
+            })
+            .await?;
+        self.cart_by_id(&cart_id).await
+    }
+
+    pub async fn remove_item(&self, user: &str, product_id: &str) -> ApiResult<Order> {
+        let (user, product_id) = (user.to_string(), product_id.to_string());
+        let cart_id = self
+            .db
+            .write(move |uow| {
+                Box::pin(async move { Self::remove_item_in(uow, &user, &product_id).await })
+            })
+            .await?;
+        self.cart_by_id(&cart_id).await
+    }
+
+    /// Turns the user's cart into a placed order and asks stock to hold it. With an
+    /// idempotency key already used, returns the order that key placed instead.
+    pub async fn place(
+        &self,
+        user: &str,
+        method: &PaymentMethod,
+        idempotency: Option<(&str, &str)>,
+    ) -> ApiResult<Placed> {
+        let (user, method) = (user.to_string(), method.clone());
+        let idempotency = idempotency.map(|(k, f)| (k.to_string(), f.to_string()));
+        // A race with a concurrent checkout of the same cart is settled by looking again: the
+        // other one's idempotency key, or an empty cart, is then visible.
+        for _ in 0..3 {
+            let (user, method, idempotency) = (user.clone(), method.clone(), idempotency.clone());
+            let placed = self
+                .db
+                .write(move |uow| {
+                    Box::pin(async move {
+                        let idempotency =
+                            idempotency.as_ref().map(|(k, f)| (k.as_str(), f.as_str()));
+                        Self::place_in(uow, &user, &method, idempotency).await
+                    })
+                })
+                .await?;
+            if let Some(placed) = placed {
+                return Ok(placed);
+            }
+        }
+        Err(ApiError::conflict(
+            "checkout-in-progress",
+            "This cart is being checked out",
+            "another checkout of this cart is in progress; look at your orders",
+        ))
+    }
+
+    /// Cancels a completed order: stock takes the units back and payment refunds.
+    pub async fn cancel(&self, who: &Identity, id: &str) -> ApiResult<Order> {
+        let order = self.visible(who, id).await?;
+        let who = who.clone();
+        self.db
+            .write(move |uow| Box::pin(async move { Self::cancel_in(uow, &who, order).await }))
+            .await
+    }
+
+    /// Just an order's status: what a waiting checkout needs to know.
+    pub async fn status(&self, id: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.db.read)
+            .await
+    }
+
+    pub async fn list(
+        &self,
+        user: Option<&str>,
+        status: Option<OrderStatus>,
+        page: u32,
+        per_page: u32,
+    ) -> ApiResult<(Vec<Order>, i64)> {
+        let mut conditions = vec![];
+        let mut binds: Vec<String> = vec![];
+        if let Some(user) = user {
+            binds.push(user.to_string());
+            conditions.push(format!("user_id = ${}", binds.len()));
+        }
+        match status {
+            Some(s) => {
+                binds.push(s.as_str().to_string());
+                conditions.push(format!("status = ${}", binds.len()));
+            }
+            None => conditions.push("status <> 'cart'".into()),
+        }
+        let filter = format!("WHERE {}", conditions.join(" AND "));
+        let mut conn = self.db.read.acquire().await?;
+        let count_sql = format!("SELECT COUNT(*) FROM orders {filter}");
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        for b in &binds {
+            count = count.bind(b);
+        }
+        let total = count.fetch_one(&mut *conn).await?;
+        let sql = format!(
+            "SELECT id FROM orders {filter} ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
+            binds.len() + 1,
+            binds.len() + 2
+        );
+        let mut ids = sqlx::query_scalar::<_, String>(&sql);
+        for b in &binds {
+            ids = ids.bind(b);
+        }
+        let ids = ids
+            .bind(per_page as i64)
+            .bind((page as i64 - 1) * per_page as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut orders = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(o) = load(&mut conn, &id).await? {
+                orders.push(o);
+            }
+        }
+        Ok((orders, total))
+    }
+
+    async fn cancel_in(uow: &mut Uow, who: &Identity, order: Order) -> ApiResult<Order> {
+        let id = order.id.as_str();
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE orders SET status = 'cancelled', cancelled_at = $1, updated_at = $1 \
+             WHERE id = $2 AND status = 'completed'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(uow.conn())
+        .await?;
+        if done.rows_affected() == 0 {
+            let status = load(uow.conn(), id)
+                .await?
+                .map_or(order.status, |o| o.status);
+            return Err(match status.as_str() {
+                "placed" | "reserved" => ApiError::conflict(
+                    "order-in-progress",
+                    "The order is still being processed",
+                    "try again in a moment, once the order has completed",
+                ),
+                _ => ApiError::conflict(
+                    "order-final",
+                    "The order cannot be cancelled",
+                    format!("the order is {status}"),
+                ),
+            });
+        }
+        let note = format!(
+            "cancelled by {}",
+            if who.is_admin() && who.sub != order.user_id {
+                "an admin"
+            } else {
+                "the shopper"
+            }
+        );
+        record_history(uow, id, "cancelled", Some(&note), now).await?;
+        outbox::push(
+            uow,
+            topics::ORDER,
+            &Event::new(
+                SOURCE,
+                events::CANCELLED,
+                id,
+                events::OrderCancelled {
+                    order_id: id.to_string(),
+                },
+            ),
+        )
+        .await?;
+        let cancelled = load(uow.conn(), id).await?.expect("order exists");
+        Ok(cancelled)
+    }
+
+    /// Moves an order from `from` to `to` if it is in `from`; false if it was not (a late or
+    /// repeated event), in which case nothing changes.
+    pub async fn transition(
+        uow: &mut Uow,
+        order_id: &str,
+        from: &str,
+        to: &str,
+        note: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        let now = now_ms();
+        let time_column = match to {
+            "completed" => ", completed_at = $1",
+            "cancelled" => ", cancelled_at = $1",
+            _ => "",
+        };
+        let done = sqlx::query(&format!(
+            "UPDATE orders SET status = $2, updated_at = $1{time_column} WHERE id = $3 AND status = $4"
+        ))
+        .bind(now)
+        .bind(to)
+        .bind(order_id)
+        .bind(from)
+        .execute(uow.conn())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        record_history(uow, order_id, to, note, now).await?;
+        Ok(true)
+    }
+
+    pub async fn set_failure(
+        uow: &mut Uow,
+        order_id: &str,
+        kind: &str,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE orders SET failure_kind = $1, failure_reason = $2 WHERE id = $3")
+            .bind(kind)
+            .bind(reason)
+            .bind(order_id)
+            .execute(uow.conn())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn line_name(
+        uow: &mut Uow,
+        order_id: &str,
+        product_id: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT name FROM order_lines WHERE order_id = $1 AND product_id = $2")
+            .bind(order_id)
+            .bind(product_id)
+            .fetch_optional(uow.conn())
+            .await
+    }
+
+    /// Prices the order as stock reserved it and returns the payment method and user.
+    pub async fn apply_reserved_prices(
+        uow: &mut Uow,
+        reserved: &crate::modules::stock::events::StockReserved,
+    ) -> Result<(PaymentMethod, String), sqlx::Error> {
+        for line in &reserved.lines {
+            sqlx::query(
+                "UPDATE order_lines SET unit_price_minor = $1, name = $2 \
+                 WHERE order_id = $3 AND product_id = $4",
+            )
+            .bind(line.unit_price_minor)
+            .bind(&line.name)
+            .bind(&reserved.order_id)
+            .bind(&line.product_id)
+            .execute(uow.conn())
+            .await?;
+        }
+        let (method, user): (String, String) = sqlx::query_as(
+            "UPDATE orders SET total_minor = $1, currency = $2 WHERE id = $3 \
+             RETURNING payment_method, user_id",
+        )
+        .bind(reserved.total_minor)
+        .bind(&reserved.currency)
+        .bind(&reserved.order_id)
+        .fetch_one(uow.conn())
+        .await?;
+        let method = serde_json::from_str(&method).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok((method, user))
+    }
+
+    pub async fn set_payment_reference(
+        uow: &mut Uow,
+        order_id: &str,
+        reference: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE orders SET payment_reference = $1 WHERE id = $2")
+            .bind(reference)
+            .bind(order_id)
+            .execute(uow.conn())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_refunded(uow: &mut Uow, order_id: &str) -> Result<(), sqlx::Error> {
+        let now = now_ms();
+        sqlx::query("UPDATE orders SET refunded_at = $1, updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(order_id)
+            .execute(uow.conn())
+            .await?;
+        record_history(uow, order_id, "refunded", None, now).await
+    }
+}

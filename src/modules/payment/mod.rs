@@ -1,0 +1,25 @@
+//! The payment module: one payment per order through a provider, refunds on cancellation.
+
+pub mod events;
+mod handlers;
+pub mod method;
+pub mod provider;
+mod routes;
+mod store;
+
+use std::sync::Arc;
+
+pub use routes::router;
+pub use store::{Payment, PaymentStore};
+
+use crate::bus::inbox::Handler;
+use sqlx::migrate::Migrator;
+
+/// The same SQL runs on SQLite and PostgreSQL.
+pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/payment/migrations");
+
+pub const CONSUMER: &str = "payment";
+
+pub fn order_events_handler(provider: Arc<dyn provider::PaymentProvider>) -> Arc<dyn Handler> {
+    Arc::new(handlers::OrderEventsHandler { provider })
+}

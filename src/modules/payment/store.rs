@@ -1,0 +1,129 @@
+//! The payment module's SQL.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use crate::db::{rfc3339, Db, Uow};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Payment {
+    pub id: String,
+    pub order_id: String,
+    /// CASH, UPI, CARD, EMI or NET_BANKING.
+    pub mode: String,
+    /// What paid, safe to show (`Card •••• 4242`).
+    pub instrument: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// `succeeded`, `failed` or `refunded`.
+    pub status: String,
+    pub reference: String,
+    pub decline_code: Option<String>,
+    pub decline_reason: Option<String>,
+    pub created_at: String,
+    pub refunded_at: Option<String>,
+    pub refund_reference: Option<String>,
+    #[serde(skip)]
+    pub user_id: String,
+}
+
+const COLUMNS: &str = "id, order_id, user_id, mode, instrument, amount_minor, currency, status, \
+    reference, decline_code, decline_reason, created_at, refunded_at, refund_reference";
+
+fn payment(row: &AnyRow) -> Result<Payment, sqlx::Error> {
+    Ok(Payment {
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        user_id: row.try_get("user_id")?,
+        mode: row.try_get("mode")?,
+        instrument: row.try_get("instrument")?,
+        amount_minor: row.try_get("amount_minor")?,
+        currency: row.try_get("currency")?,
+        status: row.try_get("status")?,
+        reference: row.try_get("reference")?,
+        decline_code: row.try_get("decline_code")?,
+        decline_reason: row.try_get("decline_reason")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+        refunded_at: row.try_get::<Option<i64>, _>("refunded_at")?.map(rfc3339),
+        refund_reference: row.try_get("refund_reference")?,
+    })
+}
+
+#[derive(Clone)]
+pub struct PaymentStore {
+    pub(super) db: Db,
+}
+
+impl PaymentStore {
+    pub fn new(db: Db) -> PaymentStore {
+        PaymentStore { db }
+    }
+
+    pub async fn for_order(&self, order_id: &str) -> Result<Option<Payment>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM payments WHERE order_id = $1"
+        ))
+        .bind(order_id)
+        .fetch_optional(&self.db.read)
+        .await?
+        .map(|r| payment(&r))
+        .transpose()
+    }
+
+    pub async fn for_order_in(
+        uow: &mut Uow,
+        order_id: &str,
+    ) -> Result<Option<Payment>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM payments WHERE order_id = $1"
+        ))
+        .bind(order_id)
+        .fetch_optional(uow.conn())
+        .await?
+        .map(|r| payment(&r))
+        .transpose()
+    }
+
+    pub async fn insert(uow: &mut Uow, p: &Payment, created_at: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO payments (id, order_id, user_id, mode, instrument, amount_minor, \
+             currency, status, reference, decline_code, decline_reason, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&p.id)
+        .bind(&p.order_id)
+        .bind(&p.user_id)
+        .bind(&p.mode)
+        .bind(&p.instrument)
+        .bind(p.amount_minor)
+        .bind(&p.currency)
+        .bind(&p.status)
+        .bind(&p.reference)
+        .bind(&p.decline_code)
+        .bind(&p.decline_reason)
+        .bind(created_at)
+        .execute(uow.conn())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn mark_refunded(
+        uow: &mut Uow,
+        id: &str,
+        refund_reference: &str,
+        at: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE payments SET status = 'refunded', refunded_at = $1, refund_reference = $2 \
+             WHERE id = $3 AND status = 'succeeded'",
+        )
+        .bind(at)
+        .bind(refund_reference)
+        .bind(id)
+        .execute(uow.conn())
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! The stock module: catalog and inventory. It holds stock for placed orders (never below
+//! zero, under any concurrency), sells it when the order is paid and releases it otherwise.
+
+pub mod events;
+mod handlers;
+pub mod model;
+mod routes;
+mod seed;
+mod store;
+
+use std::sync::Arc;
+
+pub use handlers::OrderEventsHandler;
+pub use routes::router;
+pub use seed::seed_demo_catalog;
+pub use store::StockStore;
+
+use crate::bus::inbox::Handler;
+use sqlx::migrate::Migrator;
+
+/// The same SQL runs on SQLite and PostgreSQL.
+pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/stock/migrations");
+
+/// The bus consumer name of this module.
+pub const CONSUMER: &str = "stock";
+
+pub fn order_events_handler() -> Arc<dyn Handler> {
+    Arc::new(OrderEventsHandler)
+}

@@ -1,0 +1,114 @@
+//! The catalog's public shapes: what the API shows and accepts.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::{Currency, PriceMinor, StockDelta, StockLevel};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Product {
+    pub id: String,
+    pub sku: String,
+    pub name: String,
+    pub description: String,
+    /// Price in minor units of `currency` (paise for INR).
+    pub price_minor: i64,
+    pub currency: String,
+    /// Units in the warehouse, including those reserved for orders in progress.
+    pub on_hand: i64,
+    /// Units held for orders that are not yet paid.
+    pub reserved: i64,
+    /// Units a shopper can still buy: `on_hand - reserved`.
+    pub available: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub sku: String,
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: String,
+    #[serde(default)]
+    #[schema(max_length = 5000)]
+    pub description: String,
+    pub price_minor: PriceMinor,
+    pub currency: Currency,
+    /// Units on hand to start with.
+    pub quantity: StockLevel,
+}
+
+/// Fields to change; those left out stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatch {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub sku: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: Option<String>,
+    #[schema(max_length = 5000)]
+    pub description: Option<String>,
+    pub price_minor: Option<PriceMinor>,
+    pub currency: Option<Currency>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockChange {
+    pub quantity: StockDelta,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, Default)]
+pub enum SortKey {
+    #[default]
+    #[serde(rename = "name")]
+    NameAsc,
+    #[serde(rename = "-name")]
+    NameDesc,
+    #[serde(rename = "price")]
+    PriceAsc,
+    #[serde(rename = "-price")]
+    PriceDesc,
+    #[serde(rename = "newest")]
+    Newest,
+}
+
+impl SortKey {
+    pub fn order_by(self) -> &'static str {
+        match self {
+            SortKey::NameAsc => "name ASC, id ASC",
+            SortKey::NameDesc => "name DESC, id ASC",
+            SortKey::PriceAsc => "price_minor ASC, id ASC",
+            SortKey::PriceDesc => "price_minor DESC, id ASC",
+            SortKey::Newest => "created_at DESC, id ASC",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ProductQuery {
+    /// Words to find in the name, SKU or description (case-insensitive).
+    #[param(max_length = 100)]
+    pub q: Option<String>,
+    /// Page number, from 1.
+    #[param(minimum = 1, maximum = 100000)]
+    pub page: Option<u32>,
+    /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub per_page: Option<u32>,
+    /// `name`, `-name`, `price`, `-price` or `newest`.
+    #[param(inline)]
+    pub sort: Option<SortKey>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductPage {
+    pub items: Vec<Product>,
+    pub page: u32,
+    pub per_page: u32,
+    pub total: i64,
+}
