@@ -1,0 +1,174 @@
+//! The inbox: an event delivered twice has one effect.
+
+use std::sync::Arc;
+
+use ekart::app::Databases;
+use ekart::bus::inbox::handle_batch;
+use ekart::bus::{Delivered, Event};
+use ekart::modules::order::events::{LineQuantity, OrderPlaced, PLACED, SOURCE};
+use ekart::modules::stock::{self, StockStore};
+use reqwest::StatusCode;
+
+use crate::helpers::{postgres_url, scratch_postgres, test_settings, Backend, TestApp};
+
+async fn redelivered_event_has_one_effect(url: String) {
+    let settings = test_settings(url);
+    let dbs = Databases::open(&settings).await.unwrap();
+    let store = StockStore::new(dbs.stock.clone());
+    stock::seed_demo_catalog(&store).await.unwrap();
+    let (items, ..) = store
+        .list(&serde_json::from_value(serde_json::json!({})).unwrap())
+        .await
+        .unwrap();
+    let product = &items[0];
+
+    let placed = Event::new(
+        SOURCE,
+        PLACED,
+        "order-1",
+        OrderPlaced {
+            order_id: "order-1".into(),
+            user_id: "u".into(),
+            lines: vec![LineQuantity {
+                product_id: product.id.clone(),
+                quantity: 2,
+            }],
+        },
+    );
+    let batch = Arc::new(vec![Delivered {
+        event: placed.clone(),
+        position: None,
+    }]);
+    let handler = stock::order_events_handler();
+    let first = handle_batch(
+        &dbs.stock,
+        "stock",
+        "ekart.order",
+        batch.clone(),
+        handler.clone(),
+    )
+    .await
+    .unwrap();
+    // The same event again, alone and inside a bigger batch.
+    let again = handle_batch(
+        &dbs.stock,
+        "stock",
+        "ekart.order",
+        batch.clone(),
+        handler.clone(),
+    )
+    .await
+    .unwrap();
+    let twice = Arc::new(vec![batch[0].clone(), batch[0].clone()]);
+    let third = handle_batch(&dbs.stock, "stock", "ekart.order", twice, handler.clone())
+        .await
+        .unwrap();
+    assert_eq!((first, again, third), (1, 0, 0));
+
+    let after = store.get(&product.id).await.unwrap().unwrap();
+    assert_eq!(after.reserved, 2, "reserved once");
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(&dbs.stock.read)
+        .await
+        .unwrap();
+    assert_eq!(events, 1, "one answer published");
+
+    // A different event about the same order (a retried publish with a new id) is also harmless.
+    let mut replay = placed.clone();
+    replay.id = "another-id".into();
+    let batch = Arc::new(vec![Delivered {
+        event: replay,
+        position: None,
+    }]);
+    handle_batch(
+        &dbs.stock,
+        "stock",
+        "ekart.order",
+        batch.clone(),
+        handler.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.get(&product.id).await.unwrap().unwrap().reserved, 2);
+}
+
+#[tokio::test]
+async fn redelivered_event_has_one_effect_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    redelivered_event_has_one_effect(format!("sqlite://{}/", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn redelivered_event_has_one_effect_postgres() {
+    if let Some(server) = postgres_url() {
+        redelivered_event_has_one_effect(scratch_postgres(&server).await).await;
+    }
+}
+
+/// Restarting on the same database keeps the data and does not seed twice.
+#[tokio::test]
+async fn restart_keeps_data_and_seeds_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/", dir.path().display());
+    for _ in 0..2 {
+        let settings = test_settings(url.clone());
+        let dbs = Databases::open(&settings).await.unwrap();
+        let store = StockStore::new(dbs.stock.clone());
+        stock::seed_demo_catalog(&store).await.unwrap();
+        for db in dbs.all() {
+            db.close().await;
+        }
+    }
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| s.database.url = url.clone())
+        .await
+        .unwrap();
+    let (status, page) = app.get("/api/products", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["total"], 24);
+}
+
+/// Many concurrent writes share commits on SQLite, yet a failing one undoes only itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_isolates_a_failing_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(format!("sqlite://{}/", dir.path().display()));
+    let dbs = Databases::open(&settings).await.unwrap();
+    let db = dbs.users.clone();
+    let writes = (0..200).map(|i| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.write(move |uow| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO users (sub, name, email, role, created_at, last_sign_in_at) \
+                         VALUES ($1, 'n', 'e', 'customer', 0, 0)",
+                    )
+                    .bind(format!("user-{i}"))
+                    .execute(uow.conn())
+                    .await?;
+                    if i % 10 == 0 {
+                        return Err(anyhow::anyhow!("write {i} changes its mind"));
+                    }
+                    Ok(i)
+                })
+            })
+            .await
+        })
+    });
+    let results = futures::future::join_all(writes).await;
+    let failed = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_err())
+        .count();
+    assert_eq!(failed, 20);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&db.read)
+        .await
+        .unwrap();
+    assert_eq!(rows, 180, "only the failed writes were undone");
+    let kept: Option<String> = sqlx::query_scalar("SELECT sub FROM users WHERE sub = 'user-10'")
+        .fetch_optional(&db.read)
+        .await
+        .unwrap();
+    assert_eq!(kept, None);
+}

@@ -1,0 +1,11 @@
+//! API tests against a real shop, each on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod bus;
+mod cart;
+mod catalog;
+mod checkout;
+mod concurrency;
+mod input;
+mod orders;
