@@ -15,11 +15,11 @@ use crate::config::{AuthMode, BusKind, Settings};
 use crate::db::Db;
 use crate::gateway::auth::Authenticator;
 use crate::gateway::{self, health};
-use crate::modules::frontend;
+use crate::modules::frontend::{self, Frontend, Recorder};
 use crate::modules::order::{self, OrderState, OrderStore, Waiters};
 use crate::modules::payment::{self, provider::Simulator, PaymentStore};
 use crate::modules::stock::{self, StockStore};
-use crate::modules::user::{self, UserStore};
+use crate::modules::user::{self, JourneyStore, UserStore};
 
 /// Each module's database, opened and migrated.
 pub struct Databases {
@@ -108,6 +108,14 @@ impl Application {
             topics::PAYMENT,
             saga,
         );
+        user::spawn_journey_consumer(&bus, databases.users.clone());
+        spawn_consumer(
+            &bus,
+            databases.users.clone(),
+            user::CONSUMER,
+            topics::ORDER,
+            user::order_events_handler(),
+        );
 
         let sweep = Duration::from_millis(settings.bus.relay_sweep_ms);
         let tasks = [&databases.stock, &databases.orders, &databases.payment]
@@ -132,6 +140,8 @@ impl Application {
                 checkout_wait: Duration::from_millis(settings.checkout.wait_ms),
             }),
             payment::router(payment_store),
+            user::router(JourneyStore::new(databases.users.clone())),
+            gateway::auth::session_router(user_store.clone()),
             health::router(health::Probes {
                 databases: databases.all(),
                 bus: bus.clone(),
@@ -144,9 +154,10 @@ impl Application {
             );
             api.push(gateway::auth::dev_router(auth.clone(), user_store));
         }
+        let recorder = Recorder::start(bus.clone());
         let router = gateway::router(
             api,
-            frontend::router(stock_store),
+            |api| frontend::router(Frontend { api, recorder }),
             auth,
             settings.server.body_limit_bytes,
         );

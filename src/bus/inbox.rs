@@ -89,7 +89,7 @@ pub async fn handle_batch(
 }
 
 /// Stores where the consumer is in a durable log, in the transaction of the effect.
-async fn save_position(
+pub async fn save_position(
     uow: &mut Uow,
     consumer: &str,
     topic: &str,

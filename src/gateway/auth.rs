@@ -1,8 +1,10 @@
-//! Who is asking. The gateway checks the bearer token once per request and leaves an
-//! [`Identity`] in the request's extensions; routes ask for [`CurrentUser`] or [`Admin`].
+//! Who is asking. The gateway checks the bearer token (API clients) or the session cookie
+//! (the web pages) once per request and leaves an [`Identity`] in the request's extensions;
+//! routes ask for [`CurrentUser`] or [`Admin`].
 //!
-//! Only `dev` mode exists so far: `POST /auth/dev/token` mints a locally signed JWT for any
-//! name and role. It is for trying the shop and for tests, never for a real deployment.
+//! Only `dev` mode exists so far: `POST /auth/dev/token` starts a sign-in session for any
+//! name and role and mints a locally signed JWT for it. It is for trying the shop and for
+//! tests, never for a real deployment.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum_extra::extract::CookieJar;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -24,6 +27,9 @@ use crate::gateway::extract::ApiJson;
 use crate::modules::user::UserStore;
 
 const ISSUER: &str = "ekart-dev";
+
+/// The web pages' session cookie: the same JWT an API client sends as a bearer token.
+pub const SESSION_COOKIE: &str = "ekart_session";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -40,6 +46,10 @@ pub struct Identity {
     pub name: String,
     pub email: String,
     pub role: Role,
+    /// The sign-in session the token belongs to; its journey is recorded under this id.
+    pub session: Option<String>,
+    /// When that session started, milliseconds since the Unix epoch.
+    pub session_started_at: Option<i64>,
 }
 
 impl Identity {
@@ -54,6 +64,11 @@ struct Claims {
     name: String,
     email: String,
     role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
+    /// Session start, milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sst: Option<i64>,
     iss: String,
     iat: i64,
     exp: i64,
@@ -94,6 +109,8 @@ impl Authenticator {
             name: identity.name.clone(),
             email: identity.email.clone(),
             role: identity.role,
+            sid: identity.session.clone(),
+            sst: identity.session_started_at,
             iss: ISSUER.into(),
             iat: now,
             exp: now + self.ttl_secs as i64,
@@ -111,12 +128,21 @@ impl Authenticator {
             name: c.name,
             email: c.email,
             role: c.role,
+            session: c.sid,
+            session_started_at: c.sst,
         })
+    }
+
+    /// How long a token (and the session cookie holding it) lives.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
     }
 }
 
 /// Middleware: a valid bearer token puts its [`Identity`] in the request; an invalid one is
-/// refused at once; none leaves the request anonymous for the route to judge.
+/// refused at once; none leaves the request anonymous for the route to judge. Without a bearer
+/// token the session cookie is read instead; an expired or damaged cookie only makes the
+/// request anonymous, so the pages can send the shopper to sign in again.
 pub async fn authenticate(
     State(auth): State<Arc<Authenticator>>,
     mut req: Request,
@@ -135,6 +161,10 @@ pub async fn authenticate(
                 req.extensions_mut().insert(identity);
             }
             Err(err) => return err.into_response(),
+        }
+    } else if let Some(cookie) = CookieJar::from_headers(req.headers()).get(SESSION_COOKIE) {
+        if let Ok(identity) = auth.verify(cookie.value()) {
+            req.extensions_mut().insert(identity);
         }
     }
     next.run(req).await
@@ -200,7 +230,28 @@ pub fn dev_router(auth: Arc<Authenticator>, users: UserStore) -> OpenApiRouter {
         .with_state(DevState { auth, users })
 }
 
-/// Mints a dev-mode access token for any name, email and role.
+/// Sign-out, whatever the mode.
+pub fn session_router(users: UserStore) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(sign_out))
+        .with_state(users)
+}
+
+/// Ends the caller's sign-in session: its journey ends here. The token itself stays valid
+/// until it expires (a browser drops its cookie at sign-out).
+#[utoipa::path(post, path = "/auth/signout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "the session has ended"), (status = 401)))]
+async fn sign_out(
+    State(users): State<UserStore>,
+    CurrentUser(user): CurrentUser,
+) -> ApiResult<StatusCode> {
+    if let Some(session) = &user.session {
+        users.end_session(&user.sub, session).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Starts a dev-mode sign-in session for any name, email and role, and mints its token.
 #[utoipa::path(post, path = "/auth/dev/token", tag = "auth",
     request_body = DevTokenRequest,
     responses((status = 200, body = TokenResponse), (status = 422, description = "invalid name or email")))]
@@ -223,13 +274,17 @@ async fn dev_token(
             "email must look like name@example.com",
         ));
     }
-    let identity = Identity {
+    let mut identity = Identity {
         sub: format!("dev|{email}"),
         name: name.to_string(),
         email,
         role: req.role,
+        session: None,
+        session_started_at: None,
     };
-    state.users.record_sign_in(&identity).await?;
+    let session = state.users.start_session(&identity).await?;
+    identity.session = Some(session.id);
+    identity.session_started_at = Some(session.started_at);
     Ok((
         StatusCode::OK,
         axum::Json(TokenResponse {

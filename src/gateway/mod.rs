@@ -20,13 +20,14 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
+use crate::modules::frontend::ApiClient;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ekart", description = "An online shop: catalog, cart, checkout, orders, payments."),
     modifiers(&BearerAuth),
     tags((name = "catalog"), (name = "cart"), (name = "checkout"), (name = "orders"),
-        (name = "payments"), (name = "auth"), (name = "health"))
+        (name = "payments"), (name = "journeys"), (name = "auth"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -115,10 +116,11 @@ struct Problem {
     detail: String,
 }
 
-/// Assembles the public router from the modules' routers.
+/// Assembles the public router: the modules' API routers, and the pages, which `pages`
+/// builds around a client of that same API.
 pub fn router(
     api: Vec<OpenApiRouter>,
-    pages: Router,
+    pages: impl FnOnce(ApiClient) -> Router,
     auth: Arc<auth::Authenticator>,
     body_limit: usize,
 ) -> Router {
@@ -130,19 +132,22 @@ pub fn router(
     // After the merge, so that it sees every module's operations.
     ProblemResponses.modify(&mut openapi);
     let openapi = Arc::new(openapi);
-    routes
-        .route(
-            "/api/openapi.json",
-            get(move || {
-                let openapi = openapi.clone();
-                async move { Json(openapi.as_ref().clone()) }
-            }),
-        )
-        .merge(pages)
+    let authenticated = |router: Router| {
+        router
+            .layer(middleware::from_fn_with_state(auth.clone(), auth::authenticate))
+            .layer(DefaultBodyLimit::max(body_limit))
+    };
+    let api = authenticated(routes.route(
+        "/api/openapi.json",
+        get(move || {
+            let openapi = openapi.clone();
+            async move { Json(openapi.as_ref().clone()) }
+        }),
+    ));
+    let pages = authenticated(pages(ApiClient::new(api.clone().fallback(not_found))));
+    api.merge(pages)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(auth, auth::authenticate))
-        .layer(DefaultBodyLimit::max(body_limit))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

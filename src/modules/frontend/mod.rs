@@ -1,27 +1,28 @@
-//! The frontend module: server-rendered pages. For now the shop's front door, listing the
-//! catalog and pointing at the API; the full storefront builds on it.
+//! The frontend module: the storefront's server-rendered pages and the click-stream.
+//!
+//! Pages call the shop's JSON API (see [`api`]) with the shopper's session token, so they
+//! need nothing of the other modules but their API. Each page view and each click on a
+//! control marked `data-track` is reported by the page's script and published on
+//! `ekart.journey`, keyed by the session (see [`clickstream`]).
 
-use askama::Template;
-use axum::extract::State;
-use axum::response::Html;
-use axum::routing::get;
+pub mod api;
+mod assets;
+pub mod clickstream;
+pub mod events;
+mod pages;
+mod views;
+mod visitor;
+
+use axum::routing::{get, post};
 use axum::Router;
 
-use crate::error::ApiError;
-use crate::modules::stock::model::{Product, ProductQuery};
-use crate::modules::stock::StockStore;
+pub use api::ApiClient;
+pub use clickstream::Recorder;
 
-#[derive(Template)]
-#[template(path = "index.html")]
-struct IndexPage {
-    products: Vec<Product>,
-    total: i64,
-}
-
-impl IndexPage {
-    fn price(&self, p: &Product) -> String {
-        format_money(p.price_minor, &p.currency)
-    }
+#[derive(Clone)]
+pub struct Frontend {
+    pub api: ApiClient,
+    pub recorder: Recorder,
 }
 
 /// `12345` INR → `₹123.45`.
@@ -43,20 +44,31 @@ pub fn format_money(minor: i64, currency: &str) -> String {
     }
 }
 
-pub fn router(stock: StockStore) -> Router {
-    Router::new().route("/", get(index)).with_state(stock)
-}
-
-async fn index(State(stock): State<StockStore>) -> Result<Html<String>, ApiError> {
-    let query = ProductQuery {
-        q: None,
-        page: Some(1),
-        per_page: Some(24),
-        sort: None,
-    };
-    let (products, total, _, _) = stock.list(&query).await?;
-    let page = IndexPage { products, total };
-    Ok(Html(page.render().map_err(ApiError::internal)?))
+pub fn router(frontend: Frontend) -> Router {
+    use pages::{admin, cart, catalog, journeys, orders, signin};
+    Router::new()
+        .route("/", get(catalog::catalog))
+        .route("/products/{id}", get(catalog::product))
+        .route("/cart", get(cart::cart))
+        .route("/cart/items", post(catalog::add_to_cart))
+        .route("/cart/items/{product_id}", post(cart::set_quantity))
+        .route("/cart/items/{product_id}/remove", post(cart::remove))
+        .route("/checkout", get(cart::checkout).post(cart::place_order))
+        .route("/orders", get(orders::my_orders))
+        .route("/orders/{id}", get(orders::order))
+        .route("/orders/{id}/cancel", post(orders::cancel))
+        .route("/journeys", get(journeys::journeys))
+        .route("/journeys/{id}", get(journeys::journey))
+        .route("/admin/products", get(admin::products).post(admin::create))
+        .route("/admin/products/{id}", post(admin::edit))
+        .route("/admin/products/{id}/restock", post(admin::restock))
+        .route("/admin/products/{id}/reduce", post(admin::reduce))
+        .route("/admin/orders", get(admin::orders))
+        .route("/signin", get(signin::sign_in_page).post(signin::sign_in))
+        .route("/signout", post(signin::sign_out))
+        .route("/track", post(clickstream::track))
+        .route("/static/{name}", get(assets::asset))
+        .with_state(frontend)
 }
 
 #[cfg(test)]

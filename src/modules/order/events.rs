@@ -22,6 +22,9 @@ pub struct LineQuantity {
 pub struct OrderPlaced {
     pub order_id: String,
     pub user_id: String,
+    /// The sign-in session that placed it, so the order joins that session's journey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
     pub lines: Vec<LineQuantity>,
 }
 

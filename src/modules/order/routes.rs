@@ -143,6 +143,7 @@ async fn checkout(
         .store
         .place(
             &user.sub,
+            user.session.as_deref(),
             &method,
             key.as_deref().map(|k| (k, fingerprint.as_str())),
         )

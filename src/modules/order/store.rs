@@ -387,6 +387,7 @@ impl OrderStore {
     async fn place_in(
         uow: &mut Uow,
         user: &str,
+        session: Option<String>,
         method: &PaymentMethod,
         idempotency: Option<(&str, &str)>,
     ) -> ApiResult<Option<Placed>> {
@@ -442,6 +443,7 @@ impl OrderStore {
         let placed = OrderPlaced {
             order_id: order_id.clone(),
             user_id: user.to_string(),
+            session_id: session,
             lines: lines
                 .into_iter()
                 .map(|(product_id, quantity)| LineQuantity {
@@ -526,22 +528,25 @@ impl OrderStore {
     pub async fn place(
         &self,
         user: &str,
+        session: Option<&str>,
         method: &PaymentMethod,
         idempotency: Option<(&str, &str)>,
     ) -> ApiResult<Placed> {
         let (user, method) = (user.to_string(), method.clone());
+        let session = session.map(str::to_string);
         let idempotency = idempotency.map(|(k, f)| (k.to_string(), f.to_string()));
         // A race with a concurrent checkout of the same cart is settled by looking again: the
         // other one's idempotency key, or an empty cart, is then visible.
         for _ in 0..3 {
             let (user, method, idempotency) = (user.clone(), method.clone(), idempotency.clone());
+            let session = session.clone();
             let placed = self
                 .db
                 .write(move |uow| {
                     Box::pin(async move {
                         let idempotency =
                             idempotency.as_ref().map(|(k, f)| (k.as_str(), f.as_str()));
-                        Self::place_in(uow, &user, &method, idempotency).await
+                        Self::place_in(uow, &user, session, &method, idempotency).await
                     })
                 })
                 .await?;

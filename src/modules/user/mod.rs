@@ -1,11 +1,26 @@
-//! The user module: accounts keyed by the identity provider's subject. Sessions and the
-//! click-stream journey come with the storefront.
+//! The user module: accounts keyed by the identity provider's subject, sign-in sessions, and
+//! the journey of each session (the click-stream and checkout outcomes, consumed from the
+//! bus), with a timeline and a PDF of it.
 
+mod handlers;
+pub mod journey;
+pub mod pdf;
+mod routes;
 mod store;
 
-pub use store::UserStore;
+use std::sync::Arc;
 
+pub use handlers::{spawn_journey_consumer, store_journey_batch, CONSUMER};
+pub use journey::JourneyStore;
+pub use routes::router;
+pub use store::{Session, UserStore};
+
+use crate::bus::inbox::Handler;
 use sqlx::migrate::Migrator;
 
 /// The same SQL runs on SQLite and PostgreSQL.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/user/migrations");
+
+pub fn order_events_handler() -> Arc<dyn Handler> {
+    Arc::new(handlers::OrderEventsHandler)
+}

@@ -1,10 +1,17 @@
 use crate::db::{now_ms, Db};
 use crate::gateway::auth::{Identity, Role};
 
-/// The user module's tables.
+/// The user module's accounts and sign-in sessions.
 #[derive(Clone)]
 pub struct UserStore {
     db: Db,
+}
+
+/// A sign-in session: its id travels in the session's token, and its journey is keyed by it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub started_at: i64,
 }
 
 impl UserStore {
@@ -12,14 +19,24 @@ impl UserStore {
         UserStore { db }
     }
 
-    /// Creates the user on first sign-in, refreshes name, email and role after that.
-    pub async fn record_sign_in(&self, identity: &Identity) -> Result<(), sqlx::Error> {
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Signs a user in: creates the account on first sign-in (refreshing name, email and role
+    /// after that) and starts a new session, in one transaction.
+    pub async fn start_session(&self, identity: &Identity) -> Result<Session, sqlx::Error> {
         let now = now_ms();
         let role = match identity.role {
             Role::Admin => "admin",
             Role::Customer => "customer",
         };
         let identity = identity.clone();
+        let session = Session {
+            id: uuid::Uuid::now_v7().to_string(),
+            started_at: now,
+        };
+        let id = session.id.clone();
         self.db
             .write(move |uow| {
                 Box::pin(async move {
@@ -34,6 +51,36 @@ impl UserStore {
                     .bind(&identity.email)
                     .bind(role)
                     .bind(now)
+                    .execute(uow.conn())
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO sessions (id, user_sub, started_at) VALUES ($1, $2, $3)",
+                    )
+                    .bind(&id)
+                    .bind(&identity.sub)
+                    .bind(now)
+                    .execute(uow.conn())
+                    .await?;
+                    Ok::<_, sqlx::Error>(())
+                })
+            })
+            .await?;
+        Ok(session)
+    }
+
+    /// Marks the user's session as ended (sign-out). Ending it twice keeps the first end.
+    pub async fn end_session(&self, user: &str, session: &str) -> Result<(), sqlx::Error> {
+        let (user, session, now) = (user.to_string(), session.to_string(), now_ms());
+        self.db
+            .write(move |uow| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE sessions SET ended_at = $1 \
+                         WHERE id = $2 AND user_sub = $3 AND ended_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(&session)
+                    .bind(&user)
                     .execute(uow.conn())
                     .await?;
                     Ok(())

@@ -1,0 +1,78 @@
+//! My journeys: my sign-in sessions, and each one's timeline with its PDF.
+
+use askama::Template;
+use axum::extract::{Path, State};
+
+use super::{encode, ok, PageError, PageResult};
+use crate::modules::frontend::views::{time_text, Journey, Page, SessionSummary};
+use crate::modules::frontend::visitor::{Chrome, Shopper};
+use crate::modules::frontend::Frontend;
+
+#[derive(Template)]
+#[template(path = "journeys.html")]
+struct JourneysPage {
+    chrome: Chrome,
+    sessions: Page<SessionSummary>,
+    current: Option<String>,
+}
+
+impl JourneysPage {
+    fn time(&self, ms: &i64) -> String {
+        time_text(*ms)
+    }
+}
+
+pub async fn journeys(State(fe): State<Frontend>, Shopper(visitor): Shopper) -> PageResult {
+    let sessions = fe
+        .api
+        .get(visitor.token(), "/api/journeys?per_page=50")
+        .await
+        .map_err(|p| PageError::problem(p, visitor.chrome(), &visitor.here))?;
+    ok(&JourneysPage {
+        chrome: visitor.chrome(),
+        sessions,
+        current: visitor.identity.as_ref().and_then(|i| i.session.clone()),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "journey.html")]
+struct JourneyPage {
+    chrome: Chrome,
+    journey: Journey,
+}
+
+impl JourneyPage {
+    fn time(&self, ms: &i64) -> String {
+        time_text(*ms)
+    }
+
+    /// Time from this step to the next (or to the session's end, for the last).
+    fn spent(&self, index: &usize) -> String {
+        let index = *index;
+        let steps = &self.journey.steps;
+        let next = steps
+            .get(index + 1)
+            .map(|s| s.at)
+            .or(self.journey.session.ended_at)
+            .or(self.journey.session.last_step_at)
+            .unwrap_or(steps[index].at);
+        crate::modules::frontend::views::duration_text(next - steps[index].at)
+    }
+}
+
+pub async fn journey(
+    State(fe): State<Frontend>,
+    Shopper(visitor): Shopper,
+    Path(id): Path<String>,
+) -> PageResult {
+    let journey = fe
+        .api
+        .get(visitor.token(), &format!("/api/journeys/{}", encode(&id)))
+        .await
+        .map_err(|p| PageError::problem(p, visitor.chrome(), &visitor.here))?;
+    ok(&JourneyPage {
+        chrome: visitor.chrome(),
+        journey,
+    })
+}

@@ -1,0 +1,224 @@
+//! What the pages read from the API: the fields they show, nothing more. The frontend owns
+//! these shapes so it depends on the API's JSON, not on other modules' code.
+
+use serde::Deserialize;
+
+use super::format_money;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Product {
+    pub id: String,
+    pub sku: String,
+    pub name: String,
+    pub description: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+}
+
+impl Product {
+    pub fn price(&self) -> String {
+        format_money(self.price_minor, &self.currency)
+    }
+
+    /// The most a shopper may pick in the quantity box.
+    pub fn max_quantity(&self) -> i64 {
+        self.available.clamp(1, 1000)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub page: u32,
+    pub per_page: u32,
+    pub total: i64,
+}
+
+impl<T> Page<T> {
+    pub fn pages(&self) -> u32 {
+        (((self.total.max(1) - 1) / self.per_page.max(1) as i64) + 1) as u32
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Line {
+    pub product_id: String,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+    pub line_total_minor: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Cart {
+    pub lines: Vec<Line>,
+    pub item_count: i64,
+    pub total_minor: i64,
+    pub currency: Option<String>,
+}
+
+impl Cart {
+    pub fn money(&self, minor: &i64) -> String {
+        format_money(*minor, self.currency.as_deref().unwrap_or("INR"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Failure {
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatusChange {
+    pub status: String,
+    pub note: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub user_id: String,
+    pub status: String,
+    pub lines: Vec<Line>,
+    pub item_count: i64,
+    pub total_minor: i64,
+    pub currency: Option<String>,
+    pub payment_mode: Option<String>,
+    pub failure: Option<Failure>,
+    pub history: Vec<StatusChange>,
+    pub created_at: String,
+    pub refunded_at: Option<String>,
+}
+
+impl Order {
+    pub fn money(&self, minor: &i64) -> String {
+        format_money(*minor, self.currency.as_deref().unwrap_or("INR"))
+    }
+
+    pub fn short_id(&self) -> &str {
+        short(&self.id)
+    }
+
+    /// The order's state in a shopper's words.
+    pub fn status_text(&self) -> &'static str {
+        match self.status.as_str() {
+            "placed" | "reserved" => "Being processed",
+            "completed" => "Completed",
+            "failed" => match self.failure.as_ref().map(|f| f.kind.as_str()) {
+                Some("payment_declined") => "Payment declined",
+                Some("out_of_stock") => "Out of stock",
+                _ => "Failed",
+            },
+            "cancelled" => "Cancelled",
+            _ => "In your cart",
+        }
+    }
+
+    pub fn cancellable(&self) -> bool {
+        self.status == "completed"
+    }
+}
+
+/// The first block of a UUID: enough for a person to tell orders apart.
+pub fn short(id: &str) -> &str {
+    id.split('-').next().unwrap_or(id)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Payment {
+    pub instrument: String,
+    pub status: String,
+    pub reference: String,
+    pub decline_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionSummary {
+    pub id: String,
+    pub user_name: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub last_step_at: Option<i64>,
+    pub steps: i64,
+}
+
+impl SessionSummary {
+    pub fn length(&self) -> String {
+        let end = self
+            .ended_at
+            .or(self.last_step_at)
+            .unwrap_or(self.started_at);
+        duration_text(end - self.started_at)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Step {
+    pub at: i64,
+    pub kind: String,
+    pub name: String,
+    pub label: String,
+    pub detail: Option<String>,
+}
+
+impl Step {
+    /// A CSS class for the step's highlight on the timeline.
+    pub fn class(&self) -> &'static str {
+        match (self.kind.as_str(), self.name.as_str()) {
+            ("order", "completed") => "step-ok",
+            ("order", "failed") => "step-bad",
+            ("order", _) | ("click", "checkout" | "place-order") => "step-checkout",
+            ("click", "add-to-cart") => "step-cart",
+            _ => "",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Totals {
+    pub pages_visited: u64,
+    pub items_added: u64,
+    pub orders_placed: u64,
+    pub orders_completed: u64,
+    pub spent_minor: i64,
+    pub currency: Option<String>,
+}
+
+impl Totals {
+    pub fn spent(&self) -> String {
+        match &self.currency {
+            Some(c) => format_money(self.spent_minor, c),
+            None => "nothing".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Journey {
+    pub session: SessionSummary,
+    pub steps: Vec<Step>,
+    pub totals: Totals,
+}
+
+/// `125_000` ms → `2 min 5 s`.
+pub fn duration_text(ms: i64) -> String {
+    let secs = (ms / 1000).max(0);
+    match secs {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min {} s", s / 60, s % 60),
+        s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A stored timestamp as the pages show it: `2026-11-24 19:48:08 UTC`.
+pub fn time_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
+}

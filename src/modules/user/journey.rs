@@ -1,0 +1,250 @@
+//! Journeys: the steps of each sign-in session, in the order they happened, and what they add
+//! up to.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use crate::db::{Db, Uow};
+
+/// A stored step. `kind` is `page`, `click` or `order`; `name` is the page's path, the
+/// control's action (`add-to-cart`, `checkout`, …) or the order's outcome (`placed`,
+/// `completed`, `failed`).
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Step {
+    #[serde(skip)]
+    pub event_id: String,
+    #[serde(skip)]
+    pub session_id: String,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub kind: String,
+    pub name: String,
+    pub label: String,
+    pub detail: Option<String>,
+    /// For a completed order: what it cost, in minor units.
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+}
+
+impl Step {
+    pub fn is_add_to_cart(&self) -> bool {
+        self.kind == "click" && self.name == "add-to-cart"
+    }
+}
+
+/// A sign-in session as listed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SessionSummary {
+    pub id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub user_email: String,
+    pub started_at: i64,
+    /// When the shopper signed out, if they did.
+    pub ended_at: Option<i64>,
+    /// When the last step happened, if any did.
+    pub last_step_at: Option<i64>,
+    pub steps: i64,
+}
+
+impl SessionSummary {
+    /// The session's end: sign-out, else its last step, else its start.
+    pub fn end(&self) -> i64 {
+        self.ended_at
+            .or(self.last_step_at)
+            .unwrap_or(self.started_at)
+            .max(self.started_at)
+    }
+}
+
+/// What a journey adds up to.
+#[derive(Debug, Clone, Default, Serialize, ToSchema, PartialEq)]
+pub struct JourneyTotals {
+    pub pages_visited: u64,
+    pub items_added: u64,
+    pub orders_placed: u64,
+    pub orders_completed: u64,
+    /// Money spent on completed orders, in minor units of `currency`.
+    pub spent_minor: i64,
+    pub currency: Option<String>,
+}
+
+impl JourneyTotals {
+    pub fn of(steps: &[Step]) -> JourneyTotals {
+        let mut totals = JourneyTotals::default();
+        for step in steps {
+            match (step.kind.as_str(), step.name.as_str()) {
+                ("page", _) => totals.pages_visited += 1,
+                ("click", "add-to-cart") => totals.items_added += 1,
+                ("order", "placed") => totals.orders_placed += 1,
+                ("order", "completed") => {
+                    totals.orders_completed += 1;
+                    totals.spent_minor += step.amount_minor.unwrap_or(0);
+                    if totals.currency.is_none() {
+                        totals.currency = step.currency.clone();
+                    }
+                }
+                _ => {}
+            }
+        }
+        totals
+    }
+}
+
+/// A session and its steps.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Journey {
+    pub session: SessionSummary,
+    pub steps: Vec<Step>,
+    pub totals: JourneyTotals,
+}
+
+/// Rows per INSERT: well under SQLite's and PostgreSQL's bind-parameter limits.
+const ROWS_PER_INSERT: usize = 400;
+
+/// Stores steps, skipping any whose event id is already there (a redelivery); returns how
+/// many were new. Many rows go in one statement: the click-stream is the busiest topic.
+pub async fn append(uow: &mut Uow, steps: &[Step]) -> Result<u64, sqlx::Error> {
+    let mut added = 0;
+    for chunk in steps.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO journey_steps (event_id, session_id, at, kind, name, label, detail, \
+             amount_minor, currency) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 9;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9
+            ));
+        }
+        sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
+        let mut query = sqlx::query(&sql);
+        for s in chunk {
+            query = query
+                .bind(&s.event_id)
+                .bind(&s.session_id)
+                .bind(s.at)
+                .bind(&s.kind)
+                .bind(&s.name)
+                .bind(&s.label)
+                .bind(&s.detail)
+                .bind(s.amount_minor)
+                .bind(&s.currency);
+        }
+        added += query.execute(uow.conn()).await?.rows_affected();
+    }
+    Ok(added)
+}
+
+const SESSION_COLUMNS: &str = "s.id, s.user_sub, u.name, u.email, s.started_at, s.ended_at, \
+     (SELECT MAX(j.at) FROM journey_steps j WHERE j.session_id = s.id), \
+     (SELECT COUNT(*) FROM journey_steps j WHERE j.session_id = s.id)";
+
+fn session(row: &AnyRow) -> Result<SessionSummary, sqlx::Error> {
+    Ok(SessionSummary {
+        id: row.try_get(0)?,
+        user_id: row.try_get(1)?,
+        user_name: row.try_get(2)?,
+        user_email: row.try_get(3)?,
+        started_at: row.try_get(4)?,
+        ended_at: row.try_get(5)?,
+        last_step_at: row.try_get(6)?,
+        steps: row.try_get(7)?,
+    })
+}
+
+/// Reading journeys.
+#[derive(Clone)]
+pub struct JourneyStore {
+    db: Db,
+}
+
+impl JourneyStore {
+    pub fn new(db: Db) -> JourneyStore {
+        JourneyStore { db }
+    }
+
+    /// Sessions newest first: one user's, or everyone's when `user` is None. With the total.
+    pub async fn sessions(
+        &self,
+        user: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<SessionSummary>, i64), sqlx::Error> {
+        let (filter, count_filter) = match user {
+            Some(_) => ("WHERE s.user_sub = $3", "WHERE s.user_sub = $1"),
+            None => ("", ""),
+        };
+        let list_sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.sub = s.user_sub \
+             {filter} ORDER BY s.started_at DESC, s.id DESC LIMIT $1 OFFSET $2"
+        );
+        let count_sql = format!("SELECT COUNT(*) FROM sessions s {count_filter}");
+        let mut query = sqlx::query(&list_sql).bind(limit).bind(offset);
+        let mut count = sqlx::query_scalar(&count_sql);
+        if let Some(user) = user {
+            query = query.bind(user.to_string());
+            count = count.bind(user.to_string());
+        }
+        let rows = query.fetch_all(&self.db.read).await?;
+        let total = count.fetch_one(&self.db.read).await?;
+        let sessions = rows.iter().map(session).collect::<Result<_, _>>()?;
+        Ok((sessions, total))
+    }
+
+    /// A session with its steps in the order they happened.
+    pub async fn journey(&self, session_id: &str) -> Result<Option<Journey>, sqlx::Error> {
+        let mut conn = self.db.read.acquire().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.sub = s.user_sub \
+             WHERE s.id = $1"
+        ))
+        .bind(session_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let session = session(&row)?;
+        let steps: Vec<Step> = sqlx::query(
+            "SELECT event_id, session_id, at, kind, name, label, detail, amount_minor, currency \
+             FROM journey_steps WHERE session_id = $1 ORDER BY at, event_id",
+        )
+        .bind(session_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Step {
+                event_id: r.try_get(0)?,
+                session_id: r.try_get(1)?,
+                at: r.try_get(2)?,
+                kind: r.try_get(3)?,
+                name: r.try_get(4)?,
+                label: r.try_get(5)?,
+                detail: r.try_get(6)?,
+                amount_minor: r.try_get(7)?,
+                currency: r.try_get(8)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+        let totals = JourneyTotals::of(&steps);
+        Ok(Some(Journey {
+            session,
+            steps,
+            totals,
+        }))
+    }
+}

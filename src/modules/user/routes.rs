@@ -1,0 +1,163 @@
+//! Journeys over HTTP. A shopper sees their own sessions; another user's session answers
+//! 404, never 403, so ids cannot be probed. An admin may open any session.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::journey::{Journey, JourneyStore, SessionSummary};
+use super::pdf;
+use crate::error::{ApiError, ApiResult};
+use crate::gateway::auth::CurrentUser;
+use crate::gateway::extract::{ApiPath, ApiQuery};
+
+pub fn router(store: JourneyStore) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list_journeys))
+        .routes(routes!(get_journey))
+        .with_state(store)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JourneyQuery {
+    /// Admin only: every user's sessions, not just your own.
+    pub all: Option<bool>,
+    /// Page number, from 1.
+    #[param(minimum = 1, maximum = 100000)]
+    pub page: Option<u32>,
+    /// Sessions per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JourneyPage {
+    pub items: Vec<SessionSummary>,
+    pub page: u32,
+    pub per_page: u32,
+    pub total: i64,
+}
+
+/// The signed-in user's sessions, newest first (an admin may ask for everyone's).
+#[utoipa::path(get, path = "/api/journeys", tag = "journeys", security(("bearer" = [])),
+    params(JourneyQuery),
+    responses((status = 200, body = JourneyPage), (status = 400), (status = 401), (status = 403)))]
+async fn list_journeys(
+    State(store): State<JourneyStore>,
+    CurrentUser(user): CurrentUser,
+    ApiQuery(q): ApiQuery<JourneyQuery>,
+) -> ApiResult<Json<JourneyPage>> {
+    let page = q.page.unwrap_or(1);
+    let per_page = q.per_page.unwrap_or(20);
+    if page == 0 || page > 100_000 || !(1..=100).contains(&per_page) {
+        return Err(ApiError::bad_request(
+            "page must be 1 to 100000 and per_page 1 to 100",
+        ));
+    }
+    let all = q.all.unwrap_or(false);
+    if all && !user.is_admin() {
+        return Err(ApiError::forbidden("only an admin may see every session"));
+    }
+    let owner = (!all).then_some(user.sub.as_str());
+    let offset = (page as i64 - 1) * per_page as i64;
+    let (items, total) = store.sessions(owner, per_page as i64, offset).await?;
+    Ok(Json(JourneyPage {
+        items,
+        page,
+        per_page,
+        total,
+    }))
+}
+
+/// One session's journey: its steps in order and what they add up to. Ask for
+/// `/api/journeys/{session}.pdf` to get it drawn as a PDF.
+#[utoipa::path(get, path = "/api/journeys/{session}", tag = "journeys", security(("bearer" = [])),
+    params(("session" = String, Path, description = "session id, with `.pdf` for the PDF")),
+    responses((status = 200, body = Journey, content_type = "application/json"),
+        (status = 200, description = "the journey as a PDF", content_type = "application/pdf"),
+        (status = 401), (status = 404)))]
+async fn get_journey(
+    State(store): State<JourneyStore>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(session): ApiPath<String>,
+) -> ApiResult<Response> {
+    let (id, as_pdf) = match session.strip_suffix(".pdf") {
+        Some(id) => (id, true),
+        None => (session.as_str(), false),
+    };
+    let journey = store
+        .journey(id)
+        .await?
+        .filter(|j| j.session.user_id == user.sub || user.is_admin())
+        .ok_or_else(|| ApiError::not_found("session"))?;
+    if !as_pdf {
+        return Ok(Json(journey).into_response());
+    }
+    let file = format!("attachment; filename=\"ekart-journey-{id}.pdf\"");
+    // Drawing a long journey is CPU work: keep it off the async workers.
+    let bytes = tokio::task::spawn_blocking(move || pdf::render(&pdf_doc(&journey)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pdf".to_string()),
+            (header::CONTENT_DISPOSITION, file),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// The PDF's view of a journey: each step's kind decides its box's highlight.
+pub fn pdf_doc(journey: &Journey) -> pdf::JourneyDoc {
+    use pdf::StepKind;
+    let steps = journey
+        .steps
+        .iter()
+        .map(|s| {
+            let kind = match (s.kind.as_str(), s.name.as_str()) {
+                ("order", "completed") => StepKind::OrderCompleted,
+                ("order", "failed") => StepKind::OrderFailed,
+                ("order", _) | ("click", "checkout" | "place-order") => StepKind::Checkout,
+                ("click", "add-to-cart") => StepKind::Cart,
+                ("page", path) if path.starts_with("/cart") => StepKind::Cart,
+                ("page", path) if path.starts_with("/checkout") => StepKind::Checkout,
+                ("page", _) => StepKind::Page,
+                _ => StepKind::Action,
+            };
+            pdf::Step {
+                at_ms: s.at,
+                kind,
+                label: s.label.clone(),
+                detail: s.detail.clone().or_else(|| {
+                    (s.kind == "page").then(|| s.name.clone())
+                }),
+            }
+        })
+        .collect();
+    let t = &journey.totals;
+    pdf::JourneyDoc {
+        shopper_name: journey.session.user_name.clone(),
+        shopper_email: journey.session.user_email.clone(),
+        session_id: journey.session.id.clone(),
+        started_at_ms: journey.session.started_at,
+        ended_at_ms: journey.session.end(),
+        steps,
+        summary: pdf::Summary {
+            pages_visited: t.pages_visited,
+            items_added: t.items_added,
+            orders_placed: t.orders_placed,
+            orders_completed: t.orders_completed,
+            spent_minor: t.spent_minor,
+            currency: t.currency.clone(),
+        },
+    }
+}
