@@ -29,6 +29,7 @@ async fn redelivered_event_has_one_effect(url: String) {
         OrderPlaced {
             order_id: "order-1".into(),
             user_id: "u".into(),
+            session_id: None,
             lines: vec![LineQuantity {
                 product_id: product.id.clone(),
                 quantity: 2,

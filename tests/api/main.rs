@@ -8,4 +8,5 @@ mod catalog;
 mod checkout;
 mod concurrency;
 mod input;
+mod journeys;
 mod orders;

@@ -1,0 +1,283 @@
+//! Journeys: the click-stream and checkout outcomes of each session, stored once, never
+//! mixed between sessions, private to their shopper, and drawn as a PDF.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ekart::app::Databases;
+use ekart::bus::{Delivered, Event};
+use ekart::modules::frontend::events::{JourneyStep, PAGE_VIEWED, SOURCE};
+use ekart::modules::user::store_journey_batch;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{postgres_url, scratch_postgres, test_settings, Backend, TestApp};
+use crate::on_both;
+
+impl TestApp {
+    /// Sends one beacon as the browser holding `token` in its session cookie would.
+    pub async fn beacon(&self, token: &str, beacon: Value) -> StatusCode {
+        self.client
+            .post(format!("{}/track", self.base))
+            .header("cookie", format!("ekart_session={token}"))
+            .header("content-type", "text/plain;charset=UTF-8")
+            .body(beacon.to_string())
+            .send()
+            .await
+            .expect("beacon sent")
+            .status()
+    }
+
+    /// The session id inside a dev token.
+    pub async fn session_of(&self, token: &str) -> String {
+        let (status, list) = self.get("/api/journeys", Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        list["items"][0]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until the session's journey has `steps` steps; answers the journey.
+    pub async fn journey_with(&self, token: &str, session: &str, steps: usize) -> Value {
+        for _ in 0..200 {
+            let (status, journey) = self
+                .get(&format!("/api/journeys/{session}"), Some(token))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{journey}");
+            if journey["steps"].as_array().unwrap().len() >= steps {
+                return journey;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the journey of {session} never reached {steps} steps");
+    }
+}
+
+fn labels(journey: &Value) -> Vec<String> {
+    journey["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap().to_string())
+        .collect()
+}
+
+on_both!(
+    sessions_never_mix_and_are_private,
+    |app: TestApp| async move {
+        let app = Arc::new(app);
+        let asha = app.token("asha", "customer").await;
+        let ravi = app.token("ravi", "customer").await;
+        let admin = app.token("boss", "admin").await;
+        // Two shoppers browse at once, each in order.
+        let browse = |token: String, who: &'static str| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for i in 0..60 {
+                    let beacon =
+                        json!({"type": "page", "path": format!("/p/{i}"), "title": format!("{who} {i}")});
+                    assert_eq!(app.beacon(&token, beacon).await, StatusCode::NO_CONTENT);
+                }
+            })
+        };
+        let (a, r) = (browse(asha.clone(), "asha"), browse(ravi.clone(), "ravi"));
+        a.await.unwrap();
+        r.await.unwrap();
+
+        let asha_session = app.session_of(&asha).await;
+        let ravi_session = app.session_of(&ravi).await;
+        let journey = app.journey_with(&asha, &asha_session, 60).await;
+        let expected: Vec<String> = (0..60).map(|i| format!("asha {i}")).collect();
+        assert_eq!(labels(&journey), expected, "only asha's steps, in order");
+        let journey = app.journey_with(&ravi, &ravi_session, 60).await;
+        assert!(labels(&journey).iter().all(|l| l.starts_with("ravi ")));
+        assert_eq!(journey["totals"]["pages_visited"], 60);
+
+        // Another shopper's session is not there for you; an admin may open any.
+        let (status, problem) = app
+            .get(&format!("/api/journeys/{asha_session}"), Some(&ravi))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+        let (status, _) = app
+            .get(&format!("/api/journeys/{asha_session}.pdf"), Some(&ravi))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app
+            .get(&format!("/api/journeys/{asha_session}"), Some(&admin))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, mine) = app.get("/api/journeys", Some(&asha)).await;
+        assert_eq!(mine["total"], 1, "asha sees her one session: {mine}");
+        let (status, _) = app.get("/api/journeys?all=true", Some(&asha)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (_, all) = app.get("/api/journeys?all=true", Some(&admin)).await;
+        assert_eq!(all["total"], 3);
+
+        // Anonymous beacons are dropped; malformed ones refused.
+        let anonymous = app
+            .client
+            .post(format!("{}/track", app.base))
+            .body(json!({"type": "page", "path": "/", "title": "x"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status(), StatusCode::NO_CONTENT);
+        for bad in [
+            json!({"type": "page"}),
+            json!({"type": "click", "action": "Not Kebab"}),
+            json!({"type": "page", "path": "http://evil.example/", "title": "x"}),
+            json!({"type": "wat"}),
+            json!("just a string"),
+        ] {
+            assert_eq!(app.beacon(&asha, bad.clone()).await, StatusCode::BAD_REQUEST, "{bad}");
+        }
+
+        // Signing out ends the session.
+        let (status, _) = app
+            .call(reqwest::Method::POST, "/auth/signout", Some(&asha), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (_, journey) = app
+            .get(&format!("/api/journeys/{asha_session}"), Some(&asha))
+            .await;
+        assert!(journey["session"]["ended_at"].is_i64(), "{journey}");
+    }
+);
+
+on_both!(
+    checkout_outcomes_join_the_session_journey,
+    |app: TestApp| async move {
+        let admin = app.token("admin", "admin").await;
+        let tea = app.product(&admin, "TEA", 25_000, 10).await;
+        let me = app.token("asha", "customer").await;
+        let session = app.session_of(&me).await;
+        let click = json!({"type": "click", "action": "add-to-cart", "label": "Tea ×2"});
+        assert_eq!(app.beacon(&me, click).await, StatusCode::NO_CONTENT);
+        app.add_to_cart(&me, &tea, 2).await;
+        let (status, body) = app
+            .post("/api/checkout", Some(&me), json!({"payment_mode": "CASH"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        app.add_to_cart(&me, &tea, 1).await;
+        let declined = json!({"payment_mode": "CARD",
+            "card": {"number": "4000000000000002", "expiry": "12/39", "cvv": "123"}});
+        let (status, _) = app.post("/api/checkout", Some(&me), declined).await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+
+        let journey = app.journey_with(&me, &session, 5).await;
+        assert_eq!(
+            labels(&journey),
+            [
+                "Add to cart",
+                "Order placed",
+                "Order completed",
+                "Order placed",
+                "Order failed"
+            ]
+        );
+        let totals = &journey["totals"];
+        assert_eq!(totals["items_added"], 1);
+        assert_eq!(totals["orders_placed"], 2);
+        assert_eq!(totals["orders_completed"], 1);
+        assert_eq!(totals["spent_minor"], 50_000);
+        assert_eq!(totals["currency"], "INR");
+    }
+);
+
+on_both!(
+    a_thousand_step_journey_is_a_multipage_pdf,
+    |app: TestApp| async move {
+        let app = Arc::new(app);
+        let me = app.token("asha", "customer").await;
+        let senders: Vec<_> = (0..8)
+            .map(|s| {
+                let (app, me) = (app.clone(), me.clone());
+                tokio::spawn(async move {
+                    for i in 0..125 {
+                        let beacon = json!({"type": "click", "action": "look",
+                            "label": format!("step {s}-{i}"), "path": "/"});
+                        assert_eq!(app.beacon(&me, beacon).await, StatusCode::NO_CONTENT);
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.await.unwrap();
+        }
+        let session = app.session_of(&me).await;
+        app.journey_with(&me, &session, 1000).await;
+        let response = app
+            .client
+            .get(format!("{}/api/journeys/{session}.pdf", app.base))
+            .bearer_auth(&me)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "application/pdf");
+        let pdf = response.bytes().await.unwrap();
+        assert!(pdf.starts_with(b"%PDF-"));
+        assert!(pdf.trim_ascii_end().ends_with(b"%%EOF"));
+        let mut warnings = Vec::new();
+        let parsed = printpdf::PdfDocument::parse(
+            &pdf,
+            &printpdf::PdfParseOptions::default(),
+            &mut warnings,
+        )
+        .expect("a valid PDF");
+        assert!(
+            parsed.pages.len() > 50,
+            "1,000 steps over many pages, got {}",
+            parsed.pages.len()
+        );
+    }
+);
+
+async fn journey_events_delivered_twice_are_stored_once(url: String) {
+    let dbs = Databases::open(&test_settings(url)).await.unwrap();
+    let event = |i: i64| Delivered {
+        event: Event::new(
+            SOURCE,
+            PAGE_VIEWED,
+            "session-1",
+            JourneyStep {
+                session_id: "session-1".into(),
+                user_id: "dev|asha@example.com".into(),
+                at_ms: 1_000 + i,
+                name: format!("/p/{i}"),
+                label: format!("page {i}"),
+                detail: None,
+            },
+        ),
+        position: None,
+    };
+    let batch: Vec<Delivered> = (0..10).map(event).collect();
+    let first = store_journey_batch(&dbs.users, Arc::new(batch.clone()))
+        .await
+        .unwrap();
+    // Again, alone, and inside a bigger batch with new events.
+    let again = store_journey_batch(&dbs.users, Arc::new(batch.clone()))
+        .await
+        .unwrap();
+    let mut bigger = batch.clone();
+    bigger.extend((10..15).map(event));
+    let mixed = store_journey_batch(&dbs.users, Arc::new(bigger)).await.unwrap();
+    assert_eq!((first, again, mixed), (10, 0, 5));
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journey_steps")
+        .fetch_one(&dbs.users.read)
+        .await
+        .unwrap();
+    assert_eq!(stored, 15);
+}
+
+#[tokio::test]
+async fn journey_events_delivered_twice_are_stored_once_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    journey_events_delivered_twice_are_stored_once(format!("sqlite://{}/", dir.path().display()))
+        .await;
+}
+
+#[tokio::test]
+async fn journey_events_delivered_twice_are_stored_once_postgres() {
+    if let Some(server) = postgres_url() {
+        journey_events_delivered_twice_are_stored_once(scratch_postgres(&server).await).await;
+    }
+}
