@@ -134,7 +134,10 @@ pub fn router(
     let openapi = Arc::new(openapi);
     let authenticated = |router: Router| {
         router
-            .layer(middleware::from_fn_with_state(auth.clone(), auth::authenticate))
+            .layer(middleware::from_fn_with_state(
+                auth.clone(),
+                auth::authenticate,
+            ))
             .layer(DefaultBodyLimit::max(body_limit))
     };
     let api = authenticated(routes.route(

@@ -72,8 +72,7 @@ on_both!(
             let app = app.clone();
             tokio::spawn(async move {
                 for i in 0..60 {
-                    let beacon =
-                        json!({"type": "page", "path": format!("/p/{i}"), "title": format!("{who} {i}")});
+                    let beacon = json!({"type": "page", "path": format!("/p/{i}"), "title": format!("{who} {i}")});
                     assert_eq!(app.beacon(&token, beacon).await, StatusCode::NO_CONTENT);
                 }
             })
@@ -127,7 +126,11 @@ on_both!(
             json!({"type": "wat"}),
             json!("just a string"),
         ] {
-            assert_eq!(app.beacon(&asha, bad.clone()).await, StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(
+                app.beacon(&asha, bad.clone()).await,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
         }
 
         // Signing out ends the session.
@@ -259,7 +262,9 @@ async fn journey_events_delivered_twice_are_stored_once(url: String) {
         .unwrap();
     let mut bigger = batch.clone();
     bigger.extend((10..15).map(event));
-    let mixed = store_journey_batch(&dbs.users, Arc::new(bigger)).await.unwrap();
+    let mixed = store_journey_batch(&dbs.users, Arc::new(bigger))
+        .await
+        .unwrap();
     assert_eq!((first, again, mixed), (10, 0, 5));
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journey_steps")
         .fetch_one(&dbs.users.read)

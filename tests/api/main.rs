@@ -10,3 +10,4 @@ mod concurrency;
 mod input;
 mod journeys;
 mod orders;
+mod pages;

@@ -86,7 +86,11 @@ enum Beacon {
 }
 
 fn bounded(text: &str, max: usize) -> String {
-    text.trim().chars().filter(|c| !c.is_control()).take(max).collect()
+    text.trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(max)
+        .collect()
 }
 
 fn valid_action(action: &str) -> bool {

@@ -23,10 +23,7 @@ impl Visitor {
         Chrome {
             user_name: self.identity.as_ref().map(|i| i.name.clone()),
             is_admin: self.identity.as_ref().is_some_and(Identity::is_admin),
-            session_started_at: self
-                .identity
-                .as_ref()
-                .and_then(|i| i.session_started_at),
+            session_started_at: self.identity.as_ref().and_then(|i| i.session_started_at),
             notice: self.notice.clone(),
             asset_version: super::assets::version(),
         }

@@ -110,7 +110,12 @@ impl Handler for OrderEventsHandler {
         )
     }
 
-    async fn handle(&self, uow: &mut Uow, event: &Event, _: &mut AfterCommit) -> anyhow::Result<()> {
+    async fn handle(
+        &self,
+        uow: &mut Uow,
+        event: &Event,
+        _: &mut AfterCommit,
+    ) -> anyhow::Result<()> {
         let step = |session_id: String, name: &str, label: &str, detail: Option<String>| Step {
             event_id: event.id.clone(),
             session_id,
@@ -139,8 +144,11 @@ impl Handler for OrderEventsHandler {
                 .await?;
                 let items: i64 = placed.lines.iter().map(|l| l.quantity).sum();
                 let detail = format!("{items} item{}", if items == 1 { "" } else { "s" });
-                journey::append(uow, &[step(session_id, "placed", "Order placed", Some(detail))])
-                    .await?;
+                journey::append(
+                    uow,
+                    &[step(session_id, "placed", "Order placed", Some(detail))],
+                )
+                .await?;
             }
             order_events::PAYMENT_REQUESTED => {
                 let requested: PaymentRequested = event.data()?;
@@ -156,8 +164,7 @@ impl Handler for OrderEventsHandler {
             }
             order_events::COMPLETED | order_events::FAILED => {
                 let order_id = event.subject.clone();
-                let Some((session_id, amount, currency)) = session_of(uow, &order_id).await?
-                else {
+                let Some((session_id, amount, currency)) = session_of(uow, &order_id).await? else {
                     return Ok(());
                 };
                 let step = if event.kind == order_events::COMPLETED {

@@ -137,9 +137,10 @@ pub fn pdf_doc(journey: &Journey) -> pdf::JourneyDoc {
                 at_ms: s.at,
                 kind,
                 label: s.label.clone(),
-                detail: s.detail.clone().or_else(|| {
-                    (s.kind == "page").then(|| s.name.clone())
-                }),
+                detail: s
+                    .detail
+                    .clone()
+                    .or_else(|| (s.kind == "page").then(|| s.name.clone())),
             }
         })
         .collect();

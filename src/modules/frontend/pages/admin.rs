@@ -41,7 +41,11 @@ pub fn parse_price(text: &str) -> Option<i64> {
     if whole.is_empty() || whole.len() > 9 || frac.len() > 2 {
         return None;
     }
-    if !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+    if !whole
+        .bytes()
+        .chain(frac.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let frac = format!("{frac:0<2}");
@@ -73,6 +77,12 @@ pub struct NewProductForm {
     pub quantity: String,
 }
 
+impl NewProductForm {
+    pub fn currency_is(&self, currency: &str) -> bool {
+        self.currency == currency
+    }
+}
+
 #[derive(Template)]
 #[template(path = "admin_products.html")]
 struct StockPage {
@@ -91,7 +101,11 @@ impl StockPage {
     }
 
     fn pick_link(&self, p: &Product) -> String {
-        format!("/admin/products?q={}&product={}", encode(&self.q), encode(&p.id))
+        format!(
+            "/admin/products?q={}&product={}",
+            encode(&self.q),
+            encode(&p.id)
+        )
     }
 }
 
@@ -143,21 +157,37 @@ pub async fn products(
         currency: "INR".into(),
         ..NewProductForm::default()
     };
-    stock_page(&fe, &shopper.0, query, StatusCode::OK, new, FormError::default()).await
+    stock_page(
+        &fe,
+        &shopper.0,
+        query,
+        StatusCode::OK,
+        new,
+        FormError::default(),
+    )
+    .await
 }
 
-/// Sends a stock change to the API; on success goes back to the product with a notice, on a
-/// refusal shows the page again with the error next to `field`.
-async fn change(
-    fe: &Frontend,
-    shopper: &Shopper,
-    id: &str,
+/// A change to one product: the API request, the form field a refusal belongs to, and the
+/// notice for success.
+struct Change {
     method: Method,
     path: String,
     body: Value,
     field: &'static str,
-    done: &str,
-) -> PageResult {
+    done: String,
+}
+
+/// Sends a change to the API; on success goes back to the product with a notice, on a
+/// refusal shows the page again with the error next to the change's field.
+async fn change(fe: &Frontend, shopper: &Shopper, id: &str, change: Change) -> PageResult {
+    let Change {
+        method,
+        path,
+        body,
+        field,
+        done,
+    } = change;
     let visitor = &shopper.0;
     match fe
         .api
@@ -166,7 +196,7 @@ async fn change(
     {
         Ok(_) => Ok(see_other_with(
             &format!("/admin/products?product={}", encode(id)),
-            done,
+            &done,
         )),
         Err(p) if p.status.is_client_error() && p.status != StatusCode::UNAUTHORIZED => {
             let query = PickerQuery {
@@ -207,8 +237,15 @@ async fn stock_change(
         };
         let error = FormError::new(Some(field), "enter a whole number of units");
         let status = StatusCode::UNPROCESSABLE_ENTITY;
-        return stock_page(&fe, &shopper.0, query, status, NewProductForm::default(), error)
-            .await;
+        return stock_page(
+            &fe,
+            &shopper.0,
+            query,
+            status,
+            NewProductForm::default(),
+            error,
+        )
+        .await;
     };
     let path = format!("/api/products/{}/{action}", encode(&id));
     let done = if action == "restock" {
@@ -217,7 +254,14 @@ async fn stock_change(
         format!("Took {quantity} units off the shelf")
     };
     let body = json!({ "quantity": quantity });
-    change(&fe, &shopper, &id, Method::POST, path, body, field, &done).await
+    let request = Change {
+        method: Method::POST,
+        path,
+        body,
+        field,
+        done,
+    };
+    change(&fe, &shopper, &id, request).await
 }
 
 pub async fn restock(
@@ -262,8 +306,15 @@ pub async fn edit(
         };
         let error = FormError::new(Some("edit_price"), "enter a price such as 499.00");
         let status = StatusCode::UNPROCESSABLE_ENTITY;
-        return stock_page(&fe, &shopper.0, query, status, NewProductForm::default(), error)
-            .await;
+        return stock_page(
+            &fe,
+            &shopper.0,
+            query,
+            status,
+            NewProductForm::default(),
+            error,
+        )
+        .await;
     };
     let body = json!({
         "name": form.name.trim(),
@@ -276,7 +327,14 @@ pub async fn edit(
     } else {
         "edit_price"
     };
-    change(&fe, &shopper, &id, Method::PATCH, path, body, field, "Saved").await
+    let request = Change {
+        method: Method::PATCH,
+        path,
+        body,
+        field,
+        done: "Saved".into(),
+    };
+    change(&fe, &shopper, &id, request).await
 }
 
 pub async fn create(
@@ -294,7 +352,11 @@ pub async fn create(
         }
     };
     let Some(price) = parse_price(&form.price).filter(|p| *p > 0) else {
-        return refused(FormError::new(Some("new_price"), "enter a price such as 499.00")).await;
+        return refused(FormError::new(
+            Some("new_price"),
+            "enter a price such as 499.00",
+        ))
+        .await;
     };
     let Ok(quantity) = form.quantity.trim().parse::<i64>() else {
         return refused(FormError::new(

@@ -7,7 +7,9 @@ use axum::Form;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{encode, field_of, ok, render, see_other, see_other_with, FormError, PageError, PageResult};
+use super::{
+    encode, field_of, ok, render, see_other, see_other_with, FormError, PageError, PageResult,
+};
 use crate::modules::frontend::views::{Cart, Order};
 use crate::modules::frontend::visitor::{Chrome, Shopper, Visitor};
 use crate::modules::frontend::Frontend;
@@ -142,9 +144,10 @@ impl CheckoutForm {
             "UPI" => json!({ "payment_mode": "UPI", "upi_id": self.upi_id.trim() }),
             "CARD" => json!({ "payment_mode": "CARD", "card": card() }),
             "EMI" => {
-                let months = self.emi_months.trim().parse::<i64>().map_err(|_| {
-                    FormError::new(Some("emi_months"), "choose how many months")
-                })?;
+                let months =
+                    self.emi_months.trim().parse::<i64>().map_err(|_| {
+                        FormError::new(Some("emi_months"), "choose how many months")
+                    })?;
                 json!({ "payment_mode": "EMI", "card": card(), "emi_months": months })
             }
             "NET_BANKING" => {
@@ -154,8 +157,16 @@ impl CheckoutForm {
         })
     }
 
-    pub fn mode_is(&self, mode: &&str) -> bool {
-        self.payment_mode == *mode
+    pub fn mode_is(&self, mode: &str) -> bool {
+        self.payment_mode == mode
+    }
+
+    pub fn bank_is(&self, code: &str) -> bool {
+        self.bank_code == code
+    }
+
+    pub fn months_is(&self, months: &i64) -> bool {
+        self.emi_months.trim().parse() == Ok(*months)
     }
 }
 
@@ -218,9 +229,7 @@ pub async fn place_order(
 ) -> PageResult {
     let refused = |error: FormError| {
         let (fe, visitor, form) = (fe.clone(), &visitor, form.clone());
-        async move {
-            checkout_page(&fe, visitor, StatusCode::UNPROCESSABLE_ENTITY, form, error).await
-        }
+        async move { checkout_page(&fe, visitor, StatusCode::UNPROCESSABLE_ENTITY, form, error).await }
     };
     let body = match form.body() {
         Ok(body) => body,

@@ -7,7 +7,9 @@ use axum::Form;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{encode, field_of, local_path, ok, render, see_other_with, FormError, PageError, PageResult};
+use super::{
+    encode, field_of, local_path, ok, render, see_other_with, FormError, PageError, PageResult,
+};
 use crate::modules::frontend::views::{Page, Product};
 use crate::modules::frontend::visitor::{Chrome, Shopper, Visitor};
 use crate::modules::frontend::Frontend;
@@ -167,21 +169,37 @@ pub async fn add_to_cart(
     let body = json!({ "product_id": form.product_id, "quantity": quantity });
     let added: Result<serde_json::Value, _> = fe
         .api
-        .json(visitor.token(), Method::POST, "/api/cart/items", Some(&body))
+        .json(
+            visitor.token(),
+            Method::POST,
+            "/api/cart/items",
+            Some(&body),
+        )
         .await;
     match added {
         Ok(_) => {
             let name = fe
                 .api
-                .get::<Product>(visitor.token(), &format!("/api/products/{}", encode(&form.product_id)))
+                .get::<Product>(
+                    visitor.token(),
+                    &format!("/api/products/{}", encode(&form.product_id)),
+                )
                 .await
                 .map(|p| p.name)
                 .unwrap_or_else(|_| "the item".into());
             let back = local_path(form.back.as_deref());
-            Ok(see_other_with(&back, &format!("Added {quantity} × {name} to your cart")))
+            Ok(see_other_with(
+                &back,
+                &format!("Added {quantity} × {name} to your cart"),
+            ))
         }
-        Err(p) if p.status == StatusCode::CONFLICT || p.status == StatusCode::UNPROCESSABLE_ENTITY => {
-            let field = field_of(&p.detail, &[("available", "quantity"), ("of one product", "quantity")]);
+        Err(p)
+            if p.status == StatusCode::CONFLICT || p.status == StatusCode::UNPROCESSABLE_ENTITY =>
+        {
+            let field = field_of(
+                &p.detail,
+                &[("available", "quantity"), ("of one product", "quantity")],
+            );
             refused(FormError::new(field.or(Some("quantity")), p.detail)).await
         }
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),

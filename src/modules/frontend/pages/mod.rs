@@ -108,9 +108,7 @@ pub fn encode(text: &str) -> String {
 /// so a crafted link cannot bounce a shopper elsewhere.
 pub fn local_path(path: Option<&str>) -> String {
     match path {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => {
-            p.to_string()
-        }
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
         _ => "/".into(),
     }
 }

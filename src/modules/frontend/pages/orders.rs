@@ -53,8 +53,16 @@ struct OrdersPage {
 }
 
 impl OrdersPage {
+    fn is_status(&self, status: &str) -> bool {
+        self.status == status
+    }
+
     fn page_link(&self, page: u32) -> String {
-        format!("{}?status={}&page={page}", self.action, encode(&self.status))
+        format!(
+            "{}?status={}&page={page}",
+            self.action,
+            encode(&self.status)
+        )
     }
 }
 

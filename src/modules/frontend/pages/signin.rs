@@ -11,7 +11,9 @@ use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{field_of, local_path, render, see_other, see_other_with, FormError, PageError, PageResult};
+use super::{
+    field_of, local_path, render, see_other, see_other_with, FormError, PageError, PageResult,
+};
 use crate::gateway::auth::SESSION_COOKIE;
 use crate::modules::frontend::visitor::{Chrome, Visitor};
 use crate::modules::frontend::Frontend;
@@ -69,7 +71,11 @@ pub async fn sign_in(
     jar: CookieJar,
     Form(form): Form<SignInForm>,
 ) -> PageResult {
-    let role = if form.role == "admin" { "admin" } else { "customer" };
+    let role = if form.role == "admin" {
+        "admin"
+    } else {
+        "customer"
+    };
     let body = serde_json::json!({ "name": form.name, "email": form.email, "role": role });
     let token: Result<Token, _> = fe
         .api
@@ -115,7 +121,13 @@ pub async fn sign_out(State(fe): State<Frontend>, visitor: Visitor, jar: CookieJ
         // The cookie goes whatever the API says: a shopper must always be able to sign out.
         let _ = fe
             .api
-            .send(visitor.token(), Method::POST, "/auth/signout", None::<&Value>, &[])
+            .send(
+                visitor.token(),
+                Method::POST,
+                "/auth/signout",
+                None::<&Value>,
+                &[],
+            )
             .await;
     }
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));

@@ -1,0 +1,336 @@
+//! The storefront with JavaScript off: plain form posts and redirects, as a browser without
+//! scripts (or a screen reader's simple mode) would use it.
+
+use reqwest::{header, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both;
+
+/// A browser without JavaScript: follows nothing by itself, keeps the session cookie.
+struct Browser<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    headers: reqwest::header::HeaderMap,
+    html: String,
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Browser<'a> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Browser {
+            app,
+            client,
+            cookie: None,
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = match &self.cookie {
+            Some(c) => req.header(header::COOKIE, c),
+            None => req,
+        };
+        let res = req.send().await.unwrap();
+        if let Some(set) = res.headers().get(header::SET_COOKIE) {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_string();
+            self.cookie = Some(pair).filter(|p| !p.ends_with('='));
+        }
+        let status = res.status();
+        let location = res
+            .headers()
+            .get(header::LOCATION)
+            .map(|l| l.to_str().unwrap().to_string());
+        let headers = res.headers().clone();
+        let html = res.text().await.unwrap();
+        assert!(status.as_u16() < 500, "{status}: {html}");
+        Page {
+            status,
+            location,
+            headers,
+            html,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.client.get(format!("{}{path}", self.app.base));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self
+            .client
+            .post(format!("{}{path}", self.app.base))
+            .form(form);
+        self.send(req).await
+    }
+
+    async fn sign_in(&mut self, name: &str, role: &str) {
+        let email = format!("{name}@example.com");
+        let page = self
+            .post(
+                "/signin",
+                &[
+                    ("name", name),
+                    ("email", &email),
+                    ("role", role),
+                    ("next", "/cart"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.html);
+        assert_eq!(page.location.as_deref(), Some("/cart"));
+        let cookie = page.headers[header::SET_COOKIE].to_str().unwrap();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
+    }
+}
+
+on_both!(
+    shopping_works_without_javascript,
+    |app: TestApp| async move {
+        let admin = app.token("admin", "admin").await;
+        let tea = app.product(&admin, "TEA", 25_000, 10).await;
+        let mut shopper = Browser::new(&app);
+
+        // Signed-out visitors see the catalog, and are sent to sign in for the rest.
+        let page = shopper.get("/?q=product%20tea").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.html.contains("Product TEA"), "search finds it");
+        let page = shopper.get("/cart").await;
+        assert_eq!(page.location.as_deref(), Some("/signin?next=%2Fcart"));
+
+        shopper.sign_in("asha", "customer").await;
+        let page = shopper.get("/").await;
+        assert!(page.html.contains("Signed in as <strong>asha</strong>"));
+
+        // Too many: the product page says so next to the quantity, and nothing is added.
+        let page = shopper
+            .post(
+                "/cart/items",
+                &[("product_id", &tea), ("quantity", "11"), ("back", "/")],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(page.html.contains("id=\"quantity-error\""), "{}", page.html);
+        assert!(page.html.contains("only 10 are available"), "{}", page.html);
+
+        // A crafted "back" cannot send the shopper to another site.
+        let page = shopper
+            .post(
+                "/cart/items",
+                &[
+                    ("product_id", &tea),
+                    ("quantity", "2"),
+                    ("back", "//evil.example/"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+        assert!(page.location.unwrap().starts_with("/?notice=Added+2"));
+        let page = shopper.get("/cart").await;
+        assert!(page.html.contains("Product TEA") && page.html.contains("₹500.00"));
+
+        // A UPI id the API refuses comes back next to its field, the form kept.
+        let page = shopper.get("/checkout").await;
+        assert!(page.html.contains("name=\"idempotency_key\""));
+        let page = shopper
+            .post("/checkout", &[("payment_mode", "UPI"), ("upi_id", "nope")])
+            .await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(page.html.contains("id=\"upi_id-error\""), "{}", page.html);
+        assert!(page.html.contains("value=\"nope\""));
+
+        // A declined card: the order's page explains, and the stock is as it was.
+        let page = shopper
+            .post(
+                "/checkout",
+                &[
+                    ("payment_mode", "CARD"),
+                    ("card_number", "4000 0000 0000 0002"),
+                    ("card_expiry", "12/39"),
+                    ("card_cvv", "123"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.html);
+        let order_page = page.location.unwrap();
+        let page = shopper.get(&order_page).await;
+        assert!(page.html.contains("Payment declined"), "{}", page.html);
+        assert!(page.html.contains("Nothing was charged"));
+        assert_eq!(app.settled(&tea).await, (10, 0));
+
+        // UPI goes through; the order can be cancelled from its page.
+        shopper
+            .post("/cart/items", &[("product_id", &tea), ("quantity", "3")])
+            .await;
+        let key = uuid::Uuid::new_v4().to_string();
+        let form = [
+            ("payment_mode", "UPI"),
+            ("upi_id", "asha@okbank"),
+            ("idempotency_key", key.as_str()),
+        ];
+        let page = shopper.post("/checkout", &form).await;
+        let order_page = page.location.unwrap();
+        // A double-clicked "Place order" lands on the same order.
+        let again = shopper.post("/checkout", &form).await;
+        assert_eq!(again.location.as_deref(), Some(order_page.as_str()));
+        let page = shopper.get(&order_page).await;
+        assert!(page.html.contains("Completed") && page.html.contains("PAY-"));
+        assert_eq!(app.settled(&tea).await, (7, 0));
+        let page = shopper.post(&format!("{order_page}/cancel"), &[]).await;
+        assert!(page
+            .location
+            .unwrap()
+            .contains("notice=Your+order+is+cancelled"));
+        // The units go back once stock has handled the cancellation.
+        for _ in 0..200 {
+            if app.stock_of(&tea).await == (10, 0) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(app.stock_of(&tea).await, (10, 0));
+
+        let page = shopper.get("/orders").await;
+        assert!(page.html.contains("Cancelled") && page.html.contains("Payment declined"));
+        let page = shopper.get("/journeys").await;
+        assert!(page.html.contains("this session"));
+
+        // Shoppers cannot reach the admin's pages.
+        assert_eq!(
+            shopper.get("/admin/products").await.status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            shopper
+                .post(
+                    &format!("/admin/products/{tea}/restock"),
+                    &[("quantity", "5")]
+                )
+                .await
+                .status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(app.stock_of(&tea).await, (10, 0));
+
+        // Signing out forgets the session.
+        let page = shopper.post("/signout", &[]).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+        assert!(shopper.cookie.is_none());
+        assert_eq!(shopper.get("/orders").await.status, StatusCode::SEE_OTHER);
+    }
+);
+
+on_both!(
+    admin_manages_stock_through_the_picker,
+    |app: TestApp| async move {
+        let mut admin = Browser::new(&app);
+        admin.sign_in("boss", "admin").await;
+        let page = admin
+            .post(
+                "/admin/products",
+                &[
+                    ("sku", "KETTLE-9"),
+                    ("name", "Copper Kettle"),
+                    ("description", "Shiny"),
+                    ("price", "1499.50"),
+                    ("currency", "INR"),
+                    ("quantity", "4"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.html);
+
+        // The picker finds it by name; its link opens it; restock and reduce change it.
+        let page = admin.get("/admin/products?q=copper").await;
+        let link = page
+            .html
+            .split("href=\"")
+            .find(|s| s.starts_with("/admin/products?q=copper&#38;product="))
+            .and_then(|s| s.split('"').next())
+            .expect("the picker lists the kettle")
+            .replace("&#38;", "&");
+        let id = link.rsplit('=').next().unwrap().to_string();
+        let page = admin.get(&link).await;
+        assert!(
+            page.html.contains("data-testid=\"on-hand\">4<"),
+            "{}",
+            page.html
+        );
+        let page = admin
+            .post(
+                &format!("/admin/products/{id}/restock"),
+                &[("quantity", "6")],
+            )
+            .await;
+        assert!(page.location.unwrap().contains("notice=Restocked+6+units"));
+        admin
+            .post(
+                &format!("/admin/products/{id}/reduce"),
+                &[("quantity", "3")],
+            )
+            .await;
+        assert_eq!(app.stock_of(&id).await, (7, 0));
+
+        // Bad numbers are refused next to their field and change nothing.
+        let page = admin
+            .post(
+                &format!("/admin/products/{id}/reduce"),
+                &[("quantity", "99")],
+            )
+            .await;
+        assert!(page.status.is_client_error());
+        assert!(page.html.contains("id=\"reduce-error\""), "{}", page.html);
+        let page = admin
+            .post(
+                &format!("/admin/products/{id}"),
+                &[("name", "Kettle"), ("price", "12.345")],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(page.html.contains("id=\"edit_price-error\""));
+        assert_eq!(app.stock_of(&id).await, (7, 0));
+        let (_, product) = app.get(&format!("/api/products/{id}"), None).await;
+        assert_eq!(product["price_minor"], 149_950);
+        assert_eq!(product["name"], "Copper Kettle");
+
+        let page = admin.get("/admin/orders?status=completed").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.html.contains("All orders"));
+    }
+);
+
+on_both!(assets_are_embedded_and_cached, |app: TestApp| async move {
+    let mut browser = Browser::new(&app);
+    let page = browser.get("/").await;
+    let css = page
+        .html
+        .split("href=\"")
+        .find(|s| s.starts_with("/static/app.css?v="))
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let asset = browser.get(&css).await;
+    assert_eq!(asset.status, StatusCode::OK);
+    assert_eq!(asset.headers["content-type"], "text/css; charset=utf-8");
+    assert!(asset.headers["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    assert_eq!(
+        browser.get("/static/nope.js").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let _ = json!({});
+});
