@@ -52,14 +52,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Visitor {
         Ok(Visitor {
             identity: identity.filter(|_| token.is_some()),
             token,
-            here: parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "/".into()),
+            here: here_without_notice(&parts.uri),
             notice,
         })
     }
+}
+
+/// The page's path and query, less the notice it showed: coming back shows no stale notice.
+fn here_without_notice(uri: &axum::http::Uri) -> String {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k != "notice")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if pairs.is_empty() {
+        return uri.path().to_string();
+    }
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    format!("{}?{query}", uri.path())
 }
 
 /// A signed-in visitor; anyone else is sent to sign in and brought back.

@@ -1,0 +1,98 @@
+//! End-to-end: the storefront in a real headless browser (Debian's Chromium, driven by
+//! playwright-core from `e2e/`). This test starts a fresh shop from the real binary with the
+//! demo catalog, then runs `node --test e2e/` against it.
+//!
+//! Needs `E2E_CHROMIUM` (the browser's path), Node.js, `npm ci --prefix e2e` and `pdftotext`;
+//! `.ci/run` provides them all. Outside CI a missing piece skips the test with a note; under
+//! `CI=true` it fails.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Shop(Child);
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Why the E2E run cannot happen here, if it cannot.
+fn missing_prerequisite(root: &Path) -> Option<String> {
+    match std::env::var("E2E_CHROMIUM") {
+        Ok(path) if Path::new(&path).exists() => {}
+        Ok(path) => return Some(format!("E2E_CHROMIUM={path} does not exist")),
+        Err(_) => return Some("E2E_CHROMIUM is not set".into()),
+    }
+    if !root.join("e2e/node_modules/playwright-core").exists() {
+        return Some("e2e/node_modules is missing: run `npm ci --prefix e2e`".into());
+    }
+    for tool in ["node", "pdftotext"] {
+        let found = Command::new(tool)
+            .arg("-v")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn storefront_in_a_real_browser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Some(why) = missing_prerequisite(root) {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("the browser tests cannot run: {why}");
+        }
+        eprintln!("skipping the browser tests: {why}");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _shop = Shop(
+        Command::new(env!("CARGO_BIN_EXE_ekart"))
+            .args(["--config", "/nonexistent/ekart.toml", "serve"])
+            .env("EKART_SERVER__PORT", port.to_string())
+            .env(
+                "EKART_DATABASE__URL",
+                format!("sqlite://{}/", data.path().display()),
+            )
+            .env("EKART_AUTH__MODE", "dev")
+            .env("EKART_CATALOG__SEED_DEMO", "true")
+            .env("EKART_LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ekart starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "ekart did not start listening");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let out = root.join("e2e/out");
+    let status = Command::new("node")
+        .args(["--test", "--test-concurrency=1", "e2e/"])
+        .current_dir(root)
+        .env("E2E_BASE_URL", &base)
+        .env("E2E_OUT", &out)
+        .status()
+        .expect("node runs");
+    assert!(status.success(), "the browser tests failed (see above)");
+    eprintln!("screenshots: {}", out.join("screens").display());
+}
