@@ -85,7 +85,10 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    beacon({ type: "page", path: location.pathname + location.search, title: pageTitle() });
+    var query = new URLSearchParams(location.search);
+    query.delete("notice");
+    var path = location.pathname + (query.toString() ? "?" + query.toString() : "");
+    beacon({ type: "page", path: path, title: pageTitle() });
     tick();
     setInterval(tick, 1000);
     document.querySelectorAll("form[data-live-search]").forEach(liveSearch);

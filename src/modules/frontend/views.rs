@@ -174,6 +174,8 @@ impl Step {
             ("order", "failed") => "step-bad",
             ("order", _) | ("click", "checkout" | "place-order") => "step-checkout",
             ("click", "add-to-cart") => "step-cart",
+            ("page", path) if path.starts_with("/cart") => "step-cart",
+            ("page", path) if path.starts_with("/checkout") => "step-checkout",
             _ => "",
         }
     }

@@ -144,7 +144,7 @@ impl FormError {
 
     /// The message if it belongs to no field.
     pub fn general(&self) -> Option<&str> {
-        self.field.is_none().then_some(self.message.as_str())
+        (self.field.is_none() && !self.message.is_empty()).then_some(self.message.as_str())
     }
 }
 
