@@ -142,7 +142,11 @@ impl Db {
 
     /// Starts a write transaction (a unit of work) of its own.
     pub async fn begin(&self) -> Result<Uow, sqlx::Error> {
-        Ok(Uow::new(self.write.begin().await?, self.relay_wake.clone()))
+        Ok(Uow::new(
+            self.write.begin().await?,
+            self.backend,
+            self.relay_wake.clone(),
+        ))
     }
 
     /// Runs `work` in a write transaction and answers once it is committed. On SQLite the
@@ -193,14 +197,16 @@ impl Db {
 /// A write transaction. Events written to the outbox inside it are published after commit.
 pub struct Uow {
     tx: Transaction<'static, Any>,
+    backend: Backend,
     relay_wake: Arc<Notify>,
     wrote_events: bool,
 }
 
 impl Uow {
-    fn new(tx: Transaction<'static, Any>, relay_wake: Arc<Notify>) -> Uow {
+    fn new(tx: Transaction<'static, Any>, backend: Backend, relay_wake: Arc<Notify>) -> Uow {
         Uow {
             tx,
+            backend,
             relay_wake,
             wrote_events: false,
         }
@@ -208,6 +214,11 @@ impl Uow {
 
     async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
         self.tx.execute(sql).await.map(|_| ())
+    }
+
+    /// Which engine the transaction runs on, for the rare statement whose SQL must differ.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub fn conn(&mut self) -> &mut AnyConnection {

@@ -89,7 +89,7 @@ async fn run(
 
 async fn run_batch(pool: &AnyPool, wake: &std::sync::Arc<tokio::sync::Notify>, batch: Vec<Job>) {
     let mut uow = match pool.begin().await {
-        Ok(tx) => Uow::new(tx, wake.clone()),
+        Ok(tx) => Uow::new(tx, super::Backend::Sqlite, wake.clone()),
         Err(e) => {
             tracing::error!(error = %e, "cannot begin a write transaction");
             return; // dropping the jobs answers their callers with an error

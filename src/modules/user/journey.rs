@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use crate::db::{Db, Uow};
+use crate::db::{Backend, Db, Uow};
 
 /// A stored step. `kind` is `page`, `click` or `order`; `name` is the page's path, the
 /// control's action (`add-to-cart`, `checkout`, …) or the order's outcome (`placed`,
@@ -103,6 +103,7 @@ pub struct Journey {
 
 /// Rows per INSERT: well under SQLite's and PostgreSQL's bind-parameter limits.
 const ROWS_PER_INSERT: usize = 400;
+const COLUMNS: usize = 9;
 
 /// Stores steps, skipping any whose event id is already there (a redelivery); returns how
 /// many were new. Many rows go in one statement: the click-stream is the busiest topic.
@@ -113,23 +114,20 @@ pub async fn append(uow: &mut Uow, steps: &[Step]) -> Result<u64, sqlx::Error> {
             "INSERT INTO journey_steps (event_id, session_id, at, kind, name, label, detail, \
              amount_minor, currency) VALUES ",
         );
-        for i in 0..chunk.len() {
-            let b = i * 9;
-            if i > 0 {
-                sql.push(',');
+        for row in 0..chunk.len() {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..COLUMNS {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                match uow.backend() {
+                    // SQLite looks numbered parameters up by name, one scan per bind: with
+                    // thousands in a statement that dominates. Plain `?` binds in order.
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => sql.push_str(&format!("${}", row * COLUMNS + column + 1)),
+                }
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9
-            ));
+            sql.push(')');
         }
         sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
         let mut query = sqlx::query(&sql);

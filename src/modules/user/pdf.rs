@@ -42,16 +42,8 @@ pub struct Step {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Summary {
-    pub pages_visited: u64,
-    pub items_added: u64,
-    pub orders_placed: u64,
-    pub orders_completed: u64,
-    /// Money spent in minor units (paise/cents) and its ISO currency, if any order completed.
-    pub spent_minor: i64,
-    pub currency: Option<String>,
-}
+/// What the journey adds up to: the same totals the API shows.
+pub use super::journey::JourneyTotals as Summary;
 
 #[derive(Debug, Clone)]
 pub struct JourneyDoc {

@@ -144,7 +144,6 @@ pub fn pdf_doc(journey: &Journey) -> pdf::JourneyDoc {
             }
         })
         .collect();
-    let t = &journey.totals;
     pdf::JourneyDoc {
         shopper_name: journey.session.user_name.clone(),
         shopper_email: journey.session.user_email.clone(),
@@ -152,13 +151,6 @@ pub fn pdf_doc(journey: &Journey) -> pdf::JourneyDoc {
         started_at_ms: journey.session.started_at,
         ended_at_ms: journey.session.end(),
         steps,
-        summary: pdf::Summary {
-            pages_visited: t.pages_visited,
-            items_added: t.items_added,
-            orders_placed: t.orders_placed,
-            orders_completed: t.orders_completed,
-            spent_minor: t.spent_minor,
-            currency: t.currency.clone(),
-        },
+        summary: journey.totals.clone(),
     }
 }

@@ -168,6 +168,22 @@ pub async fn products(
     .await
 }
 
+/// The chosen product's page again, with `error` next to its field (a form the API was never
+/// asked about, or one it refused with `status`).
+async fn product_refused(
+    fe: &Frontend,
+    visitor: &Visitor,
+    id: String,
+    status: StatusCode,
+    error: FormError,
+) -> PageResult {
+    let query = PickerQuery {
+        q: String::new(),
+        product: id,
+    };
+    stock_page(fe, visitor, query, status, NewProductForm::default(), error).await
+}
+
 /// A change to one product: the API request, the form field a refusal belongs to, and the
 /// notice for success.
 struct Change {
@@ -199,13 +215,8 @@ async fn change(fe: &Frontend, shopper: &Shopper, id: &str, change: Change) -> P
             &done,
         )),
         Err(p) if p.status.is_client_error() && p.status != StatusCode::UNAUTHORIZED => {
-            let query = PickerQuery {
-                q: String::new(),
-                product: id.to_string(),
-            };
             let error = FormError::new(Some(field), p.detail);
-            let status = p.status;
-            stock_page(fe, visitor, query, status, NewProductForm::default(), error).await
+            product_refused(fe, visitor, id.to_string(), p.status, error).await
         }
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }
@@ -231,21 +242,9 @@ async fn stock_change(
         "reduce_quantity"
     };
     let Ok(quantity) = form.quantity.trim().parse::<i64>() else {
-        let query = PickerQuery {
-            q: String::new(),
-            product: id,
-        };
         let error = FormError::new(Some(field), "enter a whole number of units");
         let status = StatusCode::UNPROCESSABLE_ENTITY;
-        return stock_page(
-            &fe,
-            &shopper.0,
-            query,
-            status,
-            NewProductForm::default(),
-            error,
-        )
-        .await;
+        return product_refused(&fe, &shopper.0, id, status, error).await;
     };
     let path = format!("/api/products/{}/{action}", encode(&id));
     let done = if action == "restock" {
@@ -300,21 +299,9 @@ pub async fn edit(
 ) -> PageResult {
     require_admin(&shopper)?;
     let Some(price) = parse_price(&form.price).filter(|p| *p > 0) else {
-        let query = PickerQuery {
-            q: String::new(),
-            product: id,
-        };
         let error = FormError::new(Some("edit_price"), "enter a price such as 499.00");
         let status = StatusCode::UNPROCESSABLE_ENTITY;
-        return stock_page(
-            &fe,
-            &shopper.0,
-            query,
-            status,
-            NewProductForm::default(),
-            error,
-        )
-        .await;
+        return product_refused(&fe, &shopper.0, id, status, error).await;
     };
     let body = json!({
         "name": form.name.trim(),
