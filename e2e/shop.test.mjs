@@ -177,6 +177,10 @@ test("an admin restocks a product through the picker", async () => {
   await shoot(page, "admin-stock-desktop");
   await page.getByRole("link", { name: "All orders" }).click();
   await page.getByRole("heading", { name: "All orders" }).waitFor();
+  // The order picker: find the first scenario's order by its shopper.
+  await page.getByLabel("Find an order (order or shopper)").fill("asha");
+  await page.locator("#order-results").getByText("dev|ravi@example.com").first().waitFor({ state: "detached" });
+  assert.ok((await page.locator("#order-results").getByText("dev|asha@example.com").count()) >= 1);
   await shoot(page, "admin-orders-desktop");
   await context.close();
 });

@@ -93,9 +93,6 @@
     setInterval(tick, 1000);
     document.querySelectorAll("form[data-live-search]").forEach(liveSearch);
     document.querySelectorAll("form.checkout").forEach(paymentModes);
-    document.querySelectorAll("select[data-auto-submit]").forEach(function (s) {
-      s.addEventListener("change", function () { s.form.submit(); });
-    });
     document.body.classList.add("js");
   });
 })();

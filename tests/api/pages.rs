@@ -204,6 +204,20 @@ on_both!(
 
         let page = shopper.get("/orders").await;
         assert!(page.html.contains("Cancelled") && page.html.contains("Payment declined"));
+        // The admin finds a shopper's orders by name; a shopper searches only their own.
+        let (_, found) = app.get("/api/orders?q=ASHA", Some(&admin)).await;
+        assert_eq!(found["total"], 2, "{found}");
+        let (_, none) = app.get("/api/orders?q=nobody", Some(&admin)).await;
+        assert_eq!(none["total"], 0);
+        let order_id = order_page.rsplit('/').next().unwrap();
+        let (_, mine) = app
+            .get(&format!("/api/orders?q={}", &order_id[..8]), Some(&admin))
+            .await;
+        assert!(mine["total"].as_i64().unwrap() >= 1);
+        let (status, _) = app
+            .get(&format!("/api/orders?q={}", "x".repeat(101)), Some(&admin))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
         let page = shopper.get("/journeys").await;
         assert!(page.html.contains("this session"));
 

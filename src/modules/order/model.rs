@@ -126,6 +126,9 @@ pub struct OrderQuery {
     /// Only orders in this status. Without it, every order but carts.
     #[param(inline)]
     pub status: Option<OrderStatus>,
+    /// Part of the order's id or of the shopper's id (admins search everyone's orders).
+    #[param(max_length = 100)]
+    pub q: Option<String>,
     /// Page number, from 1.
     #[param(minimum = 1, maximum = 100000)]
     pub page: Option<u32>,

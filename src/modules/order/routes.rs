@@ -220,8 +220,14 @@ async fn list_orders(
             "page must be 1 to 100000 and per_page 1 to 100",
         ));
     }
+    if q.q.as_ref().is_some_and(|q| q.chars().count() > 100) {
+        return Err(ApiError::bad_request("q must be at most 100 characters"));
+    }
     let owner = (!user.is_admin()).then_some(user.sub.as_str());
-    let (items, total) = s.store.list(owner, q.status, page, per_page).await?;
+    let (items, total) = s
+        .store
+        .list(owner, q.status, q.q.as_deref(), page, per_page)
+        .await?;
     Ok(Json(OrderPage {
         items,
         page,

@@ -582,6 +582,7 @@ impl OrderStore {
         &self,
         user: Option<&str>,
         status: Option<OrderStatus>,
+        q: Option<&str>,
         page: u32,
         per_page: u32,
     ) -> ApiResult<(Vec<Order>, i64)> {
@@ -590,6 +591,13 @@ impl OrderStore {
         if let Some(user) = user {
             binds.push(user.to_string());
             conditions.push(format!("user_id = ${}", binds.len()));
+        }
+        if let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) {
+            binds.push(crate::db::like_pattern(q));
+            let n = binds.len();
+            conditions.push(format!(
+                "(LOWER(id) LIKE ${n} ESCAPE '\\' OR LOWER(user_id) LIKE ${n} ESCAPE '\\')"
+            ));
         }
         match status {
             Some(s) => {

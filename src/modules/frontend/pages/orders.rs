@@ -25,6 +25,8 @@ pub const STATUSES: [(&str, &str); 5] = [
 pub struct OrdersQuery {
     #[serde(default)]
     pub status: String,
+    #[serde(default)]
+    pub q: String,
     pub page: Option<u32>,
 }
 
@@ -35,6 +37,10 @@ impl OrdersQuery {
         let mut path = format!("/api/orders?page={page}&per_page=20");
         if STATUSES.iter().any(|(s, _)| *s == self.status) {
             path.push_str(&format!("&status={}", self.status));
+        }
+        let q: String = self.q.trim().chars().take(100).collect();
+        if !q.is_empty() {
+            path.push_str(&format!("&q={}", encode(&q)));
         }
         path
     }
@@ -48,6 +54,7 @@ struct OrdersPage {
     action: &'static str,
     orders: Page<Order>,
     status: String,
+    q: String,
     statuses: &'static [(&'static str, &'static str)],
     show_user: bool,
 }
@@ -85,6 +92,7 @@ pub async fn list(
         action: if everyone { "/admin/orders" } else { "/orders" },
         orders,
         status: query.status,
+        q: query.q,
         statuses: &STATUSES,
         show_user: everyone,
     })
