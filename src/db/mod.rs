@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Transaction};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 
+mod direct;
 mod writer;
 
+pub use direct::UowConn;
 pub use writer::BoxFut;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +100,9 @@ impl Db {
         let read = pool(settings.max_connections).await?;
         let relay_wake = Arc::new(Notify::new());
         let (jobs, queue) = mpsc::channel(1024);
-        writer::spawn(name, write.clone(), relay_wake.clone(), queue)?;
+        let own = direct::open(&file, synchronous)
+            .map_err(|e| anyhow::anyhow!("cannot open {file:?} for writing: {e}"))?;
+        writer::spawn(name, own, relay_wake.clone(), queue)?;
         Ok(Db {
             backend: Backend::Sqlite,
             name,
@@ -143,7 +147,7 @@ impl Db {
     /// Starts a write transaction (a unit of work) of its own.
     pub async fn begin(&self) -> Result<Uow, sqlx::Error> {
         Ok(Uow::new(
-            self.write.begin().await?,
+            UowConn::Sqlx(self.write.begin().await?),
             self.backend,
             self.relay_wake.clone(),
         ))
@@ -196,16 +200,17 @@ impl Db {
 
 /// A write transaction. Events written to the outbox inside it are published after commit.
 pub struct Uow {
-    tx: Transaction<'static, Any>,
+    /// Always there until `commit` takes it.
+    tx: Option<UowConn>,
     backend: Backend,
     relay_wake: Arc<Notify>,
     wrote_events: bool,
 }
 
 impl Uow {
-    fn new(tx: Transaction<'static, Any>, backend: Backend, relay_wake: Arc<Notify>) -> Uow {
+    fn new(tx: UowConn, backend: Backend, relay_wake: Arc<Notify>) -> Uow {
         Uow {
-            tx,
+            tx: Some(tx),
             backend,
             relay_wake,
             wrote_events: false,
@@ -213,7 +218,7 @@ impl Uow {
     }
 
     async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-        self.tx.execute(sql).await.map(|_| ())
+        self.conn().execute(sql).await.map(|_| ())
     }
 
     /// Which engine the transaction runs on, for the rare statement whose SQL must differ.
@@ -221,20 +226,38 @@ impl Uow {
         self.backend
     }
 
-    pub fn conn(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+    /// What the unit of work's statements run on: `sqlx::query(..).execute(uow.conn())`.
+    pub fn conn(&mut self) -> &mut UowConn {
+        self.tx
+            .as_mut()
+            .expect("a unit of work is open until committed")
     }
 
     pub(crate) fn mark_events_written(&mut self) {
         self.wrote_events = true;
     }
 
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await?;
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match self.tx.take() {
+            Some(UowConn::Sqlx(tx)) => tx.commit().await?,
+            Some(mut direct) => direct.execute("COMMIT").await.map(|_| ())?,
+            None => {}
+        }
         if self.wrote_events {
             self.relay_wake.notify_one();
         }
         Ok(())
+    }
+}
+
+impl Drop for Uow {
+    /// An uncommitted unit of work is rolled back (sqlx's transaction does so by itself).
+    fn drop(&mut self) {
+        if let Some(UowConn::Direct(conn)) = self.tx.take() {
+            if let Ok(conn) = conn.lock() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
     }
 }
 

@@ -10,9 +10,9 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 
 use futures::FutureExt;
-use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::direct::{Direct, UowConn};
 use super::Uow;
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -57,7 +57,7 @@ where
 /// and the writer, the one place a module's writes pass through, would idle in between.
 pub(super) fn spawn(
     module: &str,
-    pool: AnyPool,
+    conn: Direct,
     wake: std::sync::Arc<tokio::sync::Notify>,
     jobs: mpsc::Receiver<Job>,
 ) -> std::io::Result<()> {
@@ -66,12 +66,12 @@ pub(super) fn spawn(
         .build()?;
     std::thread::Builder::new()
         .name(format!("{module}-writer"))
-        .spawn(move || runtime.block_on(run(pool, wake, jobs)))?;
+        .spawn(move || runtime.block_on(run(conn, wake, jobs)))?;
     Ok(())
 }
 
 async fn run(
-    pool: AnyPool,
+    conn: Direct,
     wake: std::sync::Arc<tokio::sync::Notify>,
     mut jobs: mpsc::Receiver<Job>,
 ) {
@@ -83,13 +83,21 @@ async fn run(
                 Err(_) => break,
             }
         }
-        run_batch(&pool, &wake, batch).await;
+        run_batch(&conn, &wake, batch).await;
     }
 }
 
-async fn run_batch(pool: &AnyPool, wake: &std::sync::Arc<tokio::sync::Notify>, batch: Vec<Job>) {
-    let mut uow = match pool.begin().await {
-        Ok(tx) => Uow::new(tx, super::Backend::Sqlite, wake.clone()),
+async fn run_batch(conn: &Direct, wake: &std::sync::Arc<tokio::sync::Notify>, batch: Vec<Job>) {
+    let begun = conn
+        .lock()
+        .expect("the writer's connection")
+        .execute_batch("BEGIN IMMEDIATE");
+    let mut uow = match begun {
+        Ok(()) => Uow::new(
+            UowConn::Direct(conn.clone()),
+            super::Backend::Sqlite,
+            wake.clone(),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "cannot begin a write transaction");
             return; // dropping the jobs answers their callers with an error

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::{Any, AnyConnection, Executor, Row};
 
 use super::catalog::ProductInfo;
 use super::events::{self, LineQuantity, OrderPlaced, PaymentMethod, SOURCE};
@@ -37,22 +37,31 @@ fn opt_time(row: &AnyRow, col: &str) -> Result<Option<String>, sqlx::Error> {
     Ok(row.try_get::<Option<i64>, _>(col)?.map(rfc3339))
 }
 
-async fn load(conn: &mut AnyConnection, id: &str) -> Result<Option<Order>, sqlx::Error> {
+async fn load<C>(conn: &mut C, id: &str) -> Result<Option<Order>, sqlx::Error>
+where
+    for<'e> &'e mut C: Executor<'e, Database = Any>,
+{
     load_with(conn, id, true).await
 }
 
 /// A cart as the cart routes answer it: no history needed.
-async fn load_cart(conn: &mut AnyConnection, id: &str) -> Result<Order, sqlx::Error> {
+async fn load_cart<C>(conn: &mut C, id: &str) -> Result<Order, sqlx::Error>
+where
+    for<'e> &'e mut C: Executor<'e, Database = Any>,
+{
     load_with(conn, id, false)
         .await?
         .ok_or(sqlx::Error::RowNotFound)
 }
 
-async fn load_with(
-    conn: &mut AnyConnection,
+async fn load_with<C>(
+    conn: &mut C,
     id: &str,
     with_history: bool,
-) -> Result<Option<Order>, sqlx::Error> {
+) -> Result<Option<Order>, sqlx::Error>
+where
+    for<'e> &'e mut C: Executor<'e, Database = Any>,
+{
     let Some(row) = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -205,7 +214,7 @@ impl OrderStore {
 
     pub async fn get(&self, id: &str) -> Result<Option<Order>, sqlx::Error> {
         let mut conn = self.db.read.acquire().await?;
-        load(&mut conn, id).await
+        load(&mut *conn, id).await
     }
 
     /// The order if `who` may see it: their own, or any for an admin.
@@ -219,13 +228,13 @@ impl OrderStore {
     /// A cart as just committed, read outside the writer so the writer stays free.
     async fn cart_by_id(&self, id: &str) -> ApiResult<Order> {
         let mut conn = self.db.read.acquire().await?;
-        Ok(load_cart(&mut conn, id).await?)
+        Ok(load_cart(&mut *conn, id).await?)
     }
 
     pub async fn cart(&self, user: &str) -> Result<Option<Order>, sqlx::Error> {
         let mut conn = self.db.read.acquire().await?;
         match cart_id(&mut conn, user).await? {
-            Some(id) => load_cart(&mut conn, &id).await.map(Some),
+            Some(id) => load_cart(&mut *conn, &id).await.map(Some),
             None => Ok(None),
         }
     }
@@ -366,11 +375,14 @@ impl OrderStore {
         Ok(order_id)
     }
 
-    async fn idempotent(
-        conn: &mut AnyConnection,
+    async fn idempotent<C>(
+        conn: &mut C,
         user: &str,
         key: &str,
-    ) -> Result<Option<Placed>, sqlx::Error> {
+    ) -> Result<Option<Placed>, sqlx::Error>
+    where
+        for<'e> &'e mut C: Executor<'e, Database = Any>,
+    {
         Ok(sqlx::query_as::<_, (String, String)>(
             "SELECT order_id, fingerprint FROM idempotency_keys WHERE user_id = $1 AND idem_key = $2",
         )
@@ -630,7 +642,7 @@ impl OrderStore {
             .await?;
         let mut orders = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(o) = load(&mut conn, &id).await? {
+            if let Some(o) = load(&mut *conn, &id).await? {
                 orders.push(o);
             }
         }
