@@ -226,11 +226,6 @@ impl OrderStore {
     }
 
     /// A cart as just committed, read outside the writer so the writer stays free.
-    async fn cart_by_id(&self, id: &str) -> ApiResult<Order> {
-        let mut conn = self.db.read.acquire().await?;
-        Ok(load_cart(&mut *conn, id).await?)
-    }
-
     pub async fn cart(&self, user: &str) -> Result<Option<Order>, sqlx::Error> {
         let mut conn = self.db.read.acquire().await?;
         match cart_id(&mut conn, user).await? {
@@ -488,13 +483,16 @@ impl OrderStore {
                 .db
                 .write(move |uow| {
                     Box::pin(async move {
-                        Self::add_item_in(uow, &user, &product_id, &info, quantity).await
+                        match Self::add_item_in(uow, &user, &product_id, &info, quantity).await? {
+                            Some(id) => Ok::<_, ApiError>(Some(load_cart(uow.conn(), &id).await?)),
+                            None => Ok(None),
+                        }
                     })
                 })
                 .await?;
             // None: a concurrent request created the cart first; the next look finds it.
-            if let Some(cart_id) = added {
-                return self.cart_by_id(&cart_id).await;
+            if let Some(cart) = added {
+                return Ok(cart);
             }
         }
         Err(ApiError::conflict(
@@ -513,26 +511,28 @@ impl OrderStore {
         quantity: Quantity,
     ) -> ApiResult<Order> {
         let (user, product_id) = (user.to_string(), product_id.to_string());
-        let cart_id = self
-            .db
+        self.db
             .write(move |uow| {
                 Box::pin(async move {
-                    Self::set_quantity_in(uow, &user, &product_id, info.as_ref(), quantity).await
+                    let id =
+                        Self::set_quantity_in(uow, &user, &product_id, info.as_ref(), quantity)
+                            .await?;
+                    Ok::<_, ApiError>(load_cart(uow.conn(), &id).await?)
                 })
             })
-            .await?;
-        self.cart_by_id(&cart_id).await
+            .await
     }
 
     pub async fn remove_item(&self, user: &str, product_id: &str) -> ApiResult<Order> {
         let (user, product_id) = (user.to_string(), product_id.to_string());
-        let cart_id = self
-            .db
+        self.db
             .write(move |uow| {
-                Box::pin(async move { Self::remove_item_in(uow, &user, &product_id).await })
+                Box::pin(async move {
+                    let id = Self::remove_item_in(uow, &user, &product_id).await?;
+                    Ok::<_, ApiError>(load_cart(uow.conn(), &id).await?)
+                })
             })
-            .await?;
-        self.cart_by_id(&cart_id).await
+            .await
     }
 
     /// Turns the user's cart into a placed order and asks stock to hold it. With an
