@@ -42,6 +42,11 @@ pub struct PaymentRequested {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OrderCompleted {
     pub order_id: String,
+    /// What was paid, in minor units of `currency`.
+    #[serde(default)]
+    pub amount_minor: i64,
+    #[serde(default)]
+    pub currency: String,
 }
 
 /// The order failed: stock, release what you hold for it.

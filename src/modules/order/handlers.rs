@@ -147,6 +147,8 @@ impl Handler for SagaHandler {
                         &paid.order_id,
                         OrderCompleted {
                             order_id: paid.order_id.clone(),
+                            amount_minor: paid.amount_minor,
+                            currency: paid.currency.clone(),
                         },
                     )
                     .await?;

@@ -12,7 +12,7 @@ use crate::bus::{topics, Bus, Event};
 use crate::db::{Db, Uow};
 use crate::modules::frontend::events::{self as journey_events, JourneyStep};
 use crate::modules::frontend::format_money;
-use crate::modules::order::events::{self as order_events, OrderPlaced, PaymentRequested};
+use crate::modules::order::events::{self as order_events, OrderCompleted, OrderPlaced};
 
 pub const CONSUMER: &str = "user";
 
@@ -85,17 +85,12 @@ fn event_ms(event: &Event) -> i64 {
         .unwrap_or_else(|_| crate::db::now_ms())
 }
 
-/// The session that placed `order_id`, with the amount asked for it.
-async fn session_of(
-    uow: &mut Uow,
-    order_id: &str,
-) -> Result<Option<(String, Option<i64>, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT session_id, amount_minor, currency FROM session_orders WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .fetch_optional(uow.conn())
-    .await
+/// The session that placed `order_id`.
+async fn session_of(uow: &mut Uow, order_id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT session_id FROM session_orders WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(uow.conn())
+        .await
 }
 
 #[async_trait]
@@ -103,10 +98,7 @@ impl Handler for OrderEventsHandler {
     fn handles(&self, kind: &str) -> bool {
         matches!(
             kind,
-            order_events::PLACED
-                | order_events::PAYMENT_REQUESTED
-                | order_events::COMPLETED
-                | order_events::FAILED
+            order_events::PLACED | order_events::COMPLETED | order_events::FAILED
         )
     }
 
@@ -150,31 +142,17 @@ impl Handler for OrderEventsHandler {
                 )
                 .await?;
             }
-            order_events::PAYMENT_REQUESTED => {
-                let requested: PaymentRequested = event.data()?;
-                sqlx::query(
-                    "UPDATE session_orders SET amount_minor = $1, currency = $2 \
-                     WHERE order_id = $3",
-                )
-                .bind(requested.amount_minor)
-                .bind(&requested.currency)
-                .bind(&requested.order_id)
-                .execute(uow.conn())
-                .await?;
-            }
             order_events::COMPLETED | order_events::FAILED => {
-                let order_id = event.subject.clone();
-                let Some((session_id, amount, currency)) = session_of(uow, &order_id).await? else {
+                let Some(session_id) = session_of(uow, &event.subject).await? else {
                     return Ok(());
                 };
                 let step = if event.kind == order_events::COMPLETED {
-                    let detail = match (amount, &currency) {
-                        (Some(a), Some(c)) => format!("paid {}", format_money(a, c)),
-                        _ => "paid".into(),
-                    };
+                    let paid: OrderCompleted = event.data()?;
+                    let detail =
+                        format!("paid {}", format_money(paid.amount_minor, &paid.currency));
                     Step {
-                        amount_minor: amount,
-                        currency,
+                        amount_minor: Some(paid.amount_minor),
+                        currency: Some(paid.currency),
                         ..step(session_id, "completed", "Order completed", Some(detail))
                     }
                 } else {

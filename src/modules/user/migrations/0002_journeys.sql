@@ -26,7 +26,5 @@ CREATE INDEX journey_steps_by_session ON journey_steps (session_id, at, event_id
 -- Which session placed which order, so the saga's later events join the right journey.
 CREATE TABLE session_orders (
     order_id TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL,
-    amount_minor BIGINT,
-    currency TEXT
+    session_id TEXT NOT NULL
 );
