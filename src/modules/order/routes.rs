@@ -171,7 +171,7 @@ async fn checkout(
     s.waiters.forget(&order_id);
     let order = s
         .store
-        .get(&order_id)
+        .outcome(&order_id)
         .await?
         .ok_or_else(|| ApiError::not_found("order"))?;
     checkout_answer(order)

@@ -217,6 +217,16 @@ impl OrderStore {
         load(&mut *conn, id).await
     }
 
+    /// The order as checkout answers it, read on the module's writer: on SQLite one hand-off
+    /// for the whole read instead of one per statement through the read pool, on the path
+    /// every checkout takes.
+    pub async fn outcome(&self, id: &str) -> Result<Option<Order>, sqlx::Error> {
+        let id = id.to_string();
+        self.db
+            .write(move |uow| Box::pin(async move { load(uow.conn(), &id).await }))
+            .await
+    }
+
     /// The order if `who` may see it: their own, or any for an admin.
     pub async fn visible(&self, who: &Identity, id: &str) -> ApiResult<Order> {
         match self.get(id).await? {
