@@ -309,3 +309,66 @@ fn db_error(error: rusqlite::Error) -> sqlx::Error {
     let message = error.to_string();
     sqlx::Error::Database(Box::new(SqliteFailure { error, message }))
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+
+    fn conn() -> (tempfile::TempDir, UowConn) {
+        let dir = tempfile::tempdir().unwrap();
+        let direct = open(&dir.path().join("t.db"), "FULL").unwrap();
+        direct
+            .lock()
+            .unwrap()
+            .execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT, note TEXT)")
+            .unwrap();
+        (dir, UowConn::Direct(direct))
+    }
+
+    #[tokio::test]
+    async fn binds_numbered_parameters_by_number_and_reads_rows_back() {
+        let (_dir, mut conn) = conn();
+        // `$2` comes first in the text: SQLite numbers it 1, the value is still the second.
+        let done = sqlx::query("INSERT INTO t (n, id, note) VALUES ($2, $1, $3)")
+            .bind("a")
+            .bind(7_i64)
+            .bind(None::<String>)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        let row = sqlx::query("SELECT id, n, note FROM t WHERE n = $1 AND id = $1 || ''")
+            .bind(7_i64)
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap();
+        assert!(row.is_none(), "the reused $1 is 7 in both places");
+        let (id, n, note): (String, i64, Option<String>) =
+            sqlx::query_as("SELECT id, n, note FROM t WHERE id = $1")
+                .bind("a")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!((id.as_str(), n, note), ("a", 7, None));
+        let updated = sqlx::query("UPDATE t SET n = n + 1 WHERE id = $1 RETURNING n")
+            .bind("a")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(updated.get::<i64, _>("n"), 8);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_key_is_a_unique_violation() {
+        let (_dir, mut conn) = conn();
+        let insert = || sqlx::query("INSERT INTO t (id, n) VALUES ($1, 1)").bind("a");
+        insert().execute(&mut conn).await.unwrap();
+        let err = insert().execute(&mut conn).await.unwrap_err();
+        assert!(
+            matches!(&err, sqlx::Error::Database(e) if e.is_unique_violation()),
+            "{err}"
+        );
+    }
+}
