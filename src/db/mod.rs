@@ -2,7 +2,8 @@
 //!
 //! Queries are written once, in the SQL both engines accept, and run through sqlx's `Any`
 //! driver (`$1` placeholders work in both). Each module gets its own pools and migrations, so
-//! no module can reach another's tables.
+//! no module can reach another's tables. On SQLite, units of work run on the module's writer
+//! thread, which drives its own connection directly (see [`direct`]) behind the same sqlx API.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -28,8 +29,9 @@ pub enum Backend {
     Postgres,
 }
 
-/// A module's database. On SQLite all writes share one connection, which serialises them in
-/// the process instead of in SQLite's busy-wait loop; reads use a pool of their own.
+/// A module's database. On SQLite the writes of [`Db::write`] share the writer's connection,
+/// which serialises them in the process instead of in SQLite's busy-wait loop; reads use a
+/// pool of their own.
 #[derive(Clone)]
 pub struct Db {
     pub backend: Backend,
