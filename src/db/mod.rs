@@ -3,7 +3,7 @@
 //! Queries are written once, in the SQL both engines accept, and run through sqlx's `Any`
 //! driver (`$1` placeholders work in both). Each module gets its own pools and migrations, so
 //! no module can reach another's tables. On SQLite, units of work run on the module's writer
-//! thread, which drives its own connection directly (see [`direct`]) behind the same sqlx API.
+//! thread, which drives its own connection directly (`direct.rs`) behind the same sqlx API.
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -132,11 +132,6 @@ impl Authenticator {
             session_started_at: c.sst,
         })
     }
-
-    /// How long a token (and the session cookie holding it) lives.
-    pub fn ttl_secs(&self) -> u64 {
-        self.ttl_secs
-    }
 }
 
 /// Middleware: a valid bearer token puts its [`Identity`] in the request; an invalid one is

@@ -4,7 +4,7 @@
 //! the same requests to a module running elsewhere.
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
@@ -16,7 +16,6 @@ use tower::ServiceExt;
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub status: StatusCode,
-    pub kind: String,
     pub title: String,
     pub detail: String,
     pub body: Value,
@@ -33,7 +32,6 @@ impl Problem {
         };
         Problem {
             status,
-            kind: text("type", "/problems/unknown"),
             title: text("title", "Something went wrong"),
             detail: text("detail", "please try again"),
             body,
@@ -43,24 +41,11 @@ impl Problem {
     fn internal(detail: impl std::fmt::Display) -> Problem {
         Problem {
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            kind: "/problems/internal".into(),
             title: "Internal error".into(),
             detail: detail.to_string(),
             body: Value::Null,
         }
     }
-
-    /// Whether the problem's `type` is `/problems/{kind}`.
-    pub fn is(&self, kind: &str) -> bool {
-        self.kind.strip_prefix("/problems/") == Some(kind)
-    }
-}
-
-/// A successful answer's status, headers and body.
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
 }
 
 #[derive(Clone)]
@@ -73,7 +58,7 @@ impl ApiClient {
         ApiClient { router }
     }
 
-    /// Sends one request as the holder of `token`. Any status below 400 is an answer, any
+    /// Sends one request as the holder of `token`. Any status below 400 answers the body, any
     /// other a [`Problem`].
     pub async fn send(
         &self,
@@ -82,7 +67,7 @@ impl ApiClient {
         path: &str,
         body: Option<&impl Serialize>,
         headers: &[(&str, &str)],
-    ) -> Result<Answer, Problem> {
+    ) -> Result<Bytes, Problem> {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -109,11 +94,7 @@ impl ApiClient {
         if parts.status.is_client_error() || parts.status.is_server_error() {
             return Err(Problem::from_answer(parts.status, &body));
         }
-        Ok(Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        Ok(body)
     }
 
     /// Sends a request and reads the JSON answer as `T`.
@@ -125,7 +106,7 @@ impl ApiClient {
         body: Option<&impl Serialize>,
     ) -> Result<T, Problem> {
         let answer = self.send(token, method, path, body, &[]).await?;
-        serde_json::from_slice(&answer.body).map_err(Problem::internal)
+        serde_json::from_slice(&answer).map_err(Problem::internal)
     }
 
     pub async fn get<T: DeserializeOwned>(

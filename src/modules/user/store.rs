@@ -19,10 +19,6 @@ impl UserStore {
         UserStore { db }
     }
 
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// Signs a user in: creates the account on first sign-in (refreshing name, email and role
     /// after that) and starts a new session, in one transaction.
     pub async fn start_session(&self, identity: &Identity) -> Result<Session, sqlx::Error> {

@@ -24,7 +24,6 @@ fn require_admin(shopper: &Shopper) -> Result<(), PageError> {
     Err(PageError::problem(
         crate::modules::frontend::api::Problem {
             status: StatusCode::FORBIDDEN,
-            kind: "/problems/forbidden".into(),
             title: "For admins only".into(),
             detail: "this page needs the admin role".into(),
             body: Value::Null,

@@ -250,7 +250,7 @@ pub async fn place_order(
         .await;
     match answer {
         Ok(answer) => {
-            let order: Order = serde_json::from_slice(&answer.body)
+            let order: Order = serde_json::from_slice(&answer)
                 .map_err(|e| PageError::Page(StatusCode::BAD_GATEWAY, e.to_string()))?;
             Ok(see_other(&format!("/orders/{}", encode(&order.id))))
         }
