@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::bus::inbox::spawn_consumer;
+use crate::bus::kafka::KafkaBus;
 use crate::bus::memory::MemoryBus;
 use crate::bus::outbox::run_relay;
 use crate::bus::{topics, Bus};
@@ -64,6 +65,7 @@ impl Application {
         let databases = Databases::open(&settings).await?;
         let bus: Arc<dyn Bus> = match settings.bus.kind {
             BusKind::Memory => MemoryBus::new(),
+            BusKind::Kafka => KafkaBus::new(settings.bus.kafka.clone()),
         };
 
         let stock_store = StockStore::new(databases.stock.clone());
@@ -85,14 +87,16 @@ impl Application {
             stock::CONSUMER,
             topics::ORDER,
             stock::order_events_handler(),
-        );
+        )
+        .await?;
         spawn_consumer(
             &bus,
             databases.payment.clone(),
             payment::CONSUMER,
             topics::ORDER,
             payment::order_events_handler(Arc::new(Simulator)),
-        );
+        )
+        .await?;
         let saga = order::saga_handler(waiters.clone());
         spawn_consumer(
             &bus,
@@ -100,22 +104,25 @@ impl Application {
             order::CONSUMER,
             topics::STOCK,
             saga.clone(),
-        );
+        )
+        .await?;
         spawn_consumer(
             &bus,
             databases.orders.clone(),
             order::CONSUMER,
             topics::PAYMENT,
             saga,
-        );
-        user::spawn_journey_consumer(&bus, databases.users.clone());
+        )
+        .await?;
+        user::spawn_journey_consumer(&bus, databases.users.clone()).await?;
         spawn_consumer(
             &bus,
             databases.users.clone(),
             user::CONSUMER,
             topics::ORDER,
             user::order_events_handler(),
-        );
+        )
+        .await?;
 
         let sweep = Duration::from_millis(settings.bus.relay_sweep_ms);
         let tasks = [&databases.stock, &databases.orders, &databases.payment]

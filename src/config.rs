@@ -57,12 +57,28 @@ pub struct BusSettings {
     pub relay_sweep_ms: u64,
     /// Most events a relay publishes in one batch.
     pub relay_batch: u32,
+    pub kafka: KafkaSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BusKind {
     Memory,
+    Kafka,
+}
+
+/// Where the Kafka backend finds its brokers, and the topics it creates if missing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// Put before every topic name, so two shops can share one cluster.
+    pub topic_prefix: String,
+    /// Partitions of each topic the shop creates.
+    pub partitions: i32,
+    /// Replication factor of each topic the shop creates.
+    pub replication: i16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +139,12 @@ impl Default for Settings {
                 kind: BusKind::Memory,
                 relay_sweep_ms: 1000,
                 relay_batch: 512,
+                kafka: KafkaSettings {
+                    brokers: vec!["127.0.0.1:9092".into()],
+                    topic_prefix: String::new(),
+                    partitions: 4,
+                    replication: 1,
+                },
             },
             auth: AuthSettings {
                 mode: AuthMode::Oidc,
@@ -174,6 +196,14 @@ impl Settings {
         }
         if self.bus.relay_sweep_ms == 0 || self.bus.relay_batch == 0 {
             return invalid("bus.relay_sweep_ms and bus.relay_batch must be positive");
+        }
+        let kafka = &self.bus.kafka;
+        if self.bus.kind == BusKind::Kafka
+            && (kafka.brokers.is_empty() || kafka.partitions < 1 || kafka.replication < 1)
+        {
+            return invalid(
+                "bus.kafka needs at least one broker, and partitions and replication of 1 or more",
+            );
         }
         if self.auth.mode == AuthMode::Oidc {
             return invalid(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Bus, Delivered, Event, Position};
+use super::{Bus, Delivered, Event, Position, Positions};
 use crate::db::{now_ms, Db, Uow};
 
 /// Work to do only once the batch's transaction has committed (e.g. waking a waiting request).
@@ -109,16 +109,34 @@ pub async fn save_position(
     Ok(())
 }
 
-/// Subscribes `consumer` to `topic` and handles its batches until the process ends. A batch
-/// that fails is answered with the error, so the publisher keeps it and sends it again.
-pub fn spawn_consumer(
+/// Where `consumer` stopped in `topic`, per partition, as its module's database says.
+pub async fn stored_positions(
+    db: &Db,
+    consumer: &str,
+    topic: &str,
+) -> Result<Positions, sqlx::Error> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT partition_no, next_offset FROM consumer_positions \
+         WHERE consumer = $1 AND topic = $2",
+    )
+    .bind(consumer)
+    .bind(topic)
+    .fetch_all(&db.read)
+    .await?;
+    Ok(rows.into_iter().map(|(p, o)| (p as i32, o)).collect())
+}
+
+/// Subscribes `consumer` to `topic` from where it stopped and handles its batches until the
+/// process ends. A batch that fails is answered with the error, so the bus sends it again.
+pub async fn spawn_consumer(
     bus: &Arc<dyn Bus>,
     db: Db,
     consumer: &'static str,
     topic: &'static str,
     handler: Arc<dyn Handler>,
-) {
-    let mut subscription = bus.subscribe(topic, consumer);
+) -> Result<(), sqlx::Error> {
+    let from = stored_positions(&db, consumer, topic).await?;
+    let mut subscription = bus.subscribe(topic, consumer, from);
     tokio::spawn(async move {
         while let Some(batch) = subscription.recv().await {
             let result =
@@ -131,4 +149,5 @@ pub fn spawn_consumer(
             let _ = batch.ack.send(result.map(|_| ()));
         }
     });
+    Ok(())
 }

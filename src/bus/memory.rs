@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Batch, Bus, Delivered, Event, Subscription};
+use super::{Batch, Bus, Delivered, Event, Positions, Subscription};
 
 /// A consumer's name and the channel its batches go to.
 type Subscriber = (String, mpsc::Sender<Batch>);
@@ -67,7 +67,7 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
-    fn subscribe(&self, topic: &str, consumer: &str) -> Subscription {
+    fn subscribe(&self, topic: &str, consumer: &str, _from: Positions) -> Subscription {
         let (tx, rx) = mpsc::channel(4);
         self.subscribers
             .lock()
@@ -91,8 +91,8 @@ mod tests {
     async fn publish_waits_for_every_subscriber_and_keeps_order() {
         let bus = MemoryBus::new();
         let subs = vec![
-            ("a", bus.subscribe("t", "a")),
-            ("b", bus.subscribe("t", "b")),
+            ("a", bus.subscribe("t", "a", Positions::new())),
+            ("b", bus.subscribe("t", "b", Positions::new())),
         ];
         let seen = Arc::new(Mutex::new(Vec::new()));
         for (name, mut sub) in subs {
@@ -125,7 +125,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_batch_fails_the_publish() {
         let bus = MemoryBus::new();
-        let mut sub = bus.subscribe("t", "a");
+        let mut sub = bus.subscribe("t", "a", Positions::new());
         tokio::spawn(async move {
             while let Some(batch) = sub.recv().await {
                 let _ = batch.ack.send(Err(anyhow::anyhow!("disk full")));

@@ -6,6 +6,7 @@
 //! transaction as the effect ([`inbox`]), so a redelivered event changes nothing.
 
 pub mod inbox;
+pub mod kafka;
 pub mod memory;
 pub mod outbox;
 
@@ -23,6 +24,9 @@ pub mod topics {
     pub const PAYMENT: &str = "ekart.payment";
     pub const USER: &str = "ekart.user";
     pub const JOURNEY: &str = "ekart.journey";
+
+    /// Every topic, for backends that create them.
+    pub const ALL: [&str; 5] = [STOCK, ORDER, PAYMENT, USER, JOURNEY];
 }
 
 /// A CloudEvents 1.0 event in structured mode: the whole document travels as one JSON value,
@@ -78,6 +82,9 @@ pub struct Position {
     pub offset: i64,
 }
 
+/// Where a consumer stopped, per partition: the offset it reads next.
+pub type Positions = std::collections::HashMap<i32, i64>;
+
 #[derive(Debug, Clone)]
 pub struct Delivered {
     pub event: Event,
@@ -100,8 +107,10 @@ pub trait Bus: Send + Sync + 'static {
     /// backend that means every subscriber has committed them, for Kafka that the broker has.
     async fn publish(&self, topic: &str, events: Vec<Event>) -> anyhow::Result<()>;
 
-    /// Subscribes `consumer` (a module) to `topic`. Must be called before the relays start.
-    fn subscribe(&self, topic: &str, consumer: &str) -> Subscription;
+    /// Subscribes `consumer` (a module) to `topic`, resuming at `from` (its stored positions;
+    /// a partition without one is read from its start). Must be called before the relays
+    /// start. Backends without a durable log ignore `from`.
+    fn subscribe(&self, topic: &str, consumer: &str, from: Positions) -> Subscription;
 
     /// Whether the bus can take events now (for `/readyz`).
     async fn ready(&self) -> bool;

@@ -48,7 +48,7 @@ pub async fn scratch_postgres(server: &str) -> String {
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -102,9 +102,23 @@ impl TestApp {
         Some(TestApp {
             base,
             client,
-            _dir: dir,
+            _dir: Some(dir),
             stop: Some(stop),
         })
+    }
+
+    /// A client of a shop the test started itself (and stops itself).
+    #[allow(dead_code)] // tests/kafka.rs restarts its shop on the same database
+    pub fn at(base: String) -> TestApp {
+        TestApp {
+            base,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            _dir: None,
+            stop: None,
+        }
     }
 
     /// A token for a new user called `name` with `role` (`customer` or `admin`).

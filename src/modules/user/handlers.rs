@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::journey::{self, Step};
-use crate::bus::inbox::{save_position, AfterCommit, Handler};
+use crate::bus::inbox::{save_position, stored_positions, AfterCommit, Handler};
 use crate::bus::{topics, Bus, Event};
 use crate::db::{Db, Uow};
 use crate::modules::frontend::events::{self as journey_events, JourneyStep};
@@ -61,9 +61,10 @@ pub async fn store_journey_batch(
     .await
 }
 
-/// Consumes `ekart.journey` until the process ends.
-pub fn spawn_journey_consumer(bus: &Arc<dyn Bus>, db: Db) {
-    let mut subscription = bus.subscribe(topics::JOURNEY, CONSUMER);
+/// Consumes `ekart.journey`, from where it stopped, until the process ends.
+pub async fn spawn_journey_consumer(bus: &Arc<dyn Bus>, db: Db) -> Result<(), sqlx::Error> {
+    let from = stored_positions(&db, CONSUMER, topics::JOURNEY).await?;
+    let mut subscription = bus.subscribe(topics::JOURNEY, CONSUMER, from);
     tokio::spawn(async move {
         while let Some(batch) = subscription.recv().await {
             let result = store_journey_batch(&db, batch.events.clone()).await;
@@ -74,6 +75,7 @@ pub fn spawn_journey_consumer(bus: &Arc<dyn Bus>, db: Db) {
             let _ = batch.ack.send(result.map(|_| ()));
         }
     });
+    Ok(())
 }
 
 /// Puts the checkout's outcomes into the journey of the session that placed the order.

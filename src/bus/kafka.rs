@@ -1,0 +1,285 @@
+//! The Kafka backend (`[bus] kind = "kafka"`), on rskafka.
+//!
+//! Each record's value is the whole CloudEvents document and its key the event's partition
+//! key; nothing lives in record headers. A key always maps to the same partition, so one
+//! order's (or session's) events stay in order. The outbox relay is the only producer.
+//!
+//! rskafka has no consumer groups: every subscriber reads every partition of its topic, from
+//! the positions its module stored with the effects of what it handled (or from the start),
+//! and hands the records to its module a fetch at a time, waiting for the module's commit
+//! before it reads further. A restart therefore resumes exactly where the commits stopped;
+//! anything read twice is dropped by the inbox.
+//!
+//! A broker that cannot be reached does not stop the shop: the connection is made on first
+//! use and retried, the relay keeps events in the outbox meanwhile, and `/readyz` says so.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+use rskafka::BackoffConfig;
+use tokio::sync::{mpsc, oneshot, OnceCell};
+
+use super::{topics, Batch, Bus, Delivered, Event, Positions, Position, Subscription};
+use crate::config::KafkaSettings;
+
+/// Most bytes one fetch asks for.
+const FETCH_BYTES: i32 = 4 * 1024 * 1024;
+/// How long a fetch waits on the broker for new records.
+const FETCH_WAIT_MS: i32 = 500;
+
+pub struct KafkaBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: KafkaSettings,
+    client: OnceCell<Client>,
+    partitions: Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
+}
+
+impl KafkaBus {
+    pub fn new(settings: KafkaSettings) -> Arc<KafkaBus> {
+        Arc::new(KafkaBus {
+            inner: Arc::new(Inner {
+                settings,
+                client: OnceCell::new(),
+                partitions: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+/// Errors surface after this long, so callers (the relay, the fetch loops) can back off and
+/// say what is waiting, rather than rskafka retrying silently forever.
+fn backoff() -> BackoffConfig {
+    BackoffConfig {
+        init_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(2),
+        base: 2.0,
+        deadline: Some(Duration::from_secs(10)),
+    }
+}
+
+/// FNV-1a: a key's partition must not change between processes or releases.
+fn partition_of(key: &str, partitions: i32) -> i32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in key.bytes() {
+        hash ^= byte as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    (hash % partitions as u32) as i32
+}
+
+impl Inner {
+    fn topic(&self, topic: &str) -> String {
+        format!("{}{topic}", self.settings.topic_prefix)
+    }
+
+    /// The connection, made on first use, with the shop's topics created if missing.
+    async fn client(&self) -> anyhow::Result<&Client> {
+        self.client
+            .get_or_try_init(|| async {
+                let client = ClientBuilder::new(self.settings.brokers.clone())
+                    .client_id("ekart")
+                    .backoff_config(backoff())
+                    .build()
+                    .await?;
+                let controller = client.controller_client()?;
+                for topic in topics::ALL {
+                    let created = controller
+                        .create_topic(
+                            self.topic(topic),
+                            self.settings.partitions,
+                            self.settings.replication,
+                            5_000,
+                        )
+                        .await;
+                    match created {
+                        Ok(()) => tracing::info!(topic = %self.topic(topic), "created topic"),
+                        Err(KafkaError::ServerError {
+                            protocol_error: ProtocolError::TopicAlreadyExists,
+                            ..
+                        }) => {}
+                        Err(e) => return Err(anyhow::Error::from(e)),
+                    }
+                }
+                Ok(client)
+            })
+            .await
+    }
+
+    async fn partition(&self, topic: &str, partition: i32) -> anyhow::Result<Arc<PartitionClient>> {
+        let key = (topic.to_string(), partition);
+        if let Some(client) = self.partitions.lock().expect("partitions").get(&key) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(
+            self.client()
+                .await?
+                .partition_client(self.topic(topic), partition, UnknownTopicHandling::Retry)
+                .await?,
+        );
+        self.partitions
+            .lock()
+            .expect("partitions")
+            .insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// Reads one partition for one subscriber until the subscriber goes away.
+    async fn consume(
+        self: Arc<Self>,
+        topic: String,
+        partition: i32,
+        mut next: Option<i64>,
+        batches: mpsc::Sender<Batch>,
+    ) {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.fetch_once(&topic, partition, &mut next, &batches).await {
+                Ok(true) => wait = Duration::from_millis(100),
+                Ok(false) => return,
+                Err(err) => {
+                    tracing::warn!(topic = %topic, partition, error = %format!("{err:#}"),
+                        retry_in_ms = wait.as_millis() as u64, "cannot read from Kafka");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One fetch, handed over and committed; false once the subscriber is gone.
+    async fn fetch_once(
+        &self,
+        topic: &str,
+        partition: i32,
+        next: &mut Option<i64>,
+        batches: &mpsc::Sender<Batch>,
+    ) -> anyhow::Result<bool> {
+        let client = self.partition(topic, partition).await?;
+        let offset = match *next {
+            Some(offset) => offset,
+            None => client.get_offset(OffsetAt::Earliest).await?,
+        };
+        *next = Some(offset);
+        let records = match client.fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS).await {
+            Ok((records, _high_watermark)) => records,
+            Err(KafkaError::ServerError {
+                protocol_error: ProtocolError::OffsetOutOfRange,
+                ..
+            }) => {
+                tracing::warn!(topic, partition, offset, "offset out of range; reading from the earliest");
+                *next = None;
+                return Ok(true);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(last) = records.last().map(|r| r.offset) else {
+            return Ok(true);
+        };
+        let events: Vec<Delivered> = records
+            .into_iter()
+            .filter_map(|r| {
+                let value = r.record.value?;
+                match serde_json::from_slice::<Event>(&value) {
+                    Ok(event) => Some(Delivered {
+                        event,
+                        position: Some(Position {
+                            partition,
+                            offset: r.offset,
+                        }),
+                    }),
+                    Err(err) => {
+                        tracing::warn!(topic, partition, offset = r.offset, error = %err,
+                            "skipping a record that is not an event");
+                        None
+                    }
+                }
+            })
+            .collect();
+        if !events.is_empty() {
+            let (ack, done) = oneshot::channel();
+            let batch = Batch {
+                topic: topic.to_string(),
+                events: Arc::new(events),
+                ack,
+            };
+            if batches.send(batch).await.is_err() {
+                return Ok(false);
+            }
+            match done.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(err.context("the consumer could not handle a batch")),
+                Err(_) => return Ok(false),
+            }
+        }
+        *next = Some(last + 1);
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn publish(&self, topic: &str, events: Vec<Event>) -> anyhow::Result<()> {
+        let partitions = self.inner.settings.partitions;
+        let mut by_partition: HashMap<i32, Vec<Record>> = HashMap::new();
+        for event in events {
+            let record = Record {
+                key: Some(event.partitionkey.clone().into_bytes()),
+                value: Some(serde_json::to_vec(&event)?),
+                headers: Default::default(),
+                timestamp: chrono::Utc::now(),
+            };
+            by_partition
+                .entry(partition_of(&event.partitionkey, partitions))
+                .or_default()
+                .push(record);
+        }
+        for (partition, records) in by_partition {
+            let client = self.inner.partition(topic, partition).await?;
+            client.produce(records, Compression::NoCompression).await?;
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self, topic: &str, _consumer: &str, from: Positions) -> Subscription {
+        let (batches, subscription) = mpsc::channel(4);
+        for partition in 0..self.inner.settings.partitions {
+            let next = from.get(&partition).copied();
+            tokio::spawn(
+                self.inner
+                    .clone()
+                    .consume(topic.to_string(), partition, next, batches.clone()),
+            );
+        }
+        subscription
+    }
+
+    async fn ready(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.inner.client()).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_key_always_lands_on_the_same_partition() {
+        let p = super::partition_of("order-42", 4);
+        assert!((0..4).contains(&p));
+        assert_eq!(super::partition_of("order-42", 4), p);
+        let spread: std::collections::HashSet<i32> = (0..100)
+            .map(|i| super::partition_of(&format!("order-{i}"), 4))
+            .collect();
+        assert_eq!(spread.len(), 4, "keys spread over every partition");
+    }
+}
