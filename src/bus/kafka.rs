@@ -25,7 +25,7 @@ use rskafka::record::Record;
 use rskafka::BackoffConfig;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
-use super::{topics, Batch, Bus, Delivered, Event, Positions, Position, Subscription};
+use super::{topics, Batch, Bus, Delivered, Event, Position, Positions, Subscription};
 use crate::config::KafkaSettings;
 
 /// Most bytes one fetch asks for.
@@ -142,7 +142,10 @@ impl Inner {
     ) {
         let mut wait = Duration::from_millis(100);
         loop {
-            match self.fetch_once(&topic, partition, &mut next, &batches).await {
+            match self
+                .fetch_once(&topic, partition, &mut next, &batches)
+                .await
+            {
                 Ok(true) => wait = Duration::from_millis(100),
                 Ok(false) => return,
                 Err(err) => {
@@ -169,13 +172,21 @@ impl Inner {
             None => client.get_offset(OffsetAt::Earliest).await?,
         };
         *next = Some(offset);
-        let records = match client.fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS).await {
+        let records = match client
+            .fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS)
+            .await
+        {
             Ok((records, _high_watermark)) => records,
             Err(KafkaError::ServerError {
                 protocol_error: ProtocolError::OffsetOutOfRange,
                 ..
             }) => {
-                tracing::warn!(topic, partition, offset, "offset out of range; reading from the earliest");
+                tracing::warn!(
+                    topic,
+                    partition,
+                    offset,
+                    "offset out of range; reading from the earliest"
+                );
                 *next = None;
                 return Ok(true);
             }
@@ -253,11 +264,12 @@ impl Bus for KafkaBus {
         let (batches, subscription) = mpsc::channel(4);
         for partition in 0..self.inner.settings.partitions {
             let next = from.get(&partition).copied();
-            tokio::spawn(
-                self.inner
-                    .clone()
-                    .consume(topic.to_string(), partition, next, batches.clone()),
-            );
+            tokio::spawn(self.inner.clone().consume(
+                topic.to_string(),
+                partition,
+                next,
+                batches.clone(),
+            ));
         }
         subscription
     }
