@@ -179,3 +179,50 @@ async fn a_restart_resumes_and_a_replay_changes_nothing() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(app.settled(&tea).await, (6, 0));
 }
+
+/// Needs no broker: a shop whose broker cannot be reached still starts, serves what needs no
+/// bus, keeps the events it causes in its outbox, and says it is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_broker_does_not_stop_the_shop() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        on_kafka(s, vec![address], &prefix());
+        s.checkout.wait_ms = 500;
+    })
+    .await
+    .unwrap();
+    let (status, health) = app.get("/healthz", None).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        ready["checks"][4],
+        json!({"name": "bus", "ok": false}),
+        "{ready}"
+    );
+
+    let admin = app.token("admin", "admin").await;
+    let tea = app.product(&admin, "TEA", 25_000, 10).await;
+    let me = app.token("asha", "customer").await;
+    app.add_to_cart(&me, &tea, 1).await;
+    // Placed and kept in the outbox: the shopper is told to poll.
+    let (status, _, order) = app
+        .call_with(
+            reqwest::Method::POST,
+            "/api/checkout",
+            Some(&me),
+            Some(json!({"payment_mode": "CASH"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{order}");
+    assert_eq!(order["status"], "placed");
+}
