@@ -30,8 +30,11 @@ use crate::config::KafkaSettings;
 
 /// Most bytes one fetch asks for.
 const FETCH_BYTES: i32 = 4 * 1024 * 1024;
-/// How long a fetch waits on the broker for new records.
-const FETCH_WAIT_MS: i32 = 500;
+/// Fetches do not wait on the broker: tansu holds a waiting fetch for its whole wait even when
+/// records arrive, and serves one request at a time per connection. An empty fetch is
+/// followed by a short pause here instead.
+const FETCH_WAIT_MS: i32 = 0;
+const IDLE_PAUSE: Duration = Duration::from_millis(20);
 
 pub struct KafkaBus {
     inner: Arc<Inner>,
@@ -40,7 +43,15 @@ pub struct KafkaBus {
 struct Inner {
     settings: KafkaSettings,
     client: OnceCell<Client>,
-    partitions: Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
+    /// Partition clients by topic, partition and use: producing and consuming each get their
+    /// own, so a fetch never holds up a produce on the same connection.
+    partitions: Mutex<HashMap<(String, i32, Use), Arc<PartitionClient>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Use {
+    Produce,
+    Consume,
 }
 
 impl KafkaBus {
@@ -114,8 +125,13 @@ impl Inner {
             .await
     }
 
-    async fn partition(&self, topic: &str, partition: i32) -> anyhow::Result<Arc<PartitionClient>> {
-        let key = (topic.to_string(), partition);
+    async fn partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        role: Use,
+    ) -> anyhow::Result<Arc<PartitionClient>> {
+        let key = (topic.to_string(), partition, role);
         if let Some(client) = self.partitions.lock().expect("partitions").get(&key) {
             return Ok(client.clone());
         }
@@ -166,7 +182,7 @@ impl Inner {
         next: &mut Option<i64>,
         batches: &mpsc::Sender<Batch>,
     ) -> anyhow::Result<bool> {
-        let client = self.partition(topic, partition).await?;
+        let client = self.partition(topic, partition, Use::Consume).await?;
         let offset = match *next {
             Some(offset) => offset,
             None => client.get_offset(OffsetAt::Earliest).await?,
@@ -193,6 +209,7 @@ impl Inner {
             Err(e) => return Err(e.into()),
         };
         let Some(last) = records.last().map(|r| r.offset) else {
+            tokio::time::sleep(IDLE_PAUSE).await;
             return Ok(true);
         };
         let events: Vec<Delivered> = records
@@ -254,7 +271,7 @@ impl Bus for KafkaBus {
                 .push(record);
         }
         for (partition, records) in by_partition {
-            let client = self.inner.partition(topic, partition).await?;
+            let client = self.inner.partition(topic, partition, Use::Produce).await?;
             client.produce(records, Compression::NoCompression).await?;
         }
         Ok(())
