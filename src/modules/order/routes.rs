@@ -17,7 +17,7 @@ use super::store::{OrderStore, Placed};
 use super::waiters::Waiters;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::CurrentUser;
-use crate::gateway::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::gateway::extract::{paging, ApiJson, ApiPath, ApiQuery};
 use crate::modules::payment::method::CheckoutRequest;
 
 #[derive(Clone)]
@@ -213,13 +213,7 @@ async fn list_orders(
     CurrentUser(user): CurrentUser,
     ApiQuery(q): ApiQuery<OrderQuery>,
 ) -> ApiResult<Json<OrderPage>> {
-    let page = q.page.unwrap_or(1);
-    let per_page = q.per_page.unwrap_or(20);
-    if page == 0 || page > 100_000 || !(1..=100).contains(&per_page) {
-        return Err(ApiError::bad_request(
-            "page must be 1 to 100000 and per_page 1 to 100",
-        ));
-    }
+    let (page, per_page) = paging(q.page, q.per_page)?;
     if q.q.as_ref().is_some_and(|q| q.chars().count() > 100) {
         return Err(ApiError::bad_request("q must be at most 100 characters"));
     }

@@ -54,14 +54,7 @@ impl StockStore {
     }
 
     pub async fn list(&self, query: &ProductQuery) -> ApiResult<(Vec<Product>, i64, u32, u32)> {
-        let page = query.page.unwrap_or(1);
-        let per_page = query.per_page.unwrap_or(20);
-        if page == 0 || page > 100_000 {
-            return Err(ApiError::bad_request("page must be from 1 to 100000"));
-        }
-        if !(1..=100).contains(&per_page) {
-            return Err(ApiError::bad_request("per_page must be from 1 to 100"));
-        }
+        let (page, per_page) = crate::gateway::extract::paging(query.page, query.per_page)?;
         let q = query.q.as_deref().map(str::trim).unwrap_or("");
         if q.chars().count() > 100 {
             return Err(ApiError::bad_request("q must be at most 100 characters"));

@@ -14,7 +14,7 @@ use super::journey::{Journey, JourneyStore, SessionSummary};
 use super::pdf;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::CurrentUser;
-use crate::gateway::extract::{ApiPath, ApiQuery};
+use crate::gateway::extract::{paging, ApiPath, ApiQuery};
 
 pub fn router(store: JourneyStore) -> OpenApiRouter {
     OpenApiRouter::new()
@@ -54,13 +54,7 @@ async fn list_journeys(
     CurrentUser(user): CurrentUser,
     ApiQuery(q): ApiQuery<JourneyQuery>,
 ) -> ApiResult<Json<JourneyPage>> {
-    let page = q.page.unwrap_or(1);
-    let per_page = q.per_page.unwrap_or(20);
-    if page == 0 || page > 100_000 || !(1..=100).contains(&per_page) {
-        return Err(ApiError::bad_request(
-            "page must be 1 to 100000 and per_page 1 to 100",
-        ));
-    }
+    let (page, per_page) = paging(q.page, q.per_page)?;
     let all = q.all.unwrap_or(false);
     if all && !user.is_admin() {
         return Err(ApiError::forbidden("only an admin may see every session"));

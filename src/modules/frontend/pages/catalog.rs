@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{
     encode, field_of, local_path, ok, render, see_other_with, FormError, PageError, PageResult,
 };
-use crate::modules::frontend::views::{Page, Product};
+use crate::modules::frontend::views::{Cart, Page, Product};
 use crate::modules::frontend::visitor::{Chrome, Shopper, Visitor};
 use crate::modules::frontend::Frontend;
 
@@ -167,7 +167,7 @@ pub async fn add_to_cart(
         .await;
     }
     let body = json!({ "product_id": form.product_id, "quantity": quantity });
-    let added: Result<serde_json::Value, _> = fe
+    let added: Result<Cart, _> = fe
         .api
         .json(
             visitor.token(),
@@ -177,16 +177,14 @@ pub async fn add_to_cart(
         )
         .await;
     match added {
-        Ok(_) => {
-            let name = fe
-                .api
-                .get::<Product>(
-                    visitor.token(),
-                    &format!("/api/products/{}", encode(&form.product_id)),
-                )
-                .await
-                .map(|p| p.name)
-                .unwrap_or_else(|_| "the item".into());
+        Ok(cart) => {
+            // The cart the API answers names the product: no second call for it.
+            let name = cart
+                .lines
+                .into_iter()
+                .find(|l| l.product_id == form.product_id)
+                .map(|l| l.name)
+                .unwrap_or_else(|| "the item".into());
             let back = local_path(form.back.as_deref());
             Ok(see_other_with(
                 &back,
