@@ -24,10 +24,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
+
+#[path = "support/load.rs"]
+mod load;
+use load::{add_and_check_out, free_port, send_json, token, transport, Sample};
 
 /// Largest quantity one restock call accepts (ekart's `StockDelta`).
 const RESTOCK_MAX: i64 = 1_000_000;
@@ -357,6 +361,8 @@ impl Server {
                     )
                     .env("EKART_DATABASE__SQLITE_SYNCHRONOUS", "FULL")
                     .env("EKART_AUTH__MODE", "dev")
+                    // The bench measures throughput, not the rate limiter.
+                    .env("EKART_LIMITS__ENABLED", "false")
                     .env("EKART_CATALOG__SEED_DEMO", "false")
                     .env("EKART_LOG__LEVEL", "warn");
                 cmd
@@ -431,41 +437,11 @@ impl Server {
 
 /// A port that was free a moment ago. The server binds it right after, so a clash is unlikely
 /// and shows up as a server that never gets ready.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// What a target needs for the workloads.
 struct Shop {
     product_id: String,
     /// `Bearer …` header values, one per shopper.
     shoppers: Vec<String>,
-}
-
-async fn token(
-    http: &reqwest::Client,
-    base: &str,
-    name: &str,
-    role: &str,
-) -> anyhow::Result<String> {
-    let (status, body) = send_json(http.post(format!("{base}/auth/dev/token")).json(&json!({
-        "name": name,
-        "email": format!("{name}@bench.example.com"),
-        "role": role,
-    })))
-    .await?;
-    match body["access_token"].as_str() {
-        Some(t) if status == StatusCode::OK => Ok(format!("Bearer {t}")),
-        _ => bail!("token for {name}: {status} {body}"),
-    }
-}
-
-async fn send_json(req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
-    let res = req.send().await?;
-    let status = res.status();
-    Ok((status, res.json().await.unwrap_or(Value::Null)))
 }
 
 /// The same catalog, bench product and shoppers on either target, through its API.
@@ -571,7 +547,7 @@ async fn catalog(http: &reqwest::Client, base: &str, target: Target, args: &Args
         }
     })
     .await;
-    sample.row("catalog", target, args.readers)
+    row(sample, "catalog", target, args.readers)
 }
 
 async fn checkout(
@@ -582,8 +558,7 @@ async fn checkout(
     shop: &Shop,
     stock: i64,
 ) -> anyhow::Result<Row> {
-    let add_url: Arc<str> = format!("{base}/api/cart/items").into();
-    let checkout_url: Arc<str> = format!("{base}/api/checkout").into();
+    let base_url: Arc<str> = base.into();
     let add_body: Arc<str> = json!({ "product_id": shop.product_id, "quantity": 1 })
         .to_string()
         .into();
@@ -591,37 +566,11 @@ async fn checkout(
     let client = http.clone();
     let sample = drive(args.shoppers, args, move |w| {
         let (http, shoppers) = (client.clone(), shoppers.clone());
-        let (add_url, checkout_url, add_body) =
-            (add_url.clone(), checkout_url.clone(), add_body.clone());
-        async move {
-            let auth = &shoppers[w];
-            let add = http
-                .post(&*add_url)
-                .header(AUTHORIZATION, auth)
-                .header(CONTENT_TYPE, "application/json")
-                .body(add_body.to_string());
-            let res = add.send().await.map_err(|e| transport("add", &e))?;
-            let status = res.status();
-            res.bytes().await.map_err(|e| transport("add", &e))?;
-            if status != StatusCode::OK {
-                return Err(format!("add {}", status.as_u16()));
-            }
-            let pay = http
-                .post(&*checkout_url)
-                .header(AUTHORIZATION, auth)
-                .header(CONTENT_TYPE, "application/json")
-                .body(r#"{"payment_mode":"CASH"}"#);
-            let res = pay.send().await.map_err(|e| transport("checkout", &e))?;
-            let status = res.status();
-            res.bytes().await.map_err(|e| transport("checkout", &e))?;
-            if status != StatusCode::CREATED {
-                return Err(format!("checkout {}", status.as_u16()));
-            }
-            Ok(())
-        }
+        let (base, add_body) = (base_url.clone(), add_body.clone());
+        async move { add_and_check_out(&http, &base, &shoppers[w], &add_body).await }
     })
     .await;
-    let mut row = sample.row("checkout", target, args.shoppers);
+    let mut row = row(sample, "checkout", target, args.shoppers);
 
     // A 201 must mean units left the shelf; the bench product is first in name order.
     let (status, page) = send_json(http.get(format!("{base}{CATALOG_PAGE}"))).await?;
@@ -642,99 +591,34 @@ async fn checkout(
     Ok(row)
 }
 
-/// A failed request's kind, coarse enough to count.
-fn transport(step: &str, e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect error"
-    } else {
-        "transport error"
-    };
-    format!("{step} {what}")
-}
-
-/// Operations that finished inside the measured window.
-#[derive(Default)]
-struct Sample {
-    seconds: f64,
-    latencies_us: Vec<u64>,
-    failures: BTreeMap<String, u64>,
-}
-
-impl Sample {
-    fn row(mut self, workload: &'static str, target: Target, workers: usize) -> Row {
-        self.latencies_us.sort_unstable();
-        let ok = self.latencies_us.len() as u64;
-        Row {
-            workload,
-            target: target.name(),
-            workers,
-            seconds: self.seconds,
-            ok,
-            failed: self.failures.values().sum(),
-            ops_per_sec: ok as f64 / self.seconds,
-            p50_ms: percentile(&self.latencies_us, 0.50),
-            p99_ms: percentile(&self.latencies_us, 0.99),
-            failures: self.failures,
-            units_sold: None,
-        }
+/// One table row from a workload's sample.
+fn row(sample: Sample, workload: &'static str, target: Target, workers: usize) -> Row {
+    Row {
+        workload,
+        target: target.name(),
+        workers,
+        seconds: sample.seconds,
+        ok: sample.ok(),
+        failed: sample.failed(),
+        ops_per_sec: sample.ops_per_sec(),
+        p50_ms: sample.percentile_ms(0.50),
+        p99_ms: sample.percentile_ms(0.99),
+        failures: sample.failures,
+        units_sold: None,
     }
 }
 
-/// Nearest-rank percentile of sorted microseconds, in milliseconds.
-fn percentile(sorted_us: &[u64], p: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
-    sorted_us[rank - 1] as f64 / 1000.0
-}
-
-/// Runs `op` in a closed loop on `workers` tasks: warm-up, then the measured window. An
-/// operation counts if it finishes inside the window, so throughput is completions per
-/// second of window; whatever is in flight at the end is awaited (the server drains before
-/// the next phase) but not counted.
+/// The same load for every workload: `args`' warm-up, then its measured window.
 async fn drive<F, Fut>(workers: usize, args: &Args, op: F) -> Sample
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    let op = Arc::new(op);
-    let start = Instant::now() + Duration::from_secs_f64(args.warmup);
-    let end = start + Duration::from_secs_f64(args.duration);
-    let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..workers {
-        let op = op.clone();
-        tasks.spawn(async move {
-            let mut sample = Sample::default();
-            while Instant::now() < end {
-                let began = Instant::now();
-                let outcome = op(w).await;
-                let done = Instant::now();
-                if done < start || done >= end {
-                    continue;
-                }
-                match outcome {
-                    Ok(()) => sample.latencies_us.push((done - began).as_micros() as u64),
-                    Err(kind) => *sample.failures.entry(kind).or_default() += 1,
-                }
-            }
-            sample
-        });
-    }
-    let mut total = Sample {
-        seconds: args.duration,
-        ..Sample::default()
-    };
-    while let Some(joined) = tasks.join_next().await {
-        let part = joined.expect("a load worker panicked");
-        total.latencies_us.extend(part.latencies_us);
-        for (kind, n) in part.failures {
-            *total.failures.entry(kind).or_default() += n;
-        }
-    }
-    total
+    let (warmup, window) = (
+        Duration::from_secs_f64(args.warmup),
+        Duration::from_secs_f64(args.duration),
+    );
+    load::drive(workers, warmup, window, op).await
 }
 
 /// The smallest server that does the same SQL as ekart's catalog and checkout, on the same

@@ -33,6 +33,12 @@ async function newShopper(viewport = DESKTOP) {
   const context = await browser.newContext({ baseURL: BASE, viewport, acceptDownloads: true });
   const page = await context.newPage();
   page.on("pageerror", (err) => assert.fail(`script error on ${page.url()}: ${err}`));
+  // The pages must live within the shop's Content-Security-Policy (no inline script or style).
+  page.on("console", (msg) => {
+    if (/Content Security Policy/i.test(msg.text())) {
+      assert.fail(`CSP violation on ${page.url()}: ${msg.text()}`);
+    }
+  });
   return { context, page };
 }
 

@@ -1,6 +1,7 @@
 //! The application: every module wired to its database and the bus, behind the gateway,
 //! listening on a socket. Tests start one on a random port with [`Application::build`].
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +13,15 @@ use crate::bus::kafka::KafkaBus;
 use crate::bus::memory::MemoryBus;
 use crate::bus::outbox::run_relay;
 use crate::bus::{topics, Bus};
-use crate::config::{AuthMode, BusKind, Settings};
+use crate::config::{AuthMode, BusKind, Module, Settings};
 use crate::db::Db;
 use crate::gateway::auth::Authenticator;
+use crate::gateway::limits::Limits;
+use crate::gateway::oidc::Oidc;
+use crate::gateway::remote::Remote;
 use crate::gateway::{self, health};
 use crate::modules::frontend::{self, Frontend, Recorder};
+use crate::modules::order::catalog::{Catalog, RemoteCatalog};
 use crate::modules::order::{self, OrderState, OrderStore, Waiters};
 use crate::modules::payment::{self, provider::Simulator, PaymentStore};
 use crate::modules::stock::{self, StockStore};
@@ -55,78 +60,157 @@ impl Databases {
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
-    databases: Databases,
+    databases: Vec<Db>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
+    /// Builds the modules `settings.modules.run` names, each on its database and the bus, and
+    /// the routes to the modules that run elsewhere.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         settings.validate()?;
-        let databases = Databases::open(&settings).await?;
+        let runs = |m: Module| settings.modules.runs(m);
+        let d = &settings.database;
+        let body_limit = settings.server.body_limit_bytes;
         let bus: Arc<dyn Bus> = match settings.bus.kind {
             BusKind::Memory => MemoryBus::new(),
             BusKind::Kafka => KafkaBus::new(settings.bus.kafka.clone()),
         };
+        let auth = Authenticator::new(&settings.auth);
+        let https = settings.server.public_url.starts_with("https://");
+        let oidc_mode = settings.auth.mode == AuthMode::Oidc;
+        // Routes beside the local modules' documented API: modules in other processes (with
+        // their OpenAPI descriptions) and browser-only flows.
+        let mut routed = Vec::new();
 
-        let stock_store = StockStore::new(databases.stock.clone());
-        if settings.catalog.seed_demo {
-            let seeded = stock::seed_demo_catalog(&stock_store).await?;
-            if seeded > 0 {
-                tracing::info!(products = seeded, "seeded the demo catalog");
+        // The modules this process calls but does not run.
+        let mut remotes = HashMap::new();
+        for module in [Module::Stock, Module::Order, Module::Payment, Module::User] {
+            let instances = settings.modules.instances(module);
+            if !runs(module) && !instances.is_empty() {
+                let remote = Remote::start(module, instances, &settings.gateway, body_limit)?;
+                remotes.insert(module, remote);
             }
         }
-        let order_store = OrderStore::new(databases.orders.clone());
-        let payment_store = PaymentStore::new(databases.payment.clone());
-        let user_store = UserStore::new(databases.users.clone());
-        let waiters = Arc::new(Waiters::default());
 
-        // Consumers subscribe before any relay runs, so no event finds the bus empty.
-        spawn_consumer(
-            &bus,
-            databases.stock.clone(),
-            stock::CONSUMER,
-            topics::ORDER,
-            stock::order_events_handler(),
-        )
-        .await?;
-        spawn_consumer(
-            &bus,
-            databases.payment.clone(),
-            payment::CONSUMER,
-            topics::ORDER,
-            payment::order_events_handler(Arc::new(Simulator)),
-        )
-        .await?;
-        let saga = order::saga_handler(waiters.clone());
-        spawn_consumer(
-            &bus,
-            databases.orders.clone(),
-            order::CONSUMER,
-            topics::STOCK,
-            saga.clone(),
-        )
-        .await?;
-        spawn_consumer(
-            &bus,
-            databases.orders.clone(),
-            order::CONSUMER,
-            topics::PAYMENT,
-            saga,
-        )
-        .await?;
-        user::spawn_journey_consumer(&bus, databases.users.clone()).await?;
-        spawn_consumer(
-            &bus,
-            databases.users.clone(),
-            user::CONSUMER,
-            topics::ORDER,
-            user::order_events_handler(),
-        )
-        .await?;
+        // Each module: its database, its consumers (subscribed before any relay runs, so no
+        // event finds the bus empty), its routes.
+        let mut databases = Vec::new();
+        let mut api = Vec::new();
+        let mut catalog: Option<Arc<dyn Catalog>> = None;
+        if runs(Module::Stock) {
+            let db = Db::open(d, "stock", &stock::MIGRATIONS).await?;
+            let store = StockStore::new(db.clone());
+            if settings.catalog.seed_demo {
+                let seeded = stock::seed_demo_catalog(&store).await?;
+                if seeded > 0 {
+                    tracing::info!(products = seeded, "seeded the demo catalog");
+                }
+            }
+            let handler = stock::order_events_handler();
+            spawn_consumer(&bus, db.clone(), stock::CONSUMER, topics::ORDER, handler).await?;
+            api.push(stock::router(store.clone()));
+            catalog = Some(Arc::new(store));
+            databases.push(db);
+        } else if let Some(remote) = remotes.get(&Module::Stock) {
+            catalog = Some(Arc::new(RemoteCatalog(remote.clone())));
+        }
+        if runs(Module::Payment) {
+            let db = Db::open(d, "payment", &payment::MIGRATIONS).await?;
+            let handler = payment::order_events_handler(Arc::new(Simulator));
+            spawn_consumer(&bus, db.clone(), payment::CONSUMER, topics::ORDER, handler).await?;
+            api.push(payment::router(PaymentStore::new(db.clone())));
+            databases.push(db);
+        }
+        if runs(Module::Order) {
+            let db = Db::open(d, "orders", &order::MIGRATIONS).await?;
+            let waiters = Arc::new(Waiters::default());
+            let saga = order::saga_handler(waiters.clone());
+            for topic in [topics::STOCK, topics::PAYMENT] {
+                spawn_consumer(&bus, db.clone(), order::CONSUMER, topic, saga.clone()).await?;
+            }
+            api.push(order::router(OrderState {
+                store: OrderStore::new(db.clone()),
+                catalog: catalog.expect("validated: order runs with a stock module to ask"),
+                waiters,
+                checkout_wait: Duration::from_millis(settings.checkout.wait_ms),
+                poll_outcome: (settings.bus.kafka.instances > 1)
+                    .then(|| Duration::from_millis(250)),
+            }));
+            databases.push(db);
+        }
+        if runs(Module::User) {
+            let db = Db::open(d, "users", &user::MIGRATIONS).await?;
+            let users = UserStore::new(db.clone());
+            user::spawn_journey_consumer(&bus, db.clone()).await?;
+            let handler = user::order_events_handler();
+            spawn_consumer(&bus, db.clone(), user::CONSUMER, topics::ORDER, handler).await?;
+            api.push(user::router(JourneyStore::new(db.clone())));
+            api.push(gateway::auth::session_router(users.clone()));
+            if oidc_mode {
+                let oidc = Oidc::new(
+                    settings.auth.oidc.clone(),
+                    auth.clone(),
+                    users.clone(),
+                    https,
+                )?;
+                routed.push((oidc.router(), utoipa::openapi::OpenApi::default()));
+            }
+            if settings.auth.mode == AuthMode::Dev && settings.auth.dev_on_network {
+                tracing::error!(
+                    host = %settings.server.host,
+                    "DEV SIGN-IN IS OPEN TO THE NETWORK (--insecure-dev-sign-in): anyone who \
+                     can reach this address can sign in as anyone, admin included"
+                );
+            } else if settings.auth.mode == AuthMode::Dev {
+                tracing::warn!(
+                    "dev sign-in is ON: anyone can get a token for any name and role at \
+                     POST /auth/dev/token. Never expose this shop to the internet like this."
+                );
+                api.push(gateway::auth::dev_router(auth.clone(), users));
+            }
+            databases.push(db);
+        }
+        api.push(health::router(health::Probes {
+            databases: databases.clone(),
+            bus: bus.clone(),
+        }));
+
+        if runs(Module::Gateway) {
+            for (module, remote) in &remotes {
+                tracing::info!(module = module.name(), instances = ?settings.modules.instances(*module),
+                    "routing a module to its instances");
+                let dev_sign_in = settings.auth.mode == AuthMode::Dev;
+                routed.push((remote.router(module.paths()), module.openapi(dev_sign_in)));
+            }
+        }
+        let pages = runs(Module::Frontend).then(|| {
+            let recorder = Recorder::start(bus.clone());
+            move |api| {
+                frontend::router(Frontend {
+                    api,
+                    recorder,
+                    https,
+                    oidc: oidc_mode,
+                })
+            }
+        });
+        let door = gateway::Door {
+            auth,
+            body_limit,
+            limits: Limits::start(&settings.limits)?,
+            https,
+            provider_origin: oidc_mode
+                .then(|| reqwest::Url::parse(&settings.auth.oidc.issuer).ok())
+                .flatten()
+                .map(|issuer| issuer.origin().ascii_serialization()),
+        };
+        let router = gateway::router(api, routed, pages, door);
 
         let sweep = Duration::from_millis(settings.bus.relay_sweep_ms);
-        let tasks = [&databases.stock, &databases.orders, &databases.payment]
-            .into_iter()
+        let tasks = databases
+            .iter()
+            .filter(|db| db.name != "users") // the user module publishes nothing
             .map(|db| {
                 tokio::spawn(run_relay(
                     db.clone(),
@@ -136,38 +220,6 @@ impl Application {
                 ))
             })
             .collect();
-
-        let auth = Authenticator::new(&settings.auth);
-        let mut api = vec![
-            stock::router(stock_store.clone()),
-            order::router(OrderState {
-                store: order_store,
-                catalog: Arc::new(stock_store.clone()),
-                waiters,
-                checkout_wait: Duration::from_millis(settings.checkout.wait_ms),
-            }),
-            payment::router(payment_store),
-            user::router(JourneyStore::new(databases.users.clone())),
-            gateway::auth::session_router(user_store.clone()),
-            health::router(health::Probes {
-                databases: databases.all(),
-                bus: bus.clone(),
-            }),
-        ];
-        if settings.auth.mode == AuthMode::Dev {
-            tracing::warn!(
-                "dev sign-in is ON: anyone can get a token for any name and role at \
-                 POST /auth/dev/token. Never expose this shop to the internet like this."
-            );
-            api.push(gateway::auth::dev_router(auth.clone(), user_store));
-        }
-        let recorder = Recorder::start(bus.clone());
-        let router = gateway::router(
-            api,
-            |api| frontend::router(Frontend { api, recorder }),
-            auth,
-            settings.server.body_limit_bytes,
-        );
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .await
@@ -195,13 +247,17 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let result = axum::serve(self.listener, self.router)
+        // Rate limits key anonymous clients by their address.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
         for task in &self.tasks {
             task.abort();
         }
-        for db in self.databases.all() {
+        for db in &self.databases {
             db.close().await;
         }
         result

@@ -19,6 +19,128 @@ pub struct Settings {
     pub checkout: CheckoutSettings,
     pub catalog: CatalogSettings,
     pub log: LogSettings,
+    pub modules: ModulesSettings,
+    pub gateway: GatewaySettings,
+    pub limits: LimitSettings,
+}
+
+/// Rate limits: every request per client, and stricter ones for signing in and checking out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub enabled: bool,
+    /// Requests per second per client (its token or session, else its address).
+    pub per_second: u32,
+    /// Requests a client may make at once beyond the steady rate.
+    pub burst: u32,
+    /// Sign-in attempts per minute per address.
+    pub sign_in_per_minute: u32,
+    pub sign_in_burst: u32,
+    /// Checkouts per minute per client.
+    pub checkout_per_minute: u32,
+    pub checkout_burst: u32,
+}
+
+/// The parts of the shop one process can run. Every process also serves `/healthz`,
+/// `/readyz` and the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Module {
+    /// Routes the API of every module this process does not run to that module's instances.
+    Gateway,
+    /// The web pages and the click-stream.
+    Frontend,
+    Stock,
+    Order,
+    Payment,
+    User,
+}
+
+impl Module {
+    pub const ALL: [Module; 6] = [
+        Module::Gateway,
+        Module::Frontend,
+        Module::Stock,
+        Module::Order,
+        Module::Payment,
+        Module::User,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Module::Gateway => "gateway",
+            Module::Frontend => "frontend",
+            Module::Stock => "stock",
+            Module::Order => "order",
+            Module::Payment => "payment",
+            Module::User => "user",
+        }
+    }
+}
+
+/// Which modules run here, and where the others are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModulesSettings {
+    /// The modules this process runs (`ekart serve --modules` overrides it).
+    pub run: Vec<Module>,
+    pub stock: Placement,
+    pub order: Placement,
+    pub payment: Placement,
+    pub user: Placement,
+}
+
+impl ModulesSettings {
+    pub fn runs(&self, module: Module) -> bool {
+        self.run.contains(&module)
+    }
+
+    /// Where `module`'s instances are, for a module this process does not run.
+    pub fn instances(&self, module: Module) -> &[String] {
+        match module {
+            Module::Stock => &self.stock.instances,
+            Module::Order => &self.order.instances,
+            Module::Payment => &self.payment.instances,
+            Module::User => &self.user.instances,
+            Module::Gateway | Module::Frontend => &[],
+        }
+    }
+}
+
+/// Where a module runs when it is not in this process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    /// Base URLs of its instances, e.g. `http://10.0.0.5:8081`. A host name that resolves to
+    /// several addresses counts as one instance per address.
+    pub instances: Vec<String>,
+}
+
+/// How the gateway calls modules in other processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Longest wait for one attempt of a call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Further attempts, on another instance, for a call that may safely be repeated.
+    pub retries: u32,
+    /// How often every instance's `/healthz` is checked, in milliseconds.
+    pub health_interval_ms: u64,
+    pub breaker: BreakerSettings,
+}
+
+/// The circuit breaker each remote module gets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Share of failed calls (0 to 1) in the window that opens the breaker.
+    pub failure_rate: f64,
+    /// How many of the latest calls the failure rate is taken over.
+    pub window: usize,
+    /// Fewest calls in the window before the rate counts.
+    pub minimum_calls: usize,
+    /// How long an open breaker answers 503 before it lets trial calls through, in milliseconds.
+    pub open_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +150,9 @@ pub struct ServerSettings {
     pub port: u16,
     /// Largest request body accepted; larger ones answer 413.
     pub body_limit_bytes: usize,
+    /// The address shoppers use, e.g. `https://shop.example.com`, if it differs from
+    /// `http://host:port` (behind a proxy). An `https://` one turns on HSTS.
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +204,11 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// Replication factor of each topic the shop creates.
     pub replication: i16,
+    /// This process's number among the processes running the same modules, from 0. It reads
+    /// the partitions `p` with `p % instances == instance`.
+    pub instance: i32,
+    /// How many processes run the same modules and share their topics' partitions.
+    pub instances: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +218,29 @@ pub struct AuthSettings {
     /// Key that signs dev tokens. Empty: a random key per start (tokens die with the process).
     pub dev_secret: String,
     pub token_ttl_secs: u64,
+    /// Let dev sign-in listen on an address other computers can reach. Off: dev mode refuses
+    /// to start on anything but loopback.
+    pub dev_on_network: bool,
+    pub oidc: OidcSettings,
+}
+
+/// Sign-in through an OpenID Connect provider (Okta, or any other).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// The provider's issuer, e.g. `https://dev-123456.okta.com/oauth2/default`; its
+    /// `/.well-known/openid-configuration` is read at the first sign-in.
+    pub issuer: String,
+    pub client_id: String,
+    /// From the environment (`EKART_AUTH__OIDC__CLIENT_SECRET`), never this file.
+    pub client_secret: String,
+    /// Where the provider sends the browser back: this shop's `/auth/callback`.
+    pub redirect_url: String,
+    pub scopes: Vec<String>,
+    /// The ID token claim listing the user's groups.
+    pub groups_claim: String,
+    /// Members of this group are admins.
+    pub admin_group: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +282,7 @@ impl Default for Settings {
                 host: "127.0.0.1".into(),
                 port: 8080,
                 body_limit_bytes: 64 * 1024,
+                public_url: String::new(),
             },
             database: DatabaseSettings {
                 url: "sqlite://data/".into(),
@@ -144,20 +298,65 @@ impl Default for Settings {
                     topic_prefix: String::new(),
                     partitions: 4,
                     replication: 1,
+                    instance: 0,
+                    instances: 1,
                 },
             },
             auth: AuthSettings {
                 mode: AuthMode::Oidc,
                 dev_secret: String::new(),
                 token_ttl_secs: 24 * 3600,
+                dev_on_network: false,
+                oidc: OidcSettings {
+                    scopes: vec!["openid".into(), "profile".into(), "email".into()],
+                    groups_claim: "groups".into(),
+                    admin_group: "ekart-admins".into(),
+                    ..OidcSettings::default()
+                },
             },
             checkout: CheckoutSettings { wait_ms: 5000 },
             catalog: CatalogSettings { seed_demo: true },
             log: LogSettings {
                 level: "info,sqlx=warn".into(),
             },
+            modules: ModulesSettings {
+                run: Module::ALL.to_vec(),
+                stock: Placement::default(),
+                order: Placement::default(),
+                payment: Placement::default(),
+                user: Placement::default(),
+            },
+            limits: LimitSettings {
+                enabled: true,
+                per_second: 50,
+                burst: 100,
+                sign_in_per_minute: 20,
+                sign_in_burst: 10,
+                checkout_per_minute: 60,
+                checkout_burst: 20,
+            },
+            gateway: GatewaySettings {
+                timeout_ms: 5000,
+                retries: 2,
+                health_interval_ms: 2000,
+                breaker: BreakerSettings {
+                    failure_rate: 0.5,
+                    window: 20,
+                    minimum_calls: 5,
+                    open_ms: 5000,
+                },
+            },
         }
     }
+}
+
+/// What `ekart serve`'s flags override.
+#[derive(Debug, Default)]
+pub struct ServeFlags {
+    /// `--modules`
+    pub modules: Option<Vec<Module>>,
+    /// `--insecure-dev-sign-in`
+    pub insecure_dev_sign_in: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,11 +370,22 @@ pub enum ConfigError {
 impl Settings {
     /// Loads defaults, then `file` if it exists, then the environment, and validates the result.
     pub fn load(file: &Path) -> Result<Settings, ConfigError> {
-        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+        Settings::load_with(file, ServeFlags::default())
+    }
+
+    /// As [`Settings::load`], with what `ekart serve`'s flags override.
+    pub fn load_with(file: &Path, flags: ServeFlags) -> Result<Settings, ConfigError> {
+        let mut settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(file))
             .merge(Env::prefixed("EKART_").split("__"))
             .extract()
             .map_err(Box::new)?;
+        if let Some(modules) = flags.modules {
+            settings.modules.run = modules;
+        }
+        if flags.insecure_dev_sign_in {
+            settings.auth.dev_on_network = true;
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -191,6 +401,21 @@ impl Settings {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
         }
+        let l = &self.limits;
+        if l.enabled
+            && [l.per_second, l.burst, l.sign_in_per_minute, l.sign_in_burst]
+                .into_iter()
+                .chain([l.checkout_per_minute, l.checkout_burst])
+                .any(|n| n == 0)
+        {
+            return invalid("every rate and burst in [limits] must be positive");
+        }
+        if !(self.server.public_url.is_empty()
+            || self.server.public_url.starts_with("http://")
+            || self.server.public_url.starts_with("https://"))
+        {
+            return invalid("server.public_url must be empty or start with http:// or https://");
+        }
         if self.server.body_limit_bytes < 1024 {
             return invalid("server.body_limit_bytes must be at least 1024");
         }
@@ -205,17 +430,112 @@ impl Settings {
                 "bus.kafka needs at least one broker, and partitions and replication of 1 or more",
             );
         }
+        if kafka.instances < 1 || !(0..kafka.instances).contains(&kafka.instance) {
+            return invalid("bus.kafka.instance must be from 0 to bus.kafka.instances - 1");
+        }
+        self.validate_modules()?;
         if self.auth.mode == AuthMode::Oidc {
-            return invalid(
-                "auth.mode = \"oidc\" is not available in this build yet; \
-                 set auth.mode = \"dev\" (as the shipped ekart.toml does) to try the shop",
-            );
+            let o = &self.auth.oidc;
+            if [&o.issuer, &o.client_id, &o.client_secret, &o.redirect_url]
+                .iter()
+                .any(|v| v.is_empty())
+            {
+                return invalid(
+                    "auth.mode = \"oidc\" needs auth.oidc.issuer, client_id, client_secret \
+                     (EKART_AUTH__OIDC__CLIENT_SECRET) and redirect_url; or set \
+                     auth.mode = \"dev\" (as the shipped ekart.toml does) to try the shop",
+                );
+            }
+            if !o.redirect_url.ends_with("/auth/callback") {
+                return invalid("auth.oidc.redirect_url must be this shop's /auth/callback");
+            }
+            if !o.scopes.iter().any(|s| s == "openid") {
+                return invalid("auth.oidc.scopes must include openid");
+            }
+        }
+        if self.auth.mode == AuthMode::Dev
+            && !self.auth.dev_on_network
+            && !is_loopback(&self.server.host)
+        {
+            return invalid(&format!(
+                "dev sign-in lets anyone in as anyone, so it listens only on this machine \
+                 (127.0.0.1, ::1, localhost), not on {:?}. Use auth.mode = \"oidc\", or, if \
+                 you really mean to expose it, `ekart serve --insecure-dev-sign-in` \
+                 (auth.dev_on_network = true)",
+                self.server.host
+            ));
         }
         if !self.auth.dev_secret.is_empty() && self.auth.dev_secret.len() < 32 {
             return invalid("auth.dev_secret must be empty (random) or at least 32 characters");
         }
         if self.auth.token_ttl_secs == 0 {
             return invalid("auth.token_ttl_secs must be positive");
+        }
+        Ok(())
+    }
+
+    /// A process that does not run every module needs the Kafka bus, a shared signing key, and
+    /// an address for each module that it (or its pages, or its order module) must call.
+    fn validate_modules(&self) -> Result<(), ConfigError> {
+        let m = &self.modules;
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if m.run.is_empty() {
+            return invalid("modules.run must name at least one module".into());
+        }
+        let b = &self.gateway.breaker;
+        if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) || b.window == 0 {
+            return invalid(
+                "gateway.breaker.failure_rate must be in (0, 1] and window positive".into(),
+            );
+        }
+        if self.gateway.timeout_ms == 0 || self.gateway.health_interval_ms == 0 {
+            return invalid("gateway.timeout_ms and health_interval_ms must be positive".into());
+        }
+        let split = Module::ALL.iter().any(|module| !m.runs(*module));
+        if !split {
+            return Ok(());
+        }
+        if self.bus.kind != BusKind::Kafka {
+            return invalid(format!(
+                "this process runs only {:?}: modules in several processes talk through Kafka; \
+                 set bus.kind = \"kafka\"",
+                m.run
+            ));
+        }
+        // Whatever the sign-in, the shop's own session tokens are signed with this key, and
+        // every process must check them.
+        if self.auth.dev_secret.is_empty() {
+            return invalid(
+                "processes that each run some modules must check the same session tokens: \
+                 set auth.dev_secret (EKART_AUTH__DEV_SECRET) to the same value on every one"
+                    .into(),
+            );
+        }
+        let needs_all = m.runs(Module::Gateway) || m.runs(Module::Frontend);
+        for module in [Module::Stock, Module::Order, Module::Payment, Module::User] {
+            let needed = needs_all || (module == Module::Stock && m.runs(Module::Order));
+            if needed && !m.runs(module) && m.instances(module).is_empty() {
+                return invalid(format!(
+                    "this process calls the {0} module but does not run it: \
+                     list its instances in modules.{0}.instances",
+                    module.name()
+                ));
+            }
+            for url in m.instances(module) {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return invalid(format!(
+                        "modules.{}.instances: {url:?} must be an http:// or https:// URL",
+                        module.name()
+                    ));
+                }
+            }
+        }
+        if m.runs(Module::Frontend) && !m.runs(Module::Gateway) {
+            return invalid(
+                "the frontend's pages call every module's API through the gateway: \
+                 run gateway in the same process"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -227,6 +547,9 @@ impl Settings {
         if !shown.auth.dev_secret.is_empty() {
             shown.auth.dev_secret = "<redacted>".into();
         }
+        if !shown.auth.oidc.client_secret.is_empty() {
+            shown.auth.oidc.client_secret = "<redacted>".into();
+        }
         toml_string(&shown)
     }
 }
@@ -235,18 +558,41 @@ fn toml_string(settings: &Settings) -> String {
     // figment already depends on `toml`; going through serde_json keeps us off a direct dependency.
     let value = serde_json::to_value(settings).expect("settings serialize");
     let mut out = String::new();
-    if let serde_json::Value::Object(sections) = value {
-        for (section, fields) in sections {
-            out.push_str(&format!("[{section}]\n"));
-            if let serde_json::Value::Object(fields) = fields {
-                for (key, v) in fields {
-                    out.push_str(&format!("{key} = {v}\n"));
-                }
-            }
-            out.push('\n');
-        }
-    }
+    write_table(&mut out, "", &value);
     out
+}
+
+/// Writes `table`'s plain keys under `[path]`, then each nested table as its own section.
+fn write_table(out: &mut String, path: &str, table: &serde_json::Value) {
+    let serde_json::Value::Object(fields) = table else {
+        return;
+    };
+    if !path.is_empty() {
+        out.push_str(&format!("[{path}]\n"));
+    }
+    for (key, v) in fields.iter().filter(|(_, v)| !v.is_object()) {
+        out.push_str(&format!("{key} = {v}\n"));
+    }
+    if !path.is_empty() {
+        out.push('\n');
+    }
+    for (key, v) in fields.iter().filter(|(_, v)| v.is_object()) {
+        let path = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        write_table(out, &path, v);
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn redact_url_password(url: &str) -> String {
@@ -283,10 +629,10 @@ mod tests {
                 "ekart.toml",
                 "[server]\nport = 9001\n[auth]\nmode = \"dev\"\n",
             )?;
-            jail.set_env("EKART_SERVER__HOST", "0.0.0.0");
+            jail.set_env("EKART_SERVER__HOST", "::1");
             let s = Settings::load(Path::new("ekart.toml")).expect("valid");
             assert_eq!(s.server.port, 9001);
-            assert_eq!(s.server.host, "0.0.0.0");
+            assert_eq!(s.server.host, "::1");
             assert_eq!(s.checkout.wait_ms, 5000);
             Ok(())
         });
@@ -304,5 +650,56 @@ mod tests {
             assert!(Settings::load(Path::new("ekart.toml")).is_err());
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_split_process_needs_kafka_a_shared_key_and_the_addresses_it_calls() {
+        let mut s = Settings::default();
+        s.auth.mode = AuthMode::Dev;
+        s.modules.run = vec![Module::Gateway, Module::Frontend, Module::User];
+        let refused = |s: &Settings| s.validate().unwrap_err().to_string();
+        assert!(refused(&s).contains("kafka"));
+        s.bus.kind = BusKind::Kafka;
+        assert!(refused(&s).contains("dev_secret"));
+        s.auth.dev_secret = "x".repeat(32);
+        assert!(refused(&s).contains("modules.stock.instances"));
+        for placement in [
+            &mut s.modules.stock,
+            &mut s.modules.order,
+            &mut s.modules.payment,
+        ] {
+            placement.instances = vec!["http://10.0.0.5:8081".into()];
+        }
+        s.validate().expect("every module it calls has an address");
+        s.modules.order.instances = vec!["10.0.0.5:8081".into()];
+        assert!(refused(&s).contains("http://"));
+        s.modules.order.instances = vec!["http://10.0.0.5:8081".into()];
+        s.modules.run = vec![Module::Frontend, Module::User];
+        assert!(refused(&s).contains("gateway"));
+        s.modules.run = vec![Module::Stock, Module::Payment];
+        s.validate().expect("stock and payment call nobody");
+        s.bus.kafka.instances = 2;
+        s.bus.kafka.instance = 2;
+        assert!(refused(&s).contains("instance"));
+    }
+
+    #[test]
+    fn dev_sign_in_stays_on_loopback_unless_forced() {
+        let mut s = Settings::default();
+        s.auth.mode = AuthMode::Dev;
+        for host in ["127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"] {
+            s.server.host = host.into();
+            s.validate().expect(host);
+        }
+        for host in ["0.0.0.0", "10.0.0.5", "shop.example.com", "::"] {
+            s.server.host = host.into();
+            let refused = s.validate().unwrap_err().to_string();
+            assert!(
+                refused.contains("--insecure-dev-sign-in"),
+                "{host}: {refused}"
+            );
+        }
+        s.auth.dev_on_network = true;
+        s.validate().expect("forced");
     }
 }

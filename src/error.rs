@@ -126,12 +126,18 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
+    /// The problem document; a `retry_after` member (seconds) is also sent as `Retry-After`.
     fn into_response(self) -> Response {
+        let retry_after = self.extra.get("retry_after").and_then(Value::as_u64);
         let mut res = (self.status, axum::Json(self.body())).into_response();
-        res.headers_mut().insert(
+        let headers = res.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         res
     }
 }

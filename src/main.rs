@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ekart::app::{Application, Databases};
-use ekart::config::Settings;
+use ekart::config::{Module, ServeFlags, Settings};
 
 #[derive(Parser)]
 #[command(name = "ekart", version, about = "An online shop as one binary")]
@@ -25,7 +25,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the shop (the default). Applies migrations first.
-    Serve,
+    Serve {
+        /// Run only these modules (comma-separated), e.g. `stock,payment`; the rest are called
+        /// where `[modules.NAME] instances` says. Default: all of them (`modules.run`).
+        #[arg(long, value_delimiter = ',')]
+        modules: Option<Vec<Module>>,
+        /// Allow dev sign-in (anyone in as anyone) on an address other computers can reach.
+        #[arg(long)]
+        insecure_dev_sign_in: bool,
+    },
     /// Apply every module's database migrations and exit.
     Migrate,
     /// Inspect the configuration.
@@ -43,7 +51,17 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(&cli.config) {
+    let flags = match &cli.command {
+        Some(Command::Serve {
+            modules,
+            insecure_dev_sign_in,
+        }) => ServeFlags {
+            modules: modules.clone(),
+            insecure_dev_sign_in: *insecure_dev_sign_in,
+        },
+        _ => ServeFlags::default(),
+    };
+    let settings = match Settings::load_with(&cli.config, flags) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ekart: {e}");

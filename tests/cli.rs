@@ -129,3 +129,17 @@ fn serve_stops_cleanly_on_sigterm() {
         "prints the URL: {out}"
     );
 }
+
+#[test]
+fn dev_sign_in_refuses_the_network_unless_forced() {
+    let env = [
+        ("EKART_AUTH__MODE", "dev"),
+        ("EKART_SERVER__HOST", "0.0.0.0"),
+        ("EKART_SERVER__PORT", "0"),
+    ];
+    let (ok, _, stderr) = ekart(&["serve"], &env);
+    assert!(!ok, "dev sign-in must not start on 0.0.0.0");
+    assert!(stderr.contains("--insecure-dev-sign-in"), "{stderr}");
+    let (ok, _, stderr) = ekart(&["serve", "--insecure-dev-sign-in", "--help"], &env);
+    assert!(ok, "the flag exists: {stderr}");
+}

@@ -4,72 +4,33 @@
 #[path = "api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+#[path = "support/process.rs"]
+mod process;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use helpers::{postgres_url, scratch_postgres};
+use process::{free_port, Shop};
 use serde_json::{json, Value};
 
 const PRODUCTS: usize = 5;
 const UNITS: i64 = 60;
 const SHOPPERS: usize = 24;
 
-struct Shop {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(url: &str, http: &reqwest::Client) -> Shop {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ekart"))
-        .args(["--config", "/nonexistent/ekart.toml", "serve"])
-        .env("EKART_SERVER__PORT", port.to_string())
-        .env("EKART_DATABASE__URL", url)
-        .env("EKART_DATABASE__MAX_CONNECTIONS", "4")
-        .env("EKART_AUTH__MODE", "dev")
-        .env(
+async fn start(url: &str, _http: &reqwest::Client) -> Shop {
+    let env = [
+        ("EKART_DATABASE__URL", url.to_string()),
+        ("EKART_DATABASE__MAX_CONNECTIONS", "4".into()),
+        (
             "EKART_AUTH__DEV_SECRET",
-            "crash-test-secret-that-is-long-enough-0123",
-        )
-        .env("EKART_CATALOG__SEED_DEMO", "false")
-        .env("EKART_CHECKOUT__WAIT_MS", "3000")
-        .env("EKART_BUS__RELAY_SWEEP_MS", "200")
-        .env("EKART_LOG__LEVEL", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ekart starts");
-    let shop = Shop {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(res) = http.get(format!("{}/readyz", shop.base)).send().await {
-            if res.status().is_success() {
-                return shop;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("ekart did not become ready");
+            "crash-test-secret-that-is-long-enough-0123".into(),
+        ),
+        ("EKART_CATALOG__SEED_DEMO", "false".into()),
+        ("EKART_CHECKOUT__WAIT_MS", "3000".into()),
+        ("EKART_BUS__RELAY_SWEEP_MS", "200".into()),
+    ];
+    Shop::start(free_port(), &[], &env).await
 }
 
 async fn call(

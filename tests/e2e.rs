@@ -10,13 +10,50 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Shop(Child);
+/// A running `ekart` with its own data directory; killed when dropped.
+struct Shop {
+    child: Child,
+    base: String,
+    _data: tempfile::TempDir,
+}
 
 impl Drop for Shop {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+/// Starts the real binary with the demo catalog and `auth` settings (`EKART_AUTH__*`, given
+/// the shop's own address), and waits until it listens.
+fn start_shop(auth: impl FnOnce(&str) -> Vec<(&'static str, String)>) -> Shop {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_ekart"))
+        .args(["--config", "/nonexistent/ekart.toml", "serve"])
+        .env("EKART_SERVER__PORT", port.to_string())
+        .env(
+            "EKART_DATABASE__URL",
+            format!("sqlite://{}/", data.path().display()),
+        )
+        .envs(auth(&base))
+        .env("EKART_CATALOG__SEED_DEMO", "true")
+        .env("EKART_LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ekart starts");
+    let shop = Shop {
+        child,
+        base,
+        _data: data,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "ekart did not start listening");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    shop
 }
 
 /// Why the E2E run cannot happen here, if it cannot.
@@ -61,38 +98,48 @@ fn storefront_in_a_real_browser() {
         eprintln!("skipping the browser tests: {why}");
         return;
     }
-    let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _shop = Shop(
-        Command::new(env!("CARGO_BIN_EXE_ekart"))
-            .args(["--config", "/nonexistent/ekart.toml", "serve"])
-            .env("EKART_SERVER__PORT", port.to_string())
-            .env(
-                "EKART_DATABASE__URL",
-                format!("sqlite://{}/", data.path().display()),
-            )
-            .env("EKART_AUTH__MODE", "dev")
-            .env("EKART_CATALOG__SEED_DEMO", "true")
-            .env("EKART_LOG__LEVEL", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("ekart starts"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "ekart did not start listening");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let shop = start_shop(|_| vec![("EKART_AUTH__MODE", "dev".into())]);
+
+    // A second shop signing in through the OIDC provider, when there is one.
+    let provider = match (
+        std::env::var("TEST_OIDC_ISSUER"),
+        std::env::var("TEST_OIDC_CLIENT_SECRET"),
+    ) {
+        (Ok(issuer), Ok(secret)) if !issuer.is_empty() => Some((issuer, secret)),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("TEST_OIDC_ISSUER and TEST_OIDC_CLIENT_SECRET must be set when CI=true")
+        }
+        _ => None,
+    };
+    let oidc_shop = provider.map(|(issuer, secret)| {
+        start_shop(|base| {
+            vec![
+                ("EKART_AUTH__MODE", "oidc".into()),
+                ("EKART_AUTH__OIDC__ISSUER", issuer),
+                ("EKART_AUTH__OIDC__CLIENT_ID", "ekart".into()),
+                ("EKART_AUTH__OIDC__CLIENT_SECRET", secret),
+                (
+                    "EKART_AUTH__OIDC__REDIRECT_URL",
+                    format!("{base}/auth/callback"),
+                ),
+                (
+                    "EKART_AUTH__OIDC__SCOPES",
+                    r#"["openid","profile","email","groups"]"#.into(),
+                ),
+            ]
+        })
+    });
 
     let out = root.join("e2e/out");
-    let status = Command::new("node")
-        .args(["--test", "--test-concurrency=1", "e2e/"])
+    let mut node = Command::new("node");
+    node.args(["--test", "--test-concurrency=1", "e2e/"])
         .current_dir(root)
-        .env("E2E_BASE_URL", &base)
-        .env("E2E_OUT", &out)
-        .status()
-        .expect("node runs");
+        .env("E2E_BASE_URL", &shop.base)
+        .env("E2E_OUT", &out);
+    if let Some(oidc_shop) = &oidc_shop {
+        node.env("E2E_OIDC_BASE_URL", &oidc_shop.base);
+    }
+    let status = node.status().expect("node runs");
     assert!(status.success(), "the browser tests failed (see above)");
     eprintln!("screenshots: {}", out.join("screens").display());
 }

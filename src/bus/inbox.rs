@@ -12,6 +12,8 @@ use async_trait::async_trait;
 
 use super::{Bus, Delivered, Event, Position, Positions};
 use crate::db::{now_ms, Db, Uow};
+use crate::telemetry::trace::{self, TraceContext};
+use tracing::Instrument;
 
 /// Work to do only once the batch's transaction has committed (e.g. waking a waiting request).
 pub type AfterCommit = Vec<Box<dyn FnOnce() + Send>>;
@@ -60,6 +62,8 @@ pub async fn handle_batch(
     events: Arc<Vec<Delivered>>,
     handler: Arc<dyn Handler>,
 ) -> anyhow::Result<usize> {
+    let handled = metrics::counter!("ekart_events_handled_total",
+        "consumer" => consumer.to_string(), "topic" => topic.to_string());
     let (consumer, topic) = (consumer.to_string(), topic.to_string());
     let (fresh, after) = db
         .write(move |uow| {
@@ -73,7 +77,12 @@ pub async fn handle_batch(
                         continue;
                     }
                     fresh += 1;
-                    handler.handle(uow, &delivered.event, &mut after).await?;
+                    let event = &delivered.event;
+                    let trace = event.traceparent.as_deref().and_then(TraceContext::parse);
+                    let span = tracing::info_span!("handle", consumer = %consumer, kind = %event.kind,
+                        trace_id = %trace.map(|t| t.trace_id_hex()).unwrap_or_default());
+                    let work = handler.handle(uow, event, &mut after).instrument(span);
+                    trace::scope(trace.map(|t| t.child()), work).await?;
                 }
                 if let Some(last) = events.iter().rev().find_map(|d| d.position) {
                     save_position(uow, &consumer, &topic, last).await?;
@@ -85,6 +94,7 @@ pub async fn handle_batch(
     for f in after {
         f();
     }
+    handled.increment(fresh as u64);
     Ok(fresh)
 }
 

@@ -4,7 +4,9 @@
 //! key; nothing lives in record headers. A key always maps to the same partition, so one
 //! order's (or session's) events stay in order. The outbox relay is the only producer.
 //!
-//! rskafka has no consumer groups: every subscriber reads every partition of its topic, from
+//! rskafka has no consumer groups: partitions are shared among the processes running the same
+//! modules by configuration (`instance` of `instances` reads each partition `p` with
+//! `p % instances == instance`). A subscriber reads its partitions of its topic, from
 //! the positions its module stored with the effects of what it handled (or from the start),
 //! and hands the records to its module a fetch at a time, waiting for the module's commit
 //! before it reads further. A restart therefore resumes exactly where the commits stopped;
@@ -78,7 +80,7 @@ fn backoff() -> BackoffConfig {
 }
 
 /// FNV-1a: a key's partition must not change between processes or releases.
-fn partition_of(key: &str, partitions: i32) -> i32 {
+pub fn partition_of(key: &str, partitions: i32) -> i32 {
     let mut hash: u32 = 0x811c_9dc5;
     for byte in key.bytes() {
         hash ^= byte as u32;
@@ -101,18 +103,30 @@ impl Inner {
                     .backoff_config(backoff())
                     .build()
                     .await?;
+                // Asking first keeps a start with existing topics quiet (rskafka logs a
+                // refused creation as an error).
+                let existing: std::collections::HashSet<String> = client
+                    .list_topics()
+                    .await?
+                    .into_iter()
+                    .map(|t| t.name)
+                    .collect();
                 let controller = client.controller_client()?;
-                for topic in topics::ALL {
+                for topic in topics::ALL.map(|t| self.topic(t)) {
+                    if existing.contains(&topic) {
+                        continue;
+                    }
                     let created = controller
                         .create_topic(
-                            self.topic(topic),
+                            &topic,
                             self.settings.partitions,
                             self.settings.replication,
                             5_000,
                         )
                         .await;
                     match created {
-                        Ok(()) => tracing::info!(topic = %self.topic(topic), "created topic"),
+                        Ok(()) => tracing::info!(%topic, "created topic"),
+                        // Another process created it meanwhile.
                         Err(KafkaError::ServerError {
                             protocol_error: ProtocolError::TopicAlreadyExists,
                             ..
@@ -279,7 +293,13 @@ impl Bus for KafkaBus {
 
     fn subscribe(&self, topic: &str, _consumer: &str, from: Positions) -> Subscription {
         let (batches, subscription) = mpsc::channel(4);
-        for partition in 0..self.inner.settings.partitions {
+        let KafkaSettings {
+            partitions,
+            instance,
+            instances,
+            ..
+        } = self.inner.settings;
+        for partition in (0..partitions).filter(|p| p % instances == instance) {
             let next = from.get(&partition).copied();
             tokio::spawn(self.inner.clone().consume(
                 topic.to_string(),

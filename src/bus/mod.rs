@@ -61,7 +61,7 @@ impl Event {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             subject: key.into(),
             partitionkey: key.into(),
-            traceparent: None,
+            traceparent: Some(crate::telemetry::trace::outgoing().to_string()),
             datacontenttype: "application/json".into(),
             data: serde_json::to_value(data).expect("event data serializes"),
         }
@@ -114,4 +114,21 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus can take events now (for `/readyz`).
     async fn ready(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::telemetry::trace::{scope, TraceContext};
+
+    #[tokio::test]
+    async fn an_event_continues_the_trace_of_the_work_that_caused_it() {
+        let context = TraceContext::root();
+        let event = scope(Some(context), async {
+            super::Event::new("/ekart/test", "test.happened", "key", 1)
+        })
+        .await;
+        let carried = TraceContext::parse(event.traceparent.as_deref().unwrap()).unwrap();
+        assert_eq!(carried.trace_id, context.trace_id);
+        assert_ne!(carried.span_id, context.span_id);
+    }
 }

@@ -57,15 +57,20 @@ pub async fn push(uow: &mut Uow, topic: &str, event: &Event) -> Result<(), sqlx:
 
 /// Runs the relay of one module's outbox until the process ends.
 pub async fn run_relay(db: Db, bus: Arc<dyn Bus>, sweep: Duration, batch: u32) {
+    let _leadership = lead(&db, sweep).await;
     let wake = db.relay_wake();
+    let published = metrics::counter!("ekart_events_published_total", "module" => db.name);
+    let waiting_gauge = metrics::gauge!("ekart_outbox_waiting", "module" => db.name);
     let mut backoff = Duration::from_millis(50);
     loop {
         match relay_once(&db, bus.as_ref(), batch).await {
             Ok(sent) => {
+                published.increment(sent as u64);
                 backoff = Duration::from_millis(50);
                 if sent as u32 == batch {
                     continue; // more are waiting
                 }
+                waiting_gauge.set(0.0);
                 let _ = tokio::time::timeout(sweep, wake.notified()).await;
             }
             Err(err) => {
@@ -73,12 +78,55 @@ pub async fn run_relay(db: Db, bus: Arc<dyn Bus>, sweep: Duration, batch: u32) {
                     .fetch_one(&db.read)
                     .await
                     .unwrap_or(-1);
+                waiting_gauge.set(waiting as f64);
                 tracing::warn!(module = db.name, waiting, error = %format!("{err:#}"),
                     retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot publish");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Several processes may run the same module on one PostgreSQL database; only one of them may
+/// relay its outbox, or events of one order could be published out of order. The relay waits
+/// for a session advisory lock, held for as long as the returned connection lives (if that
+/// connection drops, the database releases the lock and another process's relay takes over).
+/// SQLite is one process's alone: nothing to wait for.
+async fn lead(db: &Db, retry: Duration) -> Option<sqlx::pool::PoolConnection<sqlx::Any>> {
+    if db.backend != Backend::Postgres {
+        return None;
+    }
+    let key = format!("ekart outbox relay {}", db.name);
+    let mut said = false;
+    loop {
+        let attempt = async {
+            let mut conn = db.read.acquire().await?;
+            let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                .bind(&key)
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok::<_, sqlx::Error>(won.then_some(conn))
+        };
+        match attempt.await {
+            Ok(Some(conn)) => {
+                if said {
+                    tracing::info!(module = db.name, "this process now relays the outbox");
+                }
+                return Some(conn);
+            }
+            Ok(None) if !said => {
+                tracing::info!(
+                    module = db.name,
+                    "another process relays this module's outbox; standing by"
+                );
+                said = true;
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(module = db.name, error = %err,
+                "cannot tell whether another process relays the outbox"),
+        }
+        tokio::time::sleep(retry).await;
     }
 }
 

@@ -35,9 +35,12 @@ where
     E: From<sqlx::Error> + Send + 'static,
     F: for<'a> FnOnce(&'a mut Uow) -> BoxFut<'a, Result<T, E>> + Send + 'static,
 {
+    // The work runs on the writer's task: it keeps the trace of the request that asked for it,
+    // so the events it writes continue that trace.
+    let trace = crate::telemetry::trace::current();
     Box::new(move |uow| {
         Box::pin(async move {
-            let result = work(uow).await;
+            let result = crate::telemetry::trace::scope(trace, work(uow)).await;
             Finished {
                 ok: result.is_ok(),
                 deliver: Box::new(move |commit_error| {

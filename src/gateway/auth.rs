@@ -74,6 +74,15 @@ struct Claims {
     exp: i64,
 }
 
+const SEALED_AUDIENCE: &str = "ekart-sealed";
+
+#[derive(Serialize, Deserialize)]
+struct Sealed<T> {
+    aud: String,
+    #[serde(flatten)]
+    value: T,
+}
+
 /// Token signing and checking for dev mode.
 pub struct Authenticator {
     encoding: EncodingKey,
@@ -100,6 +109,35 @@ impl Authenticator {
             validation,
             ttl_secs: settings.token_ttl_secs,
         })
+    }
+
+    /// How long a session token lives.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
+    }
+
+    /// Signs `value` for a round trip through the browser (e.g. a sign-in in progress). It
+    /// can never pass for a session token, nor a session token for it: they differ in
+    /// audience and shape.
+    pub fn seal<T: Serialize>(&self, value: &T) -> String {
+        let claims = Sealed {
+            aud: SEALED_AUDIENCE.into(),
+            value,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail")
+    }
+
+    /// The value [`Authenticator::seal`] signed, if `token` is one and unaltered. Expiry is
+    /// the value's own business (`exp` inside it is checked too when present).
+    pub fn open<T: serde::de::DeserializeOwned>(&self, token: &str) -> Option<T> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[SEALED_AUDIENCE]);
+        validation.set_required_spec_claims(&["aud"]);
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<Sealed<T>>(token, &self.decoding, &validation)
+            .ok()
+            .map(|data| data.claims.value)
     }
 
     pub fn issue(&self, identity: &Identity) -> String {
@@ -192,6 +230,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
         if identity.is_admin() {
             Ok(Admin(identity))
         } else {
+            tracing::warn!(target: "audit", user = %identity.sub, method = %parts.method,
+                path = %parts.uri.path(), "admin action refused");
             Err(ApiError::forbidden("this needs the admin role"))
         }
     }
@@ -214,22 +254,28 @@ pub struct TokenResponse {
 }
 
 #[derive(Clone)]
-struct DevState {
+pub struct DevState {
     auth: Arc<Authenticator>,
     users: UserStore,
 }
 
 pub fn dev_router(auth: Arc<Authenticator>, users: UserStore) -> OpenApiRouter {
-    OpenApiRouter::new()
-        .routes(routes!(dev_token))
-        .with_state(DevState { auth, users })
+    dev_api().with_state(DevState { auth, users })
 }
 
 /// Sign-out, whatever the mode.
 pub fn session_router(users: UserStore) -> OpenApiRouter {
-    OpenApiRouter::new()
-        .routes(routes!(sign_out))
-        .with_state(users)
+    session_api().with_state(users)
+}
+
+/// The dev sign-in route and its OpenAPI description, before the state is supplied.
+pub fn dev_api() -> OpenApiRouter<DevState> {
+    OpenApiRouter::new().routes(routes!(dev_token))
+}
+
+/// The sign-out route and its OpenAPI description, before the state is supplied.
+pub fn session_api() -> OpenApiRouter<UserStore> {
+    OpenApiRouter::new().routes(routes!(sign_out))
 }
 
 /// Ends the caller's sign-in session: its journey ends here. The token itself stays valid
@@ -243,6 +289,7 @@ async fn sign_out(
     if let Some(session) = &user.session {
         users.end_session(&user.sub, session).await?;
     }
+    tracing::info!(target: "audit", user = %user.sub, session = ?user.session, action = "sign out");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -278,6 +325,8 @@ async fn dev_token(
         session_started_at: None,
     };
     let session = state.users.start_session(&identity).await?;
+    tracing::info!(target: "audit", user = %identity.sub, role = ?identity.role,
+        session = %session.id, action = "sign in (dev)");
     identity.session = Some(session.id);
     identity.session_started_at = Some(session.started_at);
     Ok((

@@ -4,16 +4,19 @@
 pub mod auth;
 pub mod extract;
 pub mod health;
+pub mod limits;
+pub mod oidc;
+pub mod remote;
+pub mod security;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -48,8 +51,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Every operation can answer 400 (malformed query, path or body), every one that needs
-/// sign-in 401, every one with a body 413 and 415. All errors are problem documents.
+/// Every operation can answer 400 (malformed query, path or body) and 429 (rate limits),
+/// every one that needs sign-in 401, every one with a body 413 and 415. All errors are
+/// problem documents.
 struct ProblemResponses;
 
 impl Modify for ProblemResponses {
@@ -87,6 +91,9 @@ impl Modify for ProblemResponses {
                 responses
                     .entry("400".into())
                     .or_insert_with(|| problem("Malformed request").into());
+                responses
+                    .entry("429".into())
+                    .or_insert_with(|| problem("Too many requests; see Retry-After").into());
                 if op.request_body.is_some() {
                     responses
                         .entry("413".into())
@@ -116,19 +123,46 @@ struct Problem {
     detail: String,
 }
 
-/// Assembles the public router: the modules' API routers, and the pages, which `pages`
-/// builds around a client of that same API.
+/// What every request passes on its way in.
+pub struct Door {
+    pub auth: Arc<auth::Authenticator>,
+    pub body_limit: usize,
+    /// `None` when rate limits are off.
+    pub limits: Option<Arc<limits::Limits>>,
+    /// The shop is served over https (HSTS).
+    pub https: bool,
+    /// The sign-in provider's origin, where signing out leads (CSP `form-action`).
+    pub provider_origin: Option<String>,
+}
+
+/// Assembles the public router: the local modules' API routers, other routes with their
+/// OpenAPI descriptions (modules in other processes, so the spec shows the whole shop; sign-in
+/// flows), and the pages (if this process serves them), which `pages` builds around a client
+/// of that same API, so that their calls take the same routes.
 pub fn router(
     api: Vec<OpenApiRouter>,
-    pages: impl FnOnce(ApiClient) -> Router,
-    auth: Arc<auth::Authenticator>,
-    body_limit: usize,
+    routed: Vec<(Router, utoipa::openapi::OpenApi)>,
+    pages: Option<impl FnOnce(ApiClient) -> Router>,
+    door: Door,
 ) -> Router {
+    let Door {
+        auth,
+        body_limit,
+        limits,
+        https,
+        provider_origin,
+    } = door;
+    let csp = security::content_security_policy(provider_origin.as_deref());
     let mut merged = OpenApiRouter::with_openapi(ApiDoc::openapi());
     for part in api {
         merged = merged.merge(part);
     }
     let (routes, mut openapi) = merged.split_for_parts();
+    let mut remote_routes = Vec::new();
+    for (routes, doc) in routed {
+        openapi.merge(doc);
+        remote_routes.push(routes);
+    }
     // After the merge, so that it sees every module's operations.
     ProblemResponses.modify(&mut openapi);
     let openapi = Arc::new(openapi);
@@ -140,6 +174,7 @@ pub fn router(
             ))
             .layer(DefaultBodyLimit::max(body_limit))
     };
+    let routes = remote_routes.into_iter().fold(routes, Router::merge);
     let api = authenticated(routes.route(
         "/api/openapi.json",
         get(move || {
@@ -147,18 +182,30 @@ pub fn router(
             async move { Json(openapi.as_ref().clone()) }
         }),
     ));
-    let pages = authenticated(pages(ApiClient::new(api.clone().fallback(not_found))));
-    api.merge(pages)
+    let api = api.merge(crate::telemetry::metrics::router());
+    let site = match pages {
+        Some(pages) => api.clone().merge(authenticated(pages(ApiClient::new(
+            api.clone().fallback(not_found),
+        )))),
+        None => api,
+    };
+    let site = site
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("a request handler panicked").into_response()
-        }))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(security::same_origin));
+    let site = match limits {
+        Some(limits) => site.layer(middleware::from_fn_with_state(limits, limits::enforce)),
+        None => site,
+    };
+    site.layer(middleware::from_fn(move |req, next| {
+        security::headers(csp.clone(), https, req, next)
+    }))
+    .layer(CatchPanicLayer::custom(|_| {
+        ApiError::internal("a request handler panicked").into_response()
+    }))
+    .layer(middleware::from_fn(crate::telemetry::metrics::record))
+    .layer(middleware::from_fn(crate::telemetry::trace::propagate))
+    .layer(TraceLayer::new_for_http())
 }
 
 async fn not_found() -> ApiError {

@@ -20,6 +20,7 @@ impl TestApp {
         self.client
             .post(format!("{}/track", self.base))
             .header("cookie", format!("ekart_session={token}"))
+            .header("origin", &self.base)
             .header("content-type", "text/plain;charset=UTF-8")
             .body(beacon.to_string())
             .send()
@@ -114,6 +115,7 @@ on_both!(
         let anonymous = app
             .client
             .post(format!("{}/track", app.base))
+            .header("origin", &app.base)
             .body(json!({"type": "page", "path": "/", "title": "x"}).to_string())
             .send()
             .await

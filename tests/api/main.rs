@@ -7,6 +7,8 @@ mod cart;
 mod catalog;
 mod checkout;
 mod concurrency;
+mod door;
+mod gateway;
 mod input;
 mod journeys;
 mod orders;

@@ -69,6 +69,8 @@ impl<'a> Browser<'a> {
         let req = self
             .client
             .post(format!("{}{path}", self.app.base))
+            // What a browser sends with a form from the shop's own page.
+            .header("origin", &self.app.base)
             .form(form);
         self.send(req).await
     }
@@ -348,3 +350,46 @@ on_both!(assets_are_embedded_and_cached, |app: TestApp| async move {
     );
     let _ = json!({});
 });
+
+on_both!(
+    another_shoppers_order_and_journey_are_not_found_through_the_pages,
+    |app: TestApp| async move {
+        let admin = app.token("admin", "admin").await;
+        let tea = app.product(&admin, "TEA", 25_000, 10).await;
+        let mut asha = Browser::new(&app);
+        asha.sign_in("asha", "customer").await;
+        asha.post("/cart/items", &[("product_id", &tea), ("quantity", "1")])
+            .await;
+        let placed = asha
+            .post(
+                "/checkout",
+                &[("payment_mode", "CASH"), ("idempotency_key", "k1")],
+            )
+            .await;
+        let order_page = placed.location.expect("checkout redirects to the order");
+        let (_, sessions) = app.get("/api/journeys?all=true", Some(&admin)).await;
+        let session = sessions["items"][0]["id"].as_str().unwrap().to_string();
+
+        let mut bela = Browser::new(&app);
+        bela.sign_in("bela", "customer").await;
+        let cancel = format!("{order_page}/cancel");
+        for page in [
+            bela.get(&order_page).await,
+            bela.post(&cancel, &[]).await,
+            bela.get(&format!("/journeys/{session}")).await,
+            bela.get(&format!("/api/journeys/{session}.pdf")).await,
+        ] {
+            assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.html);
+        }
+        let id = order_page.trim_start_matches("/orders/");
+        let found = bela.get(&format!("/orders?q={id}")).await;
+        assert!(
+            !found.html.contains(&format!("href=\"{order_page}\"")),
+            "the order picker does not find it"
+        );
+        // Still Asha's, untouched.
+        assert_eq!(asha.get(&order_page).await.status, StatusCode::OK);
+        let (_, orders) = app.get("/api/orders", Some(&admin)).await;
+        assert_eq!(orders["items"][0]["status"], "completed");
+    }
+);

@@ -23,6 +23,10 @@ pub use clickstream::Recorder;
 pub struct Frontend {
     pub api: ApiClient,
     pub recorder: Recorder,
+    /// The shop is served over https: the session cookie is `Secure`.
+    pub https: bool,
+    /// Sign-in goes through an OpenID Connect provider (`/auth/login`), not the dev form.
+    pub oidc: bool,
 }
 
 /// `12345` INR → `₹123.45`.

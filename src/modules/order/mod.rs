@@ -12,7 +12,7 @@ mod waiters;
 
 use std::sync::Arc;
 
-pub use routes::{router, OrderState};
+pub use routes::{api, router, OrderState};
 pub use store::OrderStore;
 pub use waiters::Waiters;
 
@@ -23,6 +23,17 @@ use sqlx::migrate::Migrator;
 pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/order/migrations");
 
 pub const CONSUMER: &str = "order";
+
+/// The module's HTTP API, as the gateway routes it to another process.
+pub const PATHS: &[&str] = &[
+    "/api/cart",
+    "/api/cart/items",
+    "/api/cart/items/{product_id}",
+    "/api/checkout",
+    "/api/orders",
+    "/api/orders/{id}",
+    "/api/orders/{id}/cancel",
+];
 
 pub fn saga_handler(waiters: Arc<Waiters>) -> Arc<dyn Handler> {
     Arc::new(handlers::SagaHandler { waiters })

@@ -27,9 +27,18 @@ pub struct OrderState {
     pub waiters: Arc<Waiters>,
     /// How long checkout waits for the saga before answering 202.
     pub checkout_wait: Duration,
+    /// When other processes run the order module too, the saga of an order may finish in
+    /// one of them, which cannot wake this process's waiter: checkout then also looks at the
+    /// order this often.
+    pub poll_outcome: Option<Duration>,
 }
 
 pub fn router(state: OrderState) -> OpenApiRouter {
+    api().with_state(state)
+}
+
+/// The routes and their OpenAPI description, before the state is supplied.
+pub fn api() -> OpenApiRouter<OrderState> {
     OpenApiRouter::new()
         .routes(routes!(get_cart))
         .routes(routes!(add_item))
@@ -38,7 +47,6 @@ pub fn router(state: OrderState) -> OpenApiRouter {
         .routes(routes!(list_orders))
         .routes(routes!(get_order))
         .routes(routes!(cancel_order))
-        .with_state(state)
 }
 
 /// The signed-in user's cart.
@@ -164,7 +172,25 @@ async fn checkout(
     let outcome = s.waiters.register(&order_id);
     let status = s.store.status(&order_id).await?;
     if matches!(status.as_deref(), Some("placed" | "reserved")) {
-        let _ = tokio::time::timeout(s.checkout_wait, outcome).await;
+        let wait = async {
+            let Some(every) = s.poll_outcome else {
+                let _ = outcome.await;
+                return;
+            };
+            tokio::pin!(outcome);
+            loop {
+                tokio::select! {
+                    _ = &mut outcome => return,
+                    _ = tokio::time::sleep(every) => {
+                        let status = s.store.status(&order_id).await.ok().flatten();
+                        if !matches!(status.as_deref(), Some("placed" | "reserved")) {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(s.checkout_wait, wait).await;
     } else {
         drop(outcome);
     }

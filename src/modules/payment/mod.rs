@@ -9,7 +9,7 @@ mod store;
 
 use std::sync::Arc;
 
-pub use routes::router;
+pub use routes::{api, router};
 pub use store::{Payment, PaymentStore};
 
 use crate::bus::inbox::Handler;
@@ -19,6 +19,9 @@ use sqlx::migrate::Migrator;
 pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/payment/migrations");
 
 pub const CONSUMER: &str = "payment";
+
+/// The module's HTTP API, as the gateway routes it to another process.
+pub const PATHS: &[&str] = &["/api/orders/{id}/payment"];
 
 pub fn order_events_handler(provider: Arc<dyn provider::PaymentProvider>) -> Arc<dyn Handler> {
     Arc::new(handlers::OrderEventsHandler { provider })

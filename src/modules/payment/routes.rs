@@ -11,9 +11,12 @@ use crate::gateway::auth::CurrentUser;
 use crate::gateway::extract::ApiPath;
 
 pub fn router(store: PaymentStore) -> OpenApiRouter {
-    OpenApiRouter::new()
-        .routes(routes!(order_payment))
-        .with_state(store)
+    api().with_state(store)
+}
+
+/// The routes and their OpenAPI description, before the state is supplied.
+pub fn api() -> OpenApiRouter<PaymentStore> {
+    OpenApiRouter::new().routes(routes!(order_payment))
 }
 
 /// The payment of an order. Another user's order answers 404, as does an order not yet paid.

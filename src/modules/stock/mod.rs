@@ -11,7 +11,7 @@ mod store;
 use std::sync::Arc;
 
 pub use handlers::OrderEventsHandler;
-pub use routes::router;
+pub use routes::{api, router};
 pub use seed::seed_demo_catalog;
 pub use store::StockStore;
 
@@ -23,6 +23,14 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/stock/migrations")
 
 /// The bus consumer name of this module.
 pub const CONSUMER: &str = "stock";
+
+/// The module's HTTP API, as the gateway routes it to another process.
+pub const PATHS: &[&str] = &[
+    "/api/products",
+    "/api/products/{id}",
+    "/api/products/{id}/restock",
+    "/api/products/{id}/reduce",
+];
 
 pub fn order_events_handler() -> Arc<dyn Handler> {
     Arc::new(OrderEventsHandler)

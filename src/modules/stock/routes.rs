@@ -14,12 +14,16 @@ use crate::gateway::auth::Admin;
 use crate::gateway::extract::{ApiJson, ApiPath, ApiQuery};
 
 pub fn router(store: StockStore) -> OpenApiRouter {
+    api().with_state(store)
+}
+
+/// The routes and their OpenAPI description, before the state is supplied.
+pub fn api() -> OpenApiRouter<StockStore> {
     OpenApiRouter::new()
         .routes(routes!(list_products, create_product))
         .routes(routes!(get_product, update_product))
         .routes(routes!(restock))
         .routes(routes!(reduce))
-        .with_state(store)
 }
 
 /// Lists products, searchable, paged and sorted.
@@ -64,7 +68,7 @@ async fn create_product(
     ApiJson(new): ApiJson<NewProduct>,
 ) -> ApiResult<impl IntoResponse> {
     let product = store.create(new).await?;
-    tracing::info!(admin = %admin.sub, product = %product.id, "product created");
+    tracing::info!(target: "audit", admin = %admin.sub, action = "create product", product = %product.id, sku = %product.sku);
     let location = format!("/api/products/{}", product.id);
     Ok((
         StatusCode::CREATED,
@@ -85,7 +89,7 @@ async fn update_product(
     ApiJson(patch): ApiJson<ProductPatch>,
 ) -> ApiResult<Json<Product>> {
     let product = store.update(&id, patch).await?;
-    tracing::info!(admin = %admin.sub, product = %id, "product updated");
+    tracing::info!(target: "audit", admin = %admin.sub, action = "update product", product = %id);
     Ok(Json(product))
 }
 
@@ -101,7 +105,8 @@ async fn restock(
     ApiJson(change): ApiJson<StockChange>,
 ) -> ApiResult<Json<Product>> {
     let product = store.restock(&id, change.quantity.get()).await?;
-    tracing::info!(admin = %admin.sub, product = %id, quantity = change.quantity.get(), "restocked");
+    tracing::info!(target: "audit", admin = %admin.sub, action = "restock", product = %id,
+        quantity = change.quantity.get());
     Ok(Json(product))
 }
 
@@ -117,6 +122,7 @@ async fn reduce(
     ApiJson(change): ApiJson<StockChange>,
 ) -> ApiResult<Json<Product>> {
     let product = store.reduce(&id, change.quantity.get()).await?;
-    tracing::info!(admin = %admin.sub, product = %id, quantity = change.quantity.get(), "reduced");
+    tracing::info!(target: "audit", admin = %admin.sub, action = "reduce", product = %id,
+        quantity = change.quantity.get());
     Ok(Json(product))
 }

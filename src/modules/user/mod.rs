@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub use handlers::{spawn_journey_consumer, store_journey_batch, CONSUMER};
 pub use journey::JourneyStore;
-pub use routes::router;
+pub use routes::{api, router};
 pub use store::{Session, UserStore};
 
 use crate::bus::inbox::Handler;
@@ -20,6 +20,18 @@ use sqlx::migrate::Migrator;
 
 /// The same SQL runs on SQLite and PostgreSQL.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/user/migrations");
+
+/// The module's HTTP API (sign-in sessions included), as the gateway routes it to another
+/// process.
+pub const PATHS: &[&str] = &[
+    "/api/journeys",
+    "/api/journeys/{session}",
+    "/auth/dev/token",
+    "/auth/signout",
+    "/auth/login",
+    "/auth/callback",
+    "/auth/logout",
+];
 
 pub fn order_events_handler() -> Arc<dyn Handler> {
     Arc::new(handlers::OrderEventsHandler)

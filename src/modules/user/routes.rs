@@ -17,10 +17,14 @@ use crate::gateway::auth::CurrentUser;
 use crate::gateway::extract::{paging, ApiPath, ApiQuery};
 
 pub fn router(store: JourneyStore) -> OpenApiRouter {
+    api().with_state(store)
+}
+
+/// The routes and their OpenAPI description, before the state is supplied.
+pub fn api() -> OpenApiRouter<JourneyStore> {
     OpenApiRouter::new()
         .routes(routes!(list_journeys))
         .routes(routes!(get_journey))
-        .with_state(store)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -43,7 +43,14 @@ pub struct Next {
     next: Option<String>,
 }
 
-pub async fn sign_in_page(visitor: Visitor, Query(next): Query<Next>) -> PageResult {
+pub async fn sign_in_page(
+    State(fe): State<Frontend>,
+    visitor: Visitor,
+    Query(next): Query<Next>,
+) -> PageResult {
+    if fe.oidc {
+        return Ok(provider_sign_in(next.next.as_deref()));
+    }
     let form = SignInForm {
         role: "customer".into(),
         next: local_path(next.next.as_deref()),
@@ -59,6 +66,15 @@ pub async fn sign_in_page(visitor: Visitor, Query(next): Query<Next>) -> PageRes
     )
 }
 
+/// With OIDC, signing in happens at the provider: off to `/auth/login`, back to `next`.
+fn provider_sign_in(next: Option<&str>) -> axum::response::Response {
+    let next = local_path(next);
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("return_to", &next)
+        .finish();
+    see_other(&format!("/auth/login?{query}")).into_response()
+}
+
 #[derive(Deserialize)]
 struct Token {
     access_token: String,
@@ -71,6 +87,9 @@ pub async fn sign_in(
     jar: CookieJar,
     Form(form): Form<SignInForm>,
 ) -> PageResult {
+    if fe.oidc {
+        return Ok(provider_sign_in(Some(&form.next)));
+    }
     let role = if form.role == "admin" {
         "admin"
     } else {
@@ -87,6 +106,7 @@ pub async fn sign_in(
                 .path("/")
                 .http_only(true)
                 .same_site(SameSite::Lax)
+                .secure(fe.https)
                 .max_age(time::Duration::seconds(token.expires_in))
                 .build();
             let next = local_path(Some(&form.next));
@@ -131,5 +151,9 @@ pub async fn sign_out(State(fe): State<Frontend>, visitor: Visitor, jar: CookieJ
             .await;
     }
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
+    if fe.oidc {
+        // The provider's session too, then home.
+        return Ok((jar, see_other("/auth/logout")).into_response());
+    }
     Ok((jar, see_other_with("/", "You are signed out")).into_response())
 }

@@ -8,3 +8,6 @@ pub fn init(level: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
 }
+
+pub mod metrics;
+pub mod trace;

@@ -1,0 +1,181 @@
+//! Rate limits, on tower-governor's limiters (GCRA, keyed): every request per client, and
+//! stricter ones for signing in (per address) and checking out (per client). A client is the
+//! credential it sends (bearer token or session cookie), so shoppers behind one address do not
+//! share a budget, or its address when it sends none. Over the limit → 429, a problem document
+//! and `Retry-After`.
+//!
+//! Which limiter applies depends on the path, so one middleware picks them rather than a
+//! `GovernorLayer` per route (the routes live in the modules' routers).
+
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::CookieJar;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
+use tower_governor::key_extractor::KeyExtractor;
+use tower_governor::GovernorError;
+
+use super::auth::SESSION_COOKIE;
+use crate::config::LimitSettings;
+use crate::error::ApiError;
+
+/// Where a shopper signs in: stricter, per address, against guessing and token farming.
+const SIGN_IN: [&str; 4] = [
+    "/signin",
+    "/auth/dev/token",
+    "/auth/login",
+    "/auth/callback",
+];
+/// Where a shopper checks out: stricter, per client.
+const CHECKOUT: [&str; 2] = ["/checkout", "/api/checkout"];
+
+/// Who is asking, as far as limits go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// A hash of the bearer token or session cookie it sends.
+    Credential(u64),
+    Address(IpAddr),
+    /// Neither (a request that did not come through a socket).
+    Unknown,
+}
+
+/// Keys requests by [`Client`]; by address only when `by_address`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientKey {
+    by_address: bool,
+}
+
+impl KeyExtractor for ClientKey {
+    type Key = Client;
+
+    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Client, GovernorError> {
+        if !self.by_address {
+            let credential = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec())
+                .or_else(|| {
+                    CookieJar::from_headers(req.headers())
+                        .get(SESSION_COOKIE)
+                        .map(|c| c.value().as_bytes().to_vec())
+                });
+            if let Some(credential) = credential {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                credential.hash(&mut hasher);
+                return Ok(Client::Credential(hasher.finish()));
+            }
+        }
+        Ok(req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(Client::Unknown, |c| Client::Address(c.0.ip())))
+    }
+}
+
+type Config = GovernorConfig<ClientKey, NoOpMiddleware>;
+
+/// A limiter and the key it counts by.
+struct Limiter {
+    config: Config,
+    key: ClientKey,
+}
+
+pub struct Limits {
+    every: Limiter,
+    sign_in: Limiter,
+    checkout: Limiter,
+}
+
+fn limiter(per: Duration, burst: u32, key: ClientKey) -> anyhow::Result<Limiter> {
+    let config = GovernorConfigBuilder::default()
+        .period(per)
+        .burst_size(burst)
+        .key_extractor(key)
+        .finish()
+        .ok_or_else(|| anyhow::anyhow!("rate limits need a positive rate and burst"))?;
+    Ok(Limiter { config, key })
+}
+
+impl Limits {
+    /// The limiters `settings` describe, or none when limits are off. Forgets idle clients
+    /// every minute, so the tables stay as small as the active clients.
+    pub fn start(settings: &LimitSettings) -> anyhow::Result<Option<Arc<Limits>>> {
+        if !settings.enabled {
+            return Ok(None);
+        }
+        let client = ClientKey { by_address: false };
+        let minute = |n: u32| Duration::from_secs(60) / n.max(1);
+        let limits = Arc::new(Limits {
+            every: limiter(
+                Duration::from_secs(1) / settings.per_second.max(1),
+                settings.burst,
+                client,
+            )?,
+            sign_in: limiter(
+                minute(settings.sign_in_per_minute),
+                settings.sign_in_burst,
+                ClientKey { by_address: true },
+            )?,
+            checkout: limiter(
+                minute(settings.checkout_per_minute),
+                settings.checkout_burst,
+                client,
+            )?,
+        });
+        let weak = Arc::downgrade(&limits);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let Some(limits) = weak.upgrade() else { return };
+                for l in [&limits.every, &limits.sign_in, &limits.checkout] {
+                    l.config.limiter().retain_recent();
+                }
+            }
+        });
+        Ok(Some(limits))
+    }
+}
+
+/// Middleware: answers 429 when any limiter that applies to the request is spent.
+pub async fn enforce(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
+    let post = request.method() == Method::POST;
+    let path = request.uri().path();
+    let strict = match () {
+        _ if post && SIGN_IN.contains(&path) => Some((&limits.sign_in, "sign-in attempts")),
+        _ if post && CHECKOUT.contains(&path) => Some((&limits.checkout, "checkouts")),
+        _ => None,
+    };
+    for (limiter, what) in [Some((&limits.every, "requests")), strict]
+        .into_iter()
+        .flatten()
+    {
+        let client = limiter.key.extract(&request).unwrap_or(Client::Unknown);
+        if let Err(not_until) = limiter.config.limiter().check_key(&client) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return too_many(what, wait, &client);
+        }
+    }
+    next.run(request).await
+}
+
+fn too_many(what: &str, wait: Duration, client: &Client) -> Response {
+    // Whole seconds, rounded up: "0" would invite an immediate retry that fails again.
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    tracing::info!(target: "audit", ?client, what, retry_after = secs, "rate limit reached");
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too many requests",
+        format!("too many {what} from you; try again in {secs} s"),
+    )
+    .with("retry_after", secs)
+    .into_response()
+}

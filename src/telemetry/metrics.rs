@@ -1,0 +1,64 @@
+//! Prometheus metrics at `GET /metrics`, on every process: requests by method and status with
+//! their latency, events handled per consumer and published per module, outbox backlog while
+//! the bus refuses events, and each remote module's breaker state and healthy instances.
+//!
+//! The recorder is process-wide (the `metrics` facade has one), installed on first use; tests
+//! that start several shops in one process share it.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Request latency buckets, seconds: from a cached page to a checkout that waited for its saga.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &LATENCY_BUCKETS)
+            .expect("buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if something else installed a recorder first; then that one records.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// `GET /metrics` in Prometheus' text format.
+pub fn router() -> Router {
+    handle();
+    Router::new().route(
+        "/metrics",
+        get(|| async {
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                handle().render(),
+            )
+                .into_response()
+        }),
+    )
+}
+
+/// Middleware: counts and times every request.
+pub async fn record(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("ekart_http_requests_total", "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("ekart_http_request_duration_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,178 @@
+//! W3C trace context (`traceparent`), carried on every HTTP call between processes and in
+//! every event (CloudEvents' distributed-tracing extension), so one checkout is one trace
+//! across the gateway, the modules and the bus.
+//!
+//! The context of the work in hand lives in a task-local: the gateway's middleware sets it
+//! for each request (continuing the caller's trace or starting one), the consumer sets it for
+//! each event it handles, and [`current`] reads it wherever an outgoing call or a new event
+//! needs it.
+
+use std::fmt;
+use std::future::Future;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::RngCore;
+use tracing::Instrument;
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+/// One span of a trace: `00-{trace id}-{span id}-{flags}` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub sampled: bool,
+}
+
+impl TraceContext {
+    /// The first span of a new trace.
+    pub fn root() -> TraceContext {
+        let mut trace_id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut trace_id);
+        TraceContext {
+            trace_id,
+            span_id: new_span_id(),
+            sampled: true,
+        }
+    }
+
+    /// A new span in the same trace, e.g. the call this span makes to another process.
+    pub fn child(&self) -> TraceContext {
+        TraceContext {
+            span_id: new_span_id(),
+            ..*self
+        }
+    }
+
+    /// Reads a `traceparent` value; `None` for anything malformed (then a new trace starts).
+    pub fn parse(value: &str) -> Option<TraceContext> {
+        let mut parts = value.trim().split('-');
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version != "00" || parts.next().is_some() || flags.len() != 2 {
+            return None;
+        }
+        let trace_id: [u8; 16] = hex(trace)?.try_into().ok()?;
+        let span_id: [u8; 8] = hex(span)?.try_into().ok()?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        // All-zero ids are invalid by the spec.
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(TraceContext {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        self.trace_id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let span: String = self.span_id.iter().map(|b| format!("{b:02x}")).collect();
+        write!(
+            f,
+            "00-{}-{span}-{:02x}",
+            self.trace_id_hex(),
+            u8::from(self.sampled)
+        )
+    }
+}
+
+fn new_span_id() -> [u8; 8] {
+    let mut id = [0u8; 8];
+    while id == [0; 8] {
+        rand::thread_rng().fill_bytes(&mut id);
+    }
+    id
+}
+
+fn hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// The context of the work in hand, if any.
+pub fn current() -> Option<TraceContext> {
+    CURRENT.try_with(|c| *c).ok()
+}
+
+/// Runs `work` as part of `context` (or of no trace).
+pub async fn scope<F: Future>(context: Option<TraceContext>, work: F) -> F::Output {
+    match context {
+        Some(context) => CURRENT.scope(context, work).await,
+        None => work.await,
+    }
+}
+
+/// The `traceparent` value for an outgoing call or a new event: a child of the current span,
+/// or the root of a new trace.
+pub fn outgoing() -> TraceContext {
+    current().map_or_else(TraceContext::root, |c| c.child())
+}
+
+/// Middleware: continues the caller's trace (or starts one) for this request, logs under its
+/// trace id, and answers the request's own span in `traceresponse` (Trace Context level 2),
+/// unless a module in another process already answered with its own.
+pub async fn propagate(request: Request, next: Next) -> Response {
+    let context = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::root, |parent| parent.child());
+    let span = tracing::info_span!("request", trace_id = %context.trace_id_hex());
+    let mut response = CURRENT
+        .scope(context, next.run(request))
+        .instrument(span)
+        .await;
+    if !response.headers().contains_key("traceresponse") {
+        if let Ok(value) = HeaderValue::from_str(&context.to_string()) {
+            response.headers_mut().insert("traceresponse", value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceContext;
+
+    #[test]
+    fn a_traceparent_round_trips_and_children_keep_the_trace() {
+        let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = TraceContext::parse(text).expect("valid");
+        assert_eq!(context.to_string(), text);
+        let child = context.child();
+        assert_eq!(child.trace_id, context.trace_id);
+        assert_ne!(child.span_id, context.span_id);
+    }
+
+    #[test]
+    fn malformed_values_start_a_new_trace() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(TraceContext::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The door: security headers, the same-origin check on state-changing browser requests, and
+//! rate limits.
+
+use reqwest::{header, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestApp};
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    for path in ["/", "/api/products", "/nowhere", "/static/app.css"] {
+        let res = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        let h = res.headers();
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(h[header::REFERRER_POLICY], "same-origin");
+        assert!(
+            !h.contains_key(header::STRICT_TRANSPORT_SECURITY),
+            "no HSTS over http"
+        );
+    }
+    let behind_https = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.server.public_url = "https://shop.example.com".into();
+    })
+    .await
+    .unwrap();
+    let res = behind_https
+        .client
+        .get(format!("{}/", behind_https.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers()[header::STRICT_TRANSPORT_SECURITY]
+        .to_str()
+        .unwrap()
+        .starts_with("max-age="));
+    // Behind https the session cookie is Secure too.
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/signin", behind_https.base))
+        .header(header::ORIGIN, &behind_https.base)
+        .form(&[
+            ("name", "Asha"),
+            ("email", "asha@example.com"),
+            ("role", "customer"),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+}
+
+#[tokio::test]
+async fn a_form_post_from_another_site_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let admin = app.token("admin", "admin").await;
+    let tea = app.product(&admin, "TEA", 25_000, 10).await;
+    let me = app.token("asha", "customer").await;
+    let cookie = format!("ekart_session={me}");
+    let add = |origin: Option<&str>| {
+        let mut req = app
+            .client
+            .post(format!("{}/cart/items", app.base))
+            .header(header::COOKIE, &cookie)
+            .form(&[("product_id", tea.as_str()), ("quantity", "1")]);
+        if let Some(origin) = origin {
+            req = req.header(header::ORIGIN, origin);
+        }
+        req
+    };
+    for origin in [None, Some("http://evil.example"), Some("null")] {
+        let res = add(origin).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{origin:?}");
+    }
+    let (_, cart) = app.get("/api/cart", Some(&me)).await;
+    assert_eq!(cart["lines"], json!([]), "nothing was added");
+
+    // The same form from the shop's own page works.
+    let res = add(Some(&app.base)).send().await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let (_, cart) = app.get("/api/cart", Some(&me)).await;
+    assert_eq!(cart["lines"][0]["quantity"], 1);
+
+    // The session cookie cannot drive the JSON API from elsewhere either…
+    let res = app
+        .client
+        .post(format!("{}/auth/signout", app.base))
+        .header(header::COOKIE, &cookie)
+        .header(header::ORIGIN, "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // …while API clients with a bearer token need no Origin at all.
+    let (status, _) = app.get("/api/cart", Some(&me)).await;
+    assert_eq!(status, StatusCode::OK);
+    app.add_to_cart(&me, &tea, 1).await;
+}
+
+async fn status_and_retry_after(res: reqwest::Response) -> (StatusCode, Option<u64>, Value) {
+    let status = res.status();
+    let retry = res
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, retry, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn past_the_limits_come_429s_with_retry_after() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.limits.enabled = true;
+        s.limits.sign_in_per_minute = 1;
+        s.limits.sign_in_burst = 3;
+        s.limits.checkout_per_minute = 1;
+        s.limits.checkout_burst = 2;
+        s.limits.per_second = 1;
+        s.limits.burst = 40;
+    })
+    .await
+    .unwrap();
+
+    // Sign-ins, per address: three, then 429.
+    let mut tokens = Vec::new();
+    for name in ["admin", "asha", "ravi"] {
+        let role = if name == "admin" { "admin" } else { "customer" };
+        tokens.push(app.token(name, role).await);
+    }
+    let res = app
+        .client
+        .post(format!("{}/auth/dev/token", app.base))
+        .json(&json!({"name": "mallory", "email": "m@example.com", "role": "customer"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, retry, problem) = status_and_retry_after(res).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+    assert!(retry.is_some_and(|s| (1..=60).contains(&s)), "{retry:?}");
+    assert_eq!(problem["type"], "/problems/rate-limited");
+
+    // Checkouts, per shopper: two, then 429; another shopper has a budget of their own.
+    let tea = app.product(&tokens[0], "TEA", 25_000, 100).await;
+    let (asha, ravi) = (&tokens[1], &tokens[2]);
+    for _ in 0..2 {
+        app.add_to_cart(asha, &tea, 1).await;
+        let (status, body) = app
+            .post("/api/checkout", Some(asha), json!({"payment_mode": "CASH"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    app.add_to_cart(asha, &tea, 1).await;
+    let res = app
+        .client
+        .post(format!("{}/api/checkout", app.base))
+        .bearer_auth(asha)
+        .json(&json!({"payment_mode": "CASH"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, retry, _) = status_and_retry_after(res).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry.is_some());
+    let (_, cart) = app.get("/api/cart", Some(asha)).await;
+    assert_eq!(
+        cart["lines"][0]["quantity"], 1,
+        "the refused checkout left the cart as it was"
+    );
+    app.add_to_cart(ravi, &tea, 1).await;
+    let (status, _) = app
+        .post("/api/checkout", Some(ravi), json!({"payment_mode": "CASH"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Every request, per client: the burst, then 429.
+    let mut limited = false;
+    for _ in 0..60 {
+        let res = app
+            .client
+            .get(format!("{}/api/cart", app.base))
+            .bearer_auth(ravi)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(res.headers().contains_key(header::RETRY_AFTER));
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the general limit applies");
+}

@@ -1,0 +1,71 @@
+//! The real `ekart` binary as a child process, for tests that kill and restart it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `ekart`; killed (SIGKILL) when dropped.
+pub struct Shop {
+    child: Child,
+    pub base: String,
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Shop {
+    /// Starts `ekart serve ARGS` on `port` with built-in defaults plus `env` (`EKART_*`), and
+    /// waits until `/readyz` answers 200.
+    pub async fn start(port: u16, args: &[&str], env: &[(&str, String)]) -> Shop {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ekart"));
+        command
+            .args(["--config", "/nonexistent/ekart.toml", "serve"])
+            .args(args)
+            .env("EKART_SERVER__PORT", port.to_string())
+            .env("EKART_AUTH__MODE", "dev")
+            .env("EKART_LIMITS__ENABLED", "false")
+            .env("EKART_LOG__LEVEL", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let shop = Shop {
+            child: command.spawn().expect("ekart starts"),
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        shop.wait_ready().await;
+        shop
+    }
+
+    async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(res) = http.get(format!("{}/readyz", self.base)).send().await {
+                if res.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("ekart on {} did not become ready", self.base);
+    }
+
+    /// SIGKILL: no graceful anything, as when a machine dies.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
