@@ -140,7 +140,7 @@ async fn start(
         // The bench measures throughput, not the rate limiter.
         ("EKART_LIMITS__ENABLED", "false".into()),
         (
-            "EKART_AUTH__DEV_SECRET",
+            "EKART_AUTH__SESSION_SECRET",
             "bench-secret-that-is-long-enough-0123456".into(),
         ),
         ("EKART_CATALOG__SEED_DEMO", "false".into()),

@@ -15,10 +15,12 @@ use crate::bus::outbox::run_relay;
 use crate::bus::{topics, Bus};
 use crate::config::{AuthMode, BusKind, Module, Settings};
 use crate::db::Db;
-use crate::gateway::auth::Authenticator;
+use crate::gateway::auth::{Authenticator, Gate};
 use crate::gateway::limits::Limits;
 use crate::gateway::oidc::Oidc;
+use crate::gateway::oidc::Provider;
 use crate::gateway::remote::Remote;
+use crate::gateway::sessions::Sessions;
 use crate::gateway::{self, health};
 use crate::modules::frontend::{self, Frontend, Recorder};
 use crate::modules::order::catalog::{Catalog, RemoteCatalog};
@@ -77,6 +79,11 @@ impl Application {
             BusKind::Kafka => KafkaBus::new(settings.bus.kafka.clone()),
         };
         let auth = Authenticator::new(&settings.auth);
+        let provider = match settings.auth.mode {
+            AuthMode::Oidc => Some(Provider::new(settings.auth.oidc.clone())?),
+            AuthMode::Dev => None,
+        };
+        let mut sessions = Sessions::Unchecked;
         let https = settings.server.public_url.starts_with("https://");
         let oidc_mode = settings.auth.mode == AuthMode::Oidc;
         // Routes beside the local modules' documented API: modules in other processes (with
@@ -142,18 +149,14 @@ impl Application {
         if runs(Module::User) {
             let db = Db::open(d, "users", &user::MIGRATIONS).await?;
             let users = UserStore::new(db.clone());
+            sessions = Sessions::local(users.clone(), &settings.auth);
             user::spawn_journey_consumer(&bus, db.clone()).await?;
             let handler = user::order_events_handler();
             spawn_consumer(&bus, db.clone(), user::CONSUMER, topics::ORDER, handler).await?;
             api.push(user::router(JourneyStore::new(db.clone())));
             api.push(gateway::auth::session_router(users.clone()));
-            if oidc_mode {
-                let oidc = Oidc::new(
-                    settings.auth.oidc.clone(),
-                    auth.clone(),
-                    users.clone(),
-                    https,
-                )?;
+            if let Some(provider) = &provider {
+                let oidc = Oidc::new(provider.clone(), auth.clone(), users.clone(), https);
                 routed.push((oidc.router(), utoipa::openapi::OpenApi::default()));
             }
             if settings.auth.mode == AuthMode::Dev && settings.auth.dev_on_network {
@@ -195,8 +198,15 @@ impl Application {
                 })
             }
         });
+        if let Some(user) = remotes.get(&Module::User) {
+            sessions = Sessions::remote(user.clone());
+        }
         let door = gateway::Door {
-            auth,
+            gate: Arc::new(Gate {
+                auth,
+                provider,
+                sessions,
+            }),
             body_limit,
             limits: Limits::start(&settings.limits)?,
             https,

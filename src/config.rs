@@ -215,9 +215,14 @@ pub struct KafkaSettings {
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub mode: AuthMode,
-    /// Key that signs dev tokens. Empty: a random key per start (tokens die with the process).
-    pub dev_secret: String,
+    /// Key that signs the shop's session tokens and cookies. Empty: a random key per start
+    /// (sessions end with the process). Its old name `dev_secret` still reads.
+    #[serde(alias = "dev_secret")]
+    pub session_secret: String,
+    /// A session's absolute lifetime: its token expires then, however busy it is.
     pub token_ttl_secs: u64,
+    /// A session unused this long has ended (idle expiry), checked against the user module.
+    pub session_idle_secs: u64,
     /// Let dev sign-in listen on an address other computers can reach. Off: dev mode refuses
     /// to start on anything but loopback.
     pub dev_on_network: bool,
@@ -237,7 +242,10 @@ pub struct OidcSettings {
     /// Where the provider sends the browser back: this shop's `/auth/callback`.
     pub redirect_url: String,
     pub scopes: Vec<String>,
-    /// The ID token claim listing the user's groups.
+    /// The audience of the provider's access tokens for this shop's API (Okta's default
+    /// authorization server: `api://default`). API clients send those as bearer tokens.
+    pub audience: String,
+    /// The token claim listing the user's groups.
     pub groups_claim: String,
     /// Members of this group are admins.
     pub admin_group: String,
@@ -304,11 +312,13 @@ impl Default for Settings {
             },
             auth: AuthSettings {
                 mode: AuthMode::Oidc,
-                dev_secret: String::new(),
+                session_secret: String::new(),
                 token_ttl_secs: 24 * 3600,
+                session_idle_secs: 2 * 3600,
                 dev_on_network: false,
                 oidc: OidcSettings {
                     scopes: vec!["openid".into(), "profile".into(), "email".into()],
+                    audience: "api://default".into(),
                     groups_claim: "groups".into(),
                     admin_group: "ekart-admins".into(),
                     ..OidcSettings::default()
@@ -465,11 +475,11 @@ impl Settings {
                 self.server.host
             ));
         }
-        if !self.auth.dev_secret.is_empty() && self.auth.dev_secret.len() < 32 {
-            return invalid("auth.dev_secret must be empty (random) or at least 32 characters");
+        if !self.auth.session_secret.is_empty() && self.auth.session_secret.len() < 32 {
+            return invalid("auth.session_secret must be empty (random) or at least 32 characters");
         }
-        if self.auth.token_ttl_secs == 0 {
-            return invalid("auth.token_ttl_secs must be positive");
+        if self.auth.token_ttl_secs == 0 || self.auth.session_idle_secs == 0 {
+            return invalid("auth.token_ttl_secs and auth.session_idle_secs must be positive");
         }
         Ok(())
     }
@@ -504,10 +514,10 @@ impl Settings {
         }
         // Whatever the sign-in, the shop's own session tokens are signed with this key, and
         // every process must check them.
-        if self.auth.dev_secret.is_empty() {
+        if self.auth.session_secret.is_empty() {
             return invalid(
                 "processes that each run some modules must check the same session tokens: \
-                 set auth.dev_secret (EKART_AUTH__DEV_SECRET) to the same value on every one"
+                 set auth.session_secret (EKART_AUTH__SESSION_SECRET) to the same value on every one"
                     .into(),
             );
         }
@@ -544,8 +554,8 @@ impl Settings {
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database.url = redact_url_password(&shown.database.url);
-        if !shown.auth.dev_secret.is_empty() {
-            shown.auth.dev_secret = "<redacted>".into();
+        if !shown.auth.session_secret.is_empty() {
+            shown.auth.session_secret = "<redacted>".into();
         }
         if !shown.auth.oidc.client_secret.is_empty() {
             shown.auth.oidc.client_secret = "<redacted>".into();
@@ -660,8 +670,8 @@ mod tests {
         let refused = |s: &Settings| s.validate().unwrap_err().to_string();
         assert!(refused(&s).contains("kafka"));
         s.bus.kind = BusKind::Kafka;
-        assert!(refused(&s).contains("dev_secret"));
-        s.auth.dev_secret = "x".repeat(32);
+        assert!(refused(&s).contains("session_secret"));
+        s.auth.session_secret = "x".repeat(32);
         assert!(refused(&s).contains("modules.stock.instances"));
         for placement in [
             &mut s.modules.stock,

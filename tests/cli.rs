@@ -29,7 +29,7 @@ fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
                 "postgres://shop:hunter2hunter2@db:5432/ekart",
             ),
             (
-                "EKART_AUTH__DEV_SECRET",
+                "EKART_AUTH__SESSION_SECRET",
                 "a-dev-secret-of-at-least-thirty-two-chars",
             ),
         ],

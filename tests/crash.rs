@@ -23,7 +23,7 @@ async fn start(url: &str, _http: &reqwest::Client) -> Shop {
         ("EKART_DATABASE__URL", url.to_string()),
         ("EKART_DATABASE__MAX_CONNECTIONS", "4".into()),
         (
-            "EKART_AUTH__DEV_SECRET",
+            "EKART_AUTH__SESSION_SECRET",
             "crash-test-secret-that-is-long-enough-0123".into(),
         ),
         ("EKART_CATALOG__SEED_DEMO", "false".into()),

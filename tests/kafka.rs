@@ -122,7 +122,7 @@ async fn a_restart_resumes_and_a_replay_changes_nothing() {
     let mut settings = test_settings(format!("sqlite://{}/", dir.path().display()));
     on_kafka(&mut settings, brokers, &prefix());
     // Tokens must outlive the restart.
-    settings.auth.dev_secret = "kafka-test-secret-that-is-long-enough-42".into();
+    settings.auth.session_secret = "kafka-test-secret-that-is-long-enough-42".into();
 
     let (base, stop) = start(settings.clone()).await;
     let app = TestApp::at(base);
@@ -242,7 +242,7 @@ async fn two_stock_instances_share_the_partitions() {
         s.bus.kafka.partitions = 4;
         s.bus.kafka.instance = instance;
         s.bus.kafka.instances = if run == [Module::Stock] { 2 } else { 1 };
-        s.auth.dev_secret = "kafka-test-secret-that-is-long-enough-42".into();
+        s.auth.session_secret = "kafka-test-secret-that-is-long-enough-42".into();
         s.catalog.seed_demo = false;
         s.modules.run = run.to_vec();
         s.checkout.wait_ms = 1000;

@@ -37,7 +37,7 @@ async fn shop() -> Option<TestApp> {
     TestApp::spawn_with(Backend::Sqlite, |s| {
         s.server.port = port;
         s.auth.mode = AuthMode::Oidc;
-        s.auth.dev_secret = "oidc-test-session-key-that-is-long-enough".into();
+        s.auth.session_secret = "oidc-test-session-key-that-is-long-enough".into();
         s.auth.oidc.issuer = issuer;
         s.auth.oidc.client_id = "ekart".into();
         s.auth.oidc.client_secret = secret;

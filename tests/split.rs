@@ -42,7 +42,7 @@ async fn three_processes_and_a_breaker_in_front_of_stock() {
         ("EKART_BUS__KAFKA__PARTITIONS", "2".into()),
         ("EKART_BUS__RELAY_SWEEP_MS", "200".into()),
         (
-            "EKART_AUTH__DEV_SECRET",
+            "EKART_AUTH__SESSION_SECRET",
             "split-test-secret-that-is-long-enough-0123".into(),
         ),
         ("EKART_CATALOG__SEED_DEMO", "false".into()),

@@ -2,9 +2,10 @@
 //! (the web pages) once per request and leaves an [`Identity`] in the request's extensions;
 //! routes ask for [`CurrentUser`] or [`Admin`].
 //!
-//! Only `dev` mode exists so far: `POST /auth/dev/token` starts a sign-in session for any
-//! name and role and mints a locally signed JWT for it. It is for trying the shop and for
-//! tests, never for a real deployment.
+//! Two kinds of credentials: the shop's own session tokens (HS256 with `auth.session_secret`,
+//! naming a server-side session; the cookie after sign-in, or a bearer token from dev mode's
+//! `POST /auth/dev/token`), and in OIDC mode the provider's access tokens for the shop's API
+//! (asymmetrically signed, checked against the provider's keys; see [`super::oidc`]).
 
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::oidc::Provider;
+use super::sessions::Sessions;
 use crate::config::AuthSettings;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::extract::ApiJson;
@@ -93,12 +96,12 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(settings: &AuthSettings) -> Arc<Authenticator> {
-        let secret = if settings.dev_secret.is_empty() {
+        let secret = if settings.session_secret.is_empty() {
             let mut bytes = [0u8; 32];
             rand::thread_rng().fill_bytes(&mut bytes);
             bytes.to_vec()
         } else {
-            settings.dev_secret.as_bytes().to_vec()
+            settings.session_secret.as_bytes().to_vec()
         };
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
@@ -172,15 +175,47 @@ impl Authenticator {
     }
 }
 
+/// What the door checks credentials with.
+pub struct Gate {
+    pub auth: Arc<Authenticator>,
+    /// OIDC mode: the provider whose access tokens API clients may send.
+    pub provider: Option<Arc<Provider>>,
+    pub sessions: Sessions,
+}
+
+impl Gate {
+    /// The identity a bearer token proves: the shop's own session token (HS256, signed with
+    /// our secret) or, in OIDC mode, the provider's access token (an asymmetric signature).
+    /// The header's `alg` only picks which check to run; each check accepts its own algorithms
+    /// alone, so `none` or the provider's public key used as an HMAC secret get nowhere.
+    async fn bearer(&self, token: &str) -> Result<Identity, ApiError> {
+        let alg = jsonwebtoken::decode_header(token)
+            .map(|h| h.alg)
+            .map_err(|e| ApiError::unauthorized(format!("the access token is not valid: {e}")))?;
+        match &self.provider {
+            Some(provider) if alg != Algorithm::HS256 => provider.verify_access_token(token).await,
+            _ => self.session_token(token).await,
+        }
+    }
+
+    /// The identity a session token proves, if its session is still live.
+    async fn session_token(&self, token: &str) -> Result<Identity, ApiError> {
+        let identity = self.auth.verify(token)?;
+        if self.sessions.live(&identity, token).await? {
+            Ok(identity)
+        } else {
+            Err(ApiError::unauthorized(
+                "this sign-in session has ended (signed out, or unused too long); sign in again",
+            ))
+        }
+    }
+}
+
 /// Middleware: a valid bearer token puts its [`Identity`] in the request; an invalid one is
 /// refused at once; none leaves the request anonymous for the route to judge. Without a bearer
-/// token the session cookie is read instead; an expired or damaged cookie only makes the
-/// request anonymous, so the pages can send the shopper to sign in again.
-pub async fn authenticate(
-    State(auth): State<Arc<Authenticator>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// token the session cookie is read instead; an expired, ended or damaged cookie only makes
+/// the request anonymous, so the pages can send the shopper to sign in again.
+pub async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) -> Response {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let token = value.to_str().ok().and_then(|v| {
             v.strip_prefix("Bearer ")
@@ -189,15 +224,21 @@ pub async fn authenticate(
         let Some(token) = token else {
             return ApiError::unauthorized("use Authorization: Bearer <token>").into_response();
         };
-        match auth.verify(token.trim()) {
+        match gate.bearer(token.trim()).await {
             Ok(identity) => {
                 req.extensions_mut().insert(identity);
             }
             Err(err) => return err.into_response(),
         }
     } else if let Some(cookie) = CookieJar::from_headers(req.headers()).get(SESSION_COOKIE) {
-        if let Ok(identity) = auth.verify(cookie.value()) {
-            req.extensions_mut().insert(identity);
+        match gate.session_token(cookie.value()).await {
+            Ok(identity) => {
+                req.extensions_mut().insert(identity);
+            }
+            // The session store could not answer: not the shopper's fault, and not a reason
+            // to treat them as signed out.
+            Err(err) if err.status.is_server_error() => return err.into_response(),
+            Err(_) => {}
         }
     }
     next.run(req).await
@@ -275,11 +316,38 @@ pub fn dev_api() -> OpenApiRouter<DevState> {
 
 /// The sign-out route and its OpenAPI description, before the state is supplied.
 pub fn session_api() -> OpenApiRouter<UserStore> {
-    OpenApiRouter::new().routes(routes!(sign_out))
+    OpenApiRouter::new()
+        .routes(routes!(sign_out))
+        .routes(routes!(current_session))
 }
 
-/// Ends the caller's sign-in session: its journey ends here. The token itself stays valid
-/// until it expires (a browser drops its cookie at sign-out).
+/// Who the caller is, by their token or session cookie.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Whoami {
+    pub sub: String,
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+    /// The sign-in session, if the credential names one (provider access tokens do not).
+    pub session: Option<String>,
+}
+
+/// The caller's identity, and their sign-in session if it is still live: 401 once it has
+/// ended. Processes without the user module ask it here whether a session is live.
+#[utoipa::path(get, path = "/auth/session", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = Whoami), (status = 401)))]
+async fn current_session(CurrentUser(user): CurrentUser) -> axum::Json<Whoami> {
+    axum::Json(Whoami {
+        sub: user.sub,
+        name: user.name,
+        email: user.email,
+        role: user.role,
+        session: user.session,
+    })
+}
+
+/// Ends the caller's sign-in session: its journey ends here, and its token or cookie is
+/// refused from now on.
 #[utoipa::path(post, path = "/auth/signout", tag = "auth", security(("bearer" = [])),
     responses((status = 204, description = "the session has ended"), (status = 401)))]
 async fn sign_out(

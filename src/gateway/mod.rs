@@ -8,6 +8,7 @@ pub mod limits;
 pub mod oidc;
 pub mod remote;
 pub mod security;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -125,7 +126,7 @@ struct Problem {
 
 /// What every request passes on its way in.
 pub struct Door {
-    pub auth: Arc<auth::Authenticator>,
+    pub gate: Arc<auth::Gate>,
     pub body_limit: usize,
     /// `None` when rate limits are off.
     pub limits: Option<Arc<limits::Limits>>,
@@ -146,7 +147,7 @@ pub fn router(
     door: Door,
 ) -> Router {
     let Door {
-        auth,
+        gate,
         body_limit,
         limits,
         https,
@@ -169,7 +170,7 @@ pub fn router(
     let authenticated = |router: Router| {
         router
             .layer(middleware::from_fn_with_state(
-                auth.clone(),
+                gate.clone(),
                 auth::authenticate,
             ))
             .layer(DefaultBodyLimit::max(body_limit))

@@ -101,9 +101,9 @@ struct PendingLogin {
     exp: i64,
 }
 
-/// An ID token's claims that the shop reads.
+/// The claims of a provider's token that the shop reads (ID and access tokens alike).
 #[derive(Debug, Deserialize)]
-struct IdClaims {
+struct ProviderClaims {
     sub: String,
     nonce: Option<String>,
     name: Option<String>,
@@ -113,26 +113,19 @@ struct IdClaims {
     rest: serde_json::Map<String, Value>,
 }
 
-pub struct Oidc {
+/// The provider's discovery document and signing keys: what the sign-in flow and the check of
+/// API clients' bearer tokens share.
+pub struct Provider {
     settings: OidcSettings,
     http: reqwest::Client,
     discovery: OnceCell<Discovery>,
     jwks: RwLock<JwkSet>,
     jwks_fetched: Mutex<Option<Instant>>,
-    auth: Arc<Authenticator>,
-    users: UserStore,
-    /// The session cookie is `Secure` (the shop is served over https).
-    https: bool,
 }
 
-impl Oidc {
-    pub fn new(
-        settings: OidcSettings,
-        auth: Arc<Authenticator>,
-        users: UserStore,
-        https: bool,
-    ) -> anyhow::Result<Arc<Oidc>> {
-        Ok(Arc::new(Oidc {
+impl Provider {
+    pub fn new(settings: OidcSettings) -> anyhow::Result<Arc<Provider>> {
+        Ok(Arc::new(Provider {
             settings,
             http: reqwest::Client::builder()
                 // The token endpoint must not send us anywhere else.
@@ -142,19 +135,7 @@ impl Oidc {
             discovery: OnceCell::new(),
             jwks: RwLock::new(JwkSet { keys: Vec::new() }),
             jwks_fetched: Mutex::new(None),
-            auth,
-            users,
-            https,
         }))
-    }
-
-    /// `GET /auth/login`, `GET /auth/callback` and `GET /auth/logout`.
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/auth/login", get(login))
-            .route("/auth/callback", get(callback))
-            .route("/auth/logout", get(logout))
-            .with_state(self.clone())
     }
 
     async fn discovery(&self) -> Result<&Discovery, ApiError> {
@@ -192,14 +173,14 @@ impl Oidc {
     }
 
     /// The key `kid` names, fetching the key set again if it is unknown (rate-limited).
-    async fn key(&self, kid: Option<&str>, d: &Discovery) -> Result<DecodingKey, ApiError> {
+    async fn key(&self, kid: Option<&str>, d: &Discovery) -> Result<DecodingKey, String> {
         let find = |set: &JwkSet| match kid {
             Some(kid) => set.find(kid).cloned(),
             None if set.keys.len() == 1 => set.keys.first().cloned(),
             None => None,
         };
         if let Some(jwk) = find(&*self.jwks.read().await) {
-            return DecodingKey::from_jwk(&jwk).map_err(|e| rejected(format!("bad key: {e}")));
+            return DecodingKey::from_jwk(&jwk).map_err(|e| format!("bad key: {e}"));
         }
         {
             let mut fetched = self.jwks_fetched.lock().await;
@@ -207,48 +188,66 @@ impl Oidc {
                 fetched.is_some_and(|at| at.elapsed() < Duration::from_secs(JWKS_REFRESH_SECS));
             if !recently {
                 *fetched = Some(Instant::now());
+                metrics::counter!("ekart_oidc_jwks_fetches_total").increment(1);
                 let set: JwkSet = async { self.http.get(&d.jwks_uri).send().await?.json().await }
                     .await
                     .map_err(|e: reqwest::Error| {
                         tracing::error!(error = %e, "cannot read the provider's JWKS");
-                        ApiError::unavailable("the sign-in provider cannot be reached")
+                        "the provider's key set cannot be read".to_string()
                     })?;
                 *self.jwks.write().await = set;
             }
         }
         let jwk = find(&*self.jwks.read().await)
-            .ok_or_else(|| rejected(format!("no key {kid:?} in the provider's key set")))?;
-        DecodingKey::from_jwk(&jwk).map_err(|e| rejected(format!("bad key: {e}")))
+            .ok_or_else(|| format!("no key {kid:?} in the provider's key set"))?;
+        DecodingKey::from_jwk(&jwk).map_err(|e| format!("bad key: {e}"))
     }
 
-    /// Verifies an ID token from this provider for this client, with the expected `nonce`.
-    async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<IdClaims, ApiError> {
-        let d = self.discovery().await?;
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| rejected(format!("header: {e}")))?;
+    /// Checks a token the provider signed, meant for `audience`: signature (asymmetric only)
+    /// against the provider's key set, issuer, audience, `exp` and `nbf` with a small leeway.
+    async fn verify(&self, token: &str, audience: &str) -> Result<ProviderClaims, String> {
+        let d = self.discovery().await.map_err(|e| e.detail)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
         if !ALGORITHMS.contains(&header.alg) {
-            return Err(rejected(format!(
-                "{:?} is not an accepted signature",
-                header.alg
-            )));
+            return Err(format!("{:?} is not an accepted signature", header.alg));
         }
         let key = self.key(header.kid.as_deref(), d).await?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&d.issuer]);
-        validation.set_audience(&[&self.settings.client_id]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
-        let claims = jsonwebtoken::decode::<IdClaims>(token, &key, &validation)
-            .map_err(|e| rejected(format!("{e}")))?
-            .claims;
+        jsonwebtoken::decode::<ProviderClaims>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Verifies an ID token from this provider for this client, with the expected `nonce`.
+    pub async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<Identity, ApiError> {
+        let claims = self
+            .verify(token, &self.settings.client_id)
+            .await
+            .map_err(rejected)?;
         if claims.nonce.as_deref() != Some(nonce) {
             return Err(rejected("the nonce is not this sign-in's".into()));
         }
-        Ok(claims)
+        Ok(self.identity(claims))
     }
 
-    fn identity(&self, claims: IdClaims) -> Identity {
+    /// Verifies an access token an API client sends as `Authorization: Bearer`: issued by
+    /// this provider for the shop's API (`auth.oidc.audience`).
+    pub async fn verify_access_token(&self, token: &str) -> Result<Identity, ApiError> {
+        self.verify(token, &self.settings.audience)
+            .await
+            .map(|claims| self.identity(claims))
+            .map_err(|why| {
+                tracing::warn!(target: "audit", why = %why, "bearer token refused");
+                ApiError::unauthorized(format!("the access token is not valid: {why}"))
+            })
+    }
+
+    fn identity(&self, claims: ProviderClaims) -> Identity {
         let groups = match claims.rest.get(&self.settings.groups_claim) {
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
             Some(Value::String(one)) => vec![one.as_str()],
@@ -263,7 +262,7 @@ impl Oidc {
         let name = claims
             .name
             .or(claims.preferred_username)
-            .unwrap_or_else(|| email.clone());
+            .unwrap_or_else(|| claims.sub.clone());
         Identity {
             sub: claims.sub,
             name,
@@ -272,6 +271,40 @@ impl Oidc {
             session: None,
             session_started_at: None,
         }
+    }
+}
+
+/// The browser sign-in flow: `/auth/login`, `/auth/callback`, `/auth/logout`.
+pub struct Oidc {
+    provider: Arc<Provider>,
+    auth: Arc<Authenticator>,
+    users: UserStore,
+    /// The session cookie is `Secure` (the shop is served over https).
+    https: bool,
+}
+
+impl Oidc {
+    pub fn new(
+        provider: Arc<Provider>,
+        auth: Arc<Authenticator>,
+        users: UserStore,
+        https: bool,
+    ) -> Arc<Oidc> {
+        Arc::new(Oidc {
+            provider,
+            auth,
+            users,
+            https,
+        })
+    }
+
+    /// `GET /auth/login`, `GET /auth/callback` and `GET /auth/logout`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/auth/login", get(login))
+            .route("/auth/callback", get(callback))
+            .route("/auth/logout", get(logout))
+            .with_state(self.clone())
     }
 }
 
@@ -305,15 +338,15 @@ async fn login(
     jar: CookieJar,
     Query(q): Query<LoginQuery>,
 ) -> Result<Response, ApiError> {
-    let d = oidc.discovery().await?;
+    let d = oidc.provider.discovery().await?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let nonce = CsrfToken::new_random();
-    let client = oidc.client(d)?;
+    let client = oidc.provider.client(d)?;
     let mut request = client
         .authorize_url(CsrfToken::new_random)
         .set_pkce_challenge(challenge)
         .add_extra_param("nonce", nonce.secret());
-    for scope in &oidc.settings.scopes {
+    for scope in &oidc.provider.settings.scopes {
         request = request.add_scope(Scope::new(scope.clone()));
     }
     let (url, state) = request.url();
@@ -338,17 +371,18 @@ async fn login(
 /// sends the browser to the provider to end its session too, and back to the shop's home.
 /// It changes nothing here, so it may be a plain link.
 async fn logout(State(oidc): State<Arc<Oidc>>) -> Result<Response, ApiError> {
-    let d = oidc.discovery().await?;
+    let settings = &oidc.provider.settings;
+    let d = oidc.provider.discovery().await?;
     let Some(end) = &d.end_session_endpoint else {
         return Ok(Redirect::to("/").into_response());
     };
     let mut url = reqwest::Url::parse(end)
         .map_err(|e| ApiError::internal(format!("end_session_endpoint: {e}")))?;
-    let home = reqwest::Url::parse(&oidc.settings.redirect_url)
+    let home = reqwest::Url::parse(&settings.redirect_url)
         .and_then(|u| u.join("/"))
         .map_err(|e| ApiError::internal(format!("redirect_url: {e}")))?;
     url.query_pairs_mut()
-        .append_pair("client_id", &oidc.settings.client_id)
+        .append_pair("client_id", &settings.client_id)
         .append_pair("post_logout_redirect_uri", home.as_str());
     Ok(Redirect::to(url.as_str()).into_response())
 }
@@ -372,6 +406,21 @@ async fn callback(
         .and_then(|c| oidc.auth.open::<PendingLogin>(c.value()))
         .filter(|p| p.exp > chrono::Utc::now().timestamp());
     let jar = jar.remove(Cookie::build(LOGIN_COOKIE).path("/auth/callback"));
+    // A new session at every sign-in; the one this browser had ends (session ids never carry
+    // over a sign-in).
+    let previous = jar
+        .get(SESSION_COOKIE)
+        .and_then(|c| oidc.auth.verify(c.value()).ok());
+    if let Some(Identity {
+        sub,
+        session: Some(session),
+        ..
+    }) = previous
+    {
+        if let Err(e) = oidc.users.end_session(&sub, &session).await {
+            return (jar, ApiError::from(e)).into_response();
+        }
+    }
     match finish(&oidc, pending, q).await {
         Ok((session, return_to)) => (jar.add(session), Redirect::to(&return_to)).into_response(),
         Err(err) => (jar, err).into_response(),
@@ -402,18 +451,19 @@ async fn finish(
     let code = q
         .code
         .ok_or_else(|| rejected("the provider's answer has no code".into()))?;
-    let d = oidc.discovery().await?;
+    let d = oidc.provider.discovery().await?;
     let token = oidc
+        .provider
         .client(d)?
         .exchange_code(AuthorizationCode::new(code))
         .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
-        .request_async(&oidc.http)
+        .request_async(&oidc.provider.http)
         .await
         .map_err(|e| rejected(format!("the code exchange failed: {e}")))?;
-    let claims = oidc
+    let mut identity = oidc
+        .provider
         .verify_id_token(&token.extra_fields().id_token, &pending.nonce)
         .await?;
-    let mut identity = oidc.identity(claims);
     let session = oidc.users.start_session(&identity).await?;
     tracing::info!(target: "audit", user = %identity.sub, role = ?identity.role,
         session = %session.id, action = "sign in (oidc)");

@@ -20,7 +20,7 @@ fn closed_address() -> String {
 fn split(s: &mut Settings, run: &[Module], stock: Vec<String>) {
     s.bus.kind = BusKind::Kafka;
     s.bus.kafka.brokers = vec![closed_address()];
-    s.auth.dev_secret = "gateway-test-secret-that-is-long-enough-0".into();
+    s.auth.session_secret = "gateway-test-secret-that-is-long-enough-0".into();
     s.modules.run = run.to_vec();
     s.modules.stock.instances = stock;
     s.gateway.health_interval_ms = 100;

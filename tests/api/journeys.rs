@@ -135,13 +135,17 @@ on_both!(
             );
         }
 
-        // Signing out ends the session.
+        // Signing out ends the session: its token is refused from then on.
         let (status, _) = app
             .call(reqwest::Method::POST, "/auth/signout", Some(&asha), None)
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        let (_, journey) = app
+        let (status, _) = app
             .get(&format!("/api/journeys/{asha_session}"), Some(&asha))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (_, journey) = app
+            .get(&format!("/api/journeys/{asha_session}"), Some(&admin))
             .await;
         assert!(journey["session"]["ended_at"].is_i64(), "{journey}");
     }

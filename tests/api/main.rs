@@ -13,3 +13,4 @@ mod input;
 mod journeys;
 mod orders;
 mod pages;
+mod sessions;

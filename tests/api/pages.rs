@@ -8,21 +8,21 @@ use crate::helpers::{Backend, TestApp};
 use crate::on_both;
 
 /// A browser without JavaScript: follows nothing by itself, keeps the session cookie.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     app: &'a TestApp,
     client: reqwest::Client,
-    cookie: Option<String>,
+    pub cookie: Option<String>,
 }
 
-struct Page {
-    status: StatusCode,
-    location: Option<String>,
-    headers: reqwest::header::HeaderMap,
-    html: String,
+pub(crate) struct Page {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
+    pub html: String,
 }
 
 impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Browser<'a> {
+    pub(crate) fn new(app: &'a TestApp) -> Browser<'a> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -34,7 +34,7 @@ impl<'a> Browser<'a> {
         }
     }
 
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+    pub(crate) async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
         let req = match &self.cookie {
             Some(c) => req.header(header::COOKIE, c),
             None => req,
@@ -60,12 +60,12 @@ impl<'a> Browser<'a> {
         }
     }
 
-    async fn get(&mut self, path: &str) -> Page {
+    pub(crate) async fn get(&mut self, path: &str) -> Page {
         let req = self.client.get(format!("{}{path}", self.app.base));
         self.send(req).await
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let req = self
             .client
             .post(format!("{}{path}", self.app.base))
@@ -75,7 +75,7 @@ impl<'a> Browser<'a> {
         self.send(req).await
     }
 
-    async fn sign_in(&mut self, name: &str, role: &str) {
+    pub(crate) async fn sign_in(&mut self, name: &str, role: &str) {
         let email = format!("{name}@example.com");
         let page = self
             .post(

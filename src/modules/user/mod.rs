@@ -28,6 +28,7 @@ pub const PATHS: &[&str] = &[
     "/api/journeys/{session}",
     "/auth/dev/token",
     "/auth/signout",
+    "/auth/session",
     "/auth/login",
     "/auth/callback",
     "/auth/logout",

@@ -102,6 +102,20 @@ pub async fn sign_in(
         .await;
     match token {
         Ok(token) => {
+            // A new session at every sign-in; the one this browser had ends (session ids
+            // never carry over a sign-in).
+            if visitor.token.is_some() {
+                let _ = fe
+                    .api
+                    .send(
+                        visitor.token(),
+                        Method::POST,
+                        "/auth/signout",
+                        None::<&Value>,
+                        &[],
+                    )
+                    .await;
+            }
             let cookie = Cookie::build((SESSION_COOKIE, token.access_token))
                 .path("/")
                 .http_only(true)

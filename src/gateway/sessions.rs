@@ -1,0 +1,103 @@
+//! Server-side sign-in sessions. A session token (cookie or bearer) is signed, but it is only
+//! as good as the session it names: signing out ends that session at once, a session unused
+//! for `auth.session_idle_secs` ends, and none outlives `auth.token_ttl_secs`. The user module
+//! keeps that record; a process without it asks the one that has it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderValue, StatusCode};
+
+use super::auth::Identity;
+use super::remote::{Outbound, Remote};
+use crate::config::AuthSettings;
+use crate::error::ApiError;
+use crate::modules::user::UserStore;
+
+/// How long a process without the user module trusts the user module's last answer about a
+/// session: sign-out and idle expiry reach it within this.
+const REMOTE_ANSWER_TTL: Duration = Duration::from_secs(5);
+/// Remembered answers past which old ones are swept.
+const REMOTE_CACHE_SWEEP_AT: usize = 10_000;
+
+#[derive(Clone)]
+pub enum Sessions {
+    /// The user module runs in this process.
+    Local {
+        users: UserStore,
+        idle_ms: i64,
+        max_ms: i64,
+    },
+    /// The user module runs elsewhere: ask it (`GET /auth/session` with the same token).
+    Remote {
+        user: Arc<Remote>,
+        answers: Arc<Mutex<HashMap<String, (bool, Instant)>>>,
+    },
+    /// No user module to ask (a split process given no address for it): tokens are checked by
+    /// signature and expiry alone.
+    Unchecked,
+}
+
+impl Sessions {
+    pub fn local(users: UserStore, settings: &AuthSettings) -> Sessions {
+        let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Sessions::Local {
+            users,
+            idle_ms: ms(settings.session_idle_secs),
+            max_ms: ms(settings.token_ttl_secs),
+        }
+    }
+
+    pub fn remote(user: Arc<Remote>) -> Sessions {
+        Sessions::Remote {
+            user,
+            answers: Arc::default(),
+        }
+    }
+
+    /// Whether the session `identity` names (from `token`) is still live. Identities without a
+    /// session (provider access tokens) have nothing to check here.
+    pub async fn live(&self, identity: &Identity, token: &str) -> Result<bool, ApiError> {
+        let Some(session) = &identity.session else {
+            return Ok(true);
+        };
+        match self {
+            Sessions::Local {
+                users,
+                idle_ms,
+                max_ms,
+            } => Ok(users
+                .check_session(&identity.sub, session, *idle_ms, *max_ms)
+                .await?),
+            Sessions::Remote { user, answers } => {
+                if let Some((live, at)) = answers.lock().unwrap().get(session) {
+                    if at.elapsed() < REMOTE_ANSWER_TTL {
+                        return Ok(*live);
+                    }
+                }
+                let mut ask = Outbound::get("/auth/session");
+                let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| ApiError::unauthorized("the token is not a header value"))?;
+                ask.headers.insert(header::AUTHORIZATION, bearer);
+                let answer = user.call(ask).await?;
+                let live = match answer.status {
+                    StatusCode::OK => true,
+                    StatusCode::UNAUTHORIZED => false,
+                    other => {
+                        return Err(ApiError::unavailable(format!(
+                            "the user module answered {other} about a session"
+                        )))
+                    }
+                };
+                let mut answers = answers.lock().unwrap();
+                if answers.len() >= REMOTE_CACHE_SWEEP_AT {
+                    answers.retain(|_, (_, at)| at.elapsed() < REMOTE_ANSWER_TTL);
+                }
+                answers.insert(session.clone(), (live, Instant::now()));
+                Ok(live)
+            }
+            Sessions::Unchecked => Ok(true),
+        }
+    }
+}

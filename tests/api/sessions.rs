@@ -1,0 +1,158 @@
+//! Sign-in sessions live on the server: a session token or cookie is refused once its session
+//! has ended (signed out, idle too long, past its absolute lifetime), a new sign-in starts a
+//! new session, and a cookie the shop did not sign is nobody's.
+
+use std::time::Duration;
+
+use jsonwebtoken::{EncodingKey, Header};
+use reqwest::{header, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both;
+use crate::pages::Browser;
+
+/// `/cart` for a signed-in browser, or the way to sign in for anyone else.
+async fn cart_as(app: &TestApp, cookie: &str) -> StatusCode {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    client
+        .get(format!("{}/api/cart", app.base))
+        .header(header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+on_both!(
+    a_cookie_is_worthless_once_its_session_has_ended,
+    |app: TestApp| async move {
+        let mut browser = Browser::new(&app);
+        browser.sign_in("asha", "customer").await;
+        let first = browser.cookie.clone().expect("a session cookie");
+        assert_eq!(cart_as(&app, &first).await, StatusCode::OK);
+
+        // Signing in again rotates the session: the old cookie's session ended with it.
+        browser.sign_in("asha", "customer").await;
+        let second = browser.cookie.clone().expect("a session cookie");
+        assert_ne!(first, second);
+        assert_eq!(cart_as(&app, &first).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(cart_as(&app, &second).await, StatusCode::OK);
+
+        // A cookie copied before sign-out (stolen, say) is refused after it.
+        let page = browser.post("/signout", &[]).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+        assert_eq!(cart_as(&app, &second).await, StatusCode::UNAUTHORIZED);
+        // The pages treat it as nobody: off to sign in.
+        browser.cookie = Some(second);
+        let page = browser.get("/cart").await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+        assert!(page.location.unwrap().starts_with("/signin"));
+    }
+);
+
+on_both!(
+    a_forged_session_cookie_is_nobodys,
+    |app: TestApp| async move {
+        let admin = app.token("boss", "admin").await;
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({
+            "sub": "dev|boss@example.com", "name": "boss", "email": "boss@example.com",
+            "role": "admin", "iss": "ekart-dev", "iat": now, "exp": now + 3600,
+        });
+        let forged = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"a guess at the shop's secret, long enough"),
+        )
+        .unwrap();
+        let cookie = format!("ekart_session={forged}");
+        assert_eq!(cart_as(&app, &cookie).await, StatusCode::UNAUTHORIZED);
+        let (status, _) = app.get("/api/orders", Some(&forged)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // A real admin token with its payload changed to another user's.
+        let mut parts: Vec<&str> = admin.split('.').collect();
+        let tampered = base64_url(
+            &serde_json::to_vec(&json!({"sub": "dev|asha@example.com",
+            "name": "asha", "email": "asha@example.com", "role": "admin", "iss": "ekart-dev",
+            "iat": now, "exp": now + 3600}))
+            .unwrap(),
+        );
+        parts[1] = &tampered;
+        let (status, _) = app.get("/api/orders", Some(&parts.join("."))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+);
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+async fn on_both_with_sessions(idle_secs: u64, ttl_secs: u64) -> Vec<TestApp> {
+    let mut apps = Vec::new();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = TestApp::spawn_with(backend, |s| {
+            s.auth.session_idle_secs = idle_secs;
+            s.auth.token_ttl_secs = ttl_secs;
+        })
+        .await;
+        apps.extend(app);
+    }
+    apps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_session_ends_and_its_journey_says_when() {
+    for app in on_both_with_sessions(1, 3600).await {
+        let asha = app.token("asha", "customer").await;
+        // Used every 400 ms, it stays alive past its idle limit.
+        for _ in 0..5 {
+            let (status, _) = app.get("/api/cart", Some(&asha)).await;
+            assert_eq!(status, StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        let (_, me) = app.get("/auth/session", Some(&asha)).await;
+        let session = me["session"].as_str().unwrap().to_string();
+        // Left alone longer than that, it has ended.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let (status, problem) = app.get("/api/cart", Some(&asha)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+        let (status, _) = app.get("/auth/session", Some(&asha)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let admin = app.token("boss", "admin").await;
+        let (_, journey) = app
+            .get(&format!("/api/journeys/{session}"), Some(&admin))
+            .await;
+        let (started, ended) = (
+            journey["session"]["started_at"].as_i64().unwrap(),
+            journey["session"]["ended_at"].as_i64().expect("ended"),
+        );
+        assert!(ended - started >= 2000, "{journey}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_session_still_ends_at_its_absolute_limit() {
+    for app in on_both_with_sessions(60, 2).await {
+        let asha = app.token("asha", "customer").await;
+        let (status, _) = app.get("/api/cart", Some(&asha)).await;
+        assert_eq!(status, StatusCode::OK);
+        let mut refused_after = None;
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            let (status, _) = app.get("/api/cart", Some(&asha)).await;
+            if status == StatusCode::UNAUTHORIZED {
+                refused_after = Some(started.elapsed());
+                break;
+            }
+            assert_eq!(status, StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let after = refused_after.expect("refused within 5 s");
+        assert!(after >= Duration::from_millis(1500), "{after:?}");
+    }
+}
