@@ -9,6 +9,7 @@
 //! `iss`, `aud`, `exp`, `nbf` with a small leeway, and the `nonce`. The user module then
 //! starts a session, and the browser gets the shop's session cookie.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,6 +122,7 @@ pub struct Provider {
     discovery: OnceCell<Discovery>,
     jwks: RwLock<JwkSet>,
     jwks_fetched: Mutex<Option<Instant>>,
+    jwks_fetches: AtomicU64,
 }
 
 impl Provider {
@@ -135,7 +137,13 @@ impl Provider {
             discovery: OnceCell::new(),
             jwks: RwLock::new(JwkSet { keys: Vec::new() }),
             jwks_fetched: Mutex::new(None),
+            jwks_fetches: AtomicU64::new(0),
         }))
+    }
+
+    /// How many times the key set was fetched.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.jwks_fetches.load(Ordering::Relaxed)
     }
 
     async fn discovery(&self) -> Result<&Discovery, ApiError> {
@@ -188,6 +196,7 @@ impl Provider {
                 fetched.is_some_and(|at| at.elapsed() < Duration::from_secs(JWKS_REFRESH_SECS));
             if !recently {
                 *fetched = Some(Instant::now());
+                self.jwks_fetches.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("ekart_oidc_jwks_fetches_total").increment(1);
                 let set: JwkSet = async { self.http.get(&d.jwks_uri).send().await?.json().await }
                     .await
@@ -309,7 +318,7 @@ impl Oidc {
 }
 
 fn rejected(why: String) -> ApiError {
-    tracing::warn!(target: "audit", why = %why, "sign-in refused: ID token rejected");
+    tracing::warn!(target: "audit", why = %why, "sign-in refused");
     ApiError::unauthorized(format!("the sign-in could not be verified: {why}"))
 }
 

@@ -1,113 +1,10 @@
-//! Sign-in through a real OpenID Connect provider (node-oidc-provider, started by `.ci/run` as
-//! Okta's stand-in, `e2e/oidc/provider.mjs`), at `TEST_OIDC_ISSUER` with the client secret
-//! `TEST_OIDC_CLIENT_SECRET`. Under `CI=true` both must be set.
+//! The browser's sign-in at the provider: code flow, roles from groups, sign-out, and answers
+//! that are forged, replayed or lead off-site.
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "support/process.rs"]
-#[allow(dead_code)]
-mod process;
-
-use ekart::config::AuthMode;
-use helpers::{Backend, TestApp};
 use reqwest::{header, StatusCode};
 use serde_json::json;
 
-fn provider() -> Option<(String, String)> {
-    match (
-        std::env::var("TEST_OIDC_ISSUER"),
-        std::env::var("TEST_OIDC_CLIENT_SECRET"),
-    ) {
-        (Ok(issuer), Ok(secret)) if !issuer.is_empty() => Some((issuer, secret)),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("TEST_OIDC_ISSUER and TEST_OIDC_CLIENT_SECRET must be set when CI=true")
-        }
-        _ => {
-            eprintln!("TEST_OIDC_ISSUER is not set: skipping the OIDC tests");
-            None
-        }
-    }
-}
-
-/// A shop signing in through the test provider.
-async fn shop() -> Option<TestApp> {
-    let (issuer, secret) = provider()?;
-    let port = process::free_port();
-    TestApp::spawn_with(Backend::Sqlite, |s| {
-        s.server.port = port;
-        s.auth.mode = AuthMode::Oidc;
-        s.auth.session_secret = "oidc-test-session-key-that-is-long-enough".into();
-        s.auth.oidc.issuer = issuer;
-        s.auth.oidc.client_id = "ekart".into();
-        s.auth.oidc.client_secret = secret;
-        s.auth.oidc.redirect_url = format!("http://127.0.0.1:{port}/auth/callback");
-        s.auth.oidc.scopes = ["openid", "profile", "email", "groups"]
-            .map(String::from)
-            .to_vec();
-    })
-    .await
-}
-
-/// A browser without JavaScript: keeps cookies, follows nothing by itself.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// Starts at the shop's `/auth/login`, signs in at the provider's login page as `login` and
-/// consents; answers the provider's redirect back to the shop (not yet followed).
-async fn through_the_provider(
-    browser: &reqwest::Client,
-    shop: &str,
-    login: &str,
-    return_to: &str,
-) -> reqwest::Url {
-    let start = format!("{shop}/auth/login?return_to={}", urlencode(return_to));
-    let mut res = browser.get(start).send().await.unwrap();
-    for _ in 0..20 {
-        if res.status().is_redirection() {
-            let to = res
-                .url()
-                .join(res.headers()[header::LOCATION].to_str().unwrap())
-                .unwrap();
-            if to.as_str().starts_with(&format!("{shop}/auth/callback")) {
-                return to;
-            }
-            res = browser.get(to).send().await.unwrap();
-            continue;
-        }
-        assert_eq!(res.status(), StatusCode::OK, "at {}", res.url());
-        let at = res.url().clone();
-        let html = res.text().await.unwrap();
-        let action = between(&html, "action=\"", "\"").expect("a form");
-        let prompt = between(&html, "name=\"prompt\" value=\"", "\"").expect("a prompt");
-        let fields: Vec<(&str, &str)> = match prompt {
-            "login" => vec![("prompt", "login"), ("login", login), ("password", "any")],
-            other => vec![("prompt", other)],
-        };
-        res = browser
-            .post(at.join(action).unwrap())
-            .form(&fields)
-            .send()
-            .await
-            .unwrap();
-    }
-    panic!("the provider never sent the browser back");
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
-    let from = text.find(start)? + start.len();
-    let len = text[from..].find(end)?;
-    Some(&text[from..from + len])
-}
-
-fn urlencode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
+use crate::{browser, provider, shop, through_the_provider};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shopper_signs_in_at_the_provider_and_shops() {
@@ -258,6 +155,56 @@ async fn forged_replayed_or_off_site_answers_are_refused() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     // No pending sign-in at all.
     let res = reqwest::get(format!("{}/auth/callback?code=x&state=y", app.base))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_without_its_pkce_verifier_is_worthless() {
+    let Some(app) = shop().await else { return };
+    let (issuer, secret) = provider().unwrap();
+    let browser = browser();
+    let back = through_the_provider(&browser, &app.base, "asha", "/").await;
+    let code = back
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    // Someone who intercepts the redirect holds the code, even the client secret, but not
+    // the verifier that stayed in the shopper's sign-in cookie.
+    let redirect = format!("{}/auth/callback", app.base);
+    for verifier in [
+        None,
+        Some("a-guess-at-the-verifier-that-is-long-enough-43chars"),
+    ] {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect.as_str()),
+        ];
+        form.extend(verifier.map(|v| ("code_verifier", v)));
+        let res = reqwest::Client::new()
+            .post(format!("{issuer}/token"))
+            .basic_auth("ekart", Some(&secret))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert!(
+            ["invalid_grant", "invalid_request"].contains(&body["error"].as_str().unwrap()),
+            "{body}"
+        );
+    }
+    // Nor can they finish the sign-in at the shop from another browser: no verifier there.
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(back)
+        .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
