@@ -200,6 +200,12 @@ impl Application {
         });
         if let Some(user) = remotes.get(&Module::User) {
             sessions = Sessions::remote(user.clone());
+        } else if !runs(Module::User) {
+            tracing::warn!(
+                "no address for the user module (modules.user.instances): this process checks \
+                 session tokens by signature and expiry only, so sign-out and idle expiry do \
+                 not reach it"
+            );
         }
         let door = gateway::Door {
             gate: Arc::new(Gate {

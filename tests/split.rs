@@ -54,6 +54,7 @@ async fn three_processes_and_a_breaker_in_front_of_stock() {
         ("EKART_MODULES__STOCK__INSTANCES", list(&at(stock_port))),
         ("EKART_MODULES__PAYMENT__INSTANCES", list(&at(stock_port))),
         ("EKART_MODULES__ORDER__INSTANCES", list(&at(order_port))),
+        ("EKART_MODULES__USER__INSTANCES", list(&at(gateway_port))),
     ];
     let mut stock = Shop::start(stock_port, &["--modules", "stock,payment"], &env).await;
     let _order = Shop::start(order_port, &["--modules", "order"], &env).await;
@@ -94,6 +95,24 @@ async fn three_processes_and_a_breaker_in_front_of_stock() {
         .unwrap();
     let answered = res.headers()["traceresponse"].to_str().unwrap().to_string();
     assert!(answered.starts_with(&format!("00-{trace}-")), "{answered}");
+
+    // Sessions are the user module's: the other processes ask it, so a token whose session
+    // has ended is refused there too, not only at the gateway.
+    let order_cart = format!("http://127.0.0.1:{order_port}/api/cart");
+    let direct = |token: String| {
+        let url = order_cart.clone();
+        async move {
+            let res = reqwest::Client::new().get(url).bearer_auth(token).send();
+            res.await.unwrap().status()
+        }
+    };
+    assert_eq!(direct(me.clone()).await, StatusCode::OK);
+    let gone = shop.token("ravi", "customer").await;
+    let (status, _) = shop
+        .call(reqwest::Method::POST, "/auth/signout", Some(&gone), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(direct(gone).await, StatusCode::UNAUTHORIZED);
 
     // Stock (and payment) die.
     stock.kill();

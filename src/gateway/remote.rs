@@ -375,17 +375,20 @@ impl Pool {
         Err(last)
     }
 
-    /// Round-robin over the healthy endpoints.
+    /// Round-robin over the healthy endpoints; over all of them when none is (as Envoy's
+    /// panic mode does): the last health check may be stale, say just after the module
+    /// started, and a refused connection costs little.
     fn pick<'a>(&self, endpoints: &'a [Endpoint]) -> Option<&'a Endpoint> {
         let healthy: Vec<&Endpoint> = endpoints
             .iter()
             .filter(|e| e.healthy.load(Ordering::Relaxed))
             .collect();
-        if healthy.is_empty() {
-            return None;
-        }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(healthy[n % healthy.len()])
+        match healthy.is_empty() {
+            false => Some(healthy[n % healthy.len()]),
+            true if endpoints.is_empty() => None,
+            true => Some(&endpoints[n % endpoints.len()]),
+        }
     }
 
     async fn send(&self, endpoint: &Endpoint, request: &Outbound) -> reqwest::Result<Answer> {
