@@ -220,6 +220,7 @@ impl Application {
                 .then(|| reqwest::Url::parse(&settings.auth.oidc.issuer).ok())
                 .flatten()
                 .map(|issuer| issuer.origin().ascii_serialization()),
+            metrics_token: settings.server.metrics_token.clone(),
         };
         let router = gateway::router(api, routed, pages, door);
 

@@ -153,6 +153,9 @@ pub struct ServerSettings {
     /// The address shoppers use, e.g. `https://shop.example.com`, if it differs from
     /// `http://host:port` (behind a proxy). An `https://` one turns on HSTS.
     pub public_url: String,
+    /// Bearer token a Prometheus scraper sends for `/metrics`. Empty: only clients on this
+    /// machine, and not through a proxy, may read it.
+    pub metrics_token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,6 +294,7 @@ impl Default for Settings {
                 port: 8080,
                 body_limit_bytes: 64 * 1024,
                 public_url: String::new(),
+                metrics_token: String::new(),
             },
             database: DatabaseSettings {
                 url: "sqlite://data/".into(),
@@ -559,6 +563,9 @@ impl Settings {
         }
         if !shown.auth.oidc.client_secret.is_empty() {
             shown.auth.oidc.client_secret = "<redacted>".into();
+        }
+        if !shown.server.metrics_token.is_empty() {
+            shown.server.metrics_token = "<redacted>".into();
         }
         toml_string(&shown)
     }

@@ -134,6 +134,8 @@ pub struct Door {
     pub https: bool,
     /// The sign-in provider's origin, where signing out leads (CSP `form-action`).
     pub provider_origin: Option<String>,
+    /// What a scraper of `/metrics` must send (empty: local clients only).
+    pub metrics_token: String,
 }
 
 /// Assembles the public router: the local modules' API routers, other routes with their
@@ -152,6 +154,7 @@ pub fn router(
         limits,
         https,
         provider_origin,
+        metrics_token,
     } = door;
     let csp = security::content_security_policy(provider_origin.as_deref());
     let mut merged = OpenApiRouter::with_openapi(ApiDoc::openapi());
@@ -183,7 +186,7 @@ pub fn router(
             async move { Json(openapi.as_ref().clone()) }
         }),
     ));
-    let api = api.merge(crate::telemetry::metrics::router());
+    let api = api.merge(crate::telemetry::metrics::router(metrics_token));
     let site = match pages {
         Some(pages) => api.clone().merge(authenticated(pages(ApiClient::new(
             api.clone().fallback(not_found),

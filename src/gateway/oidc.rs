@@ -376,14 +376,27 @@ async fn login(
     Ok((jar.add(cookie), Redirect::to(url.as_str())).into_response())
 }
 
-/// After the shop's own sign-out (`POST /signout` ends the session and drops the cookie),
-/// sends the browser to the provider to end its session too, and back to the shop's home.
-/// It changes nothing here, so it may be a plain link.
-async fn logout(State(oidc): State<Arc<Oidc>>) -> Result<Response, ApiError> {
+/// Ends the browser's session here (if it still has one: the storefront's `POST /signout`
+/// ends it first), then sends the browser to the provider to end its session too, and back to
+/// the shop's home. A GET, as providers' logout endpoints are: a third-party page could sign
+/// a shopper out, but never in, nor do anything in their name.
+async fn logout(State(oidc): State<Arc<Oidc>>, jar: CookieJar) -> Result<Response, ApiError> {
+    if let Some(Identity {
+        sub,
+        session: Some(session),
+        ..
+    }) = jar
+        .get(SESSION_COOKIE)
+        .and_then(|c| oidc.auth.verify(c.value()).ok())
+    {
+        oidc.users.end_session(&sub, &session).await?;
+        tracing::info!(target: "audit", user = %sub, session = %session, action = "sign out");
+    }
+    let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
     let settings = &oidc.provider.settings;
     let d = oidc.provider.discovery().await?;
     let Some(end) = &d.end_session_endpoint else {
-        return Ok(Redirect::to("/").into_response());
+        return Ok((jar, Redirect::to("/")).into_response());
     };
     let mut url = reqwest::Url::parse(end)
         .map_err(|e| ApiError::internal(format!("end_session_endpoint: {e}")))?;
@@ -393,7 +406,7 @@ async fn logout(State(oidc): State<Arc<Oidc>>) -> Result<Response, ApiError> {
     url.query_pairs_mut()
         .append_pair("client_id", &settings.client_id)
         .append_pair("post_logout_redirect_uri", home.as_str());
-    Ok(Redirect::to(url.as_str()).into_response())
+    Ok((jar, Redirect::to(url.as_str())).into_response())
 }
 
 #[derive(Debug, Deserialize)]

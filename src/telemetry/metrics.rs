@@ -5,16 +5,19 @@
 //! The recorder is process-wide (the `metrics` facade has one), installed on first use; tests
 //! that start several shops in one process share it.
 
-use std::sync::OnceLock;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::error::ApiError;
 
 /// Request latency buckets, seconds: from a cached page to a checkout that waited for its saga.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -35,12 +38,18 @@ fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// `GET /metrics` in Prometheus' text format.
-pub fn router() -> Router {
+/// `GET /metrics` in Prometheus' text format, for a scraper with `token` as its bearer token,
+/// or, without a token configured, for clients on this machine that did not come through a
+/// proxy. Anyone else gets a 404: the shop's traffic and failures are not public.
+pub fn router(token: String) -> Router {
     handle();
+    let token = Arc::new(token);
     Router::new().route(
         "/metrics",
-        get(|| async {
+        get(move |req: Request| async move {
+            if !may_scrape(&req, &token) {
+                return ApiError::not_found("this address").into_response();
+            }
             (
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                 handle().render(),
@@ -48,6 +57,31 @@ pub fn router() -> Router {
                 .into_response()
         }),
     )
+}
+
+fn may_scrape(req: &Request, token: &str) -> bool {
+    let headers = req.headers();
+    if !token.is_empty() {
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Equal in time that does not depend on where they differ.
+        return sent.len() == token.len()
+            && sent
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+    }
+    let proxied =
+        headers.contains_key(header::FORWARDED) || headers.contains_key("x-forwarded-for");
+    let local = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+    local && !proxied
 }
 
 /// Middleware: counts and times every request.

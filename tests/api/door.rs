@@ -204,3 +204,50 @@ async fn past_the_limits_come_429s_with_retry_after() {
     }
     assert!(limited, "the general limit applies");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_for_this_machine_or_a_scraper_with_the_token() {
+    let status = |app: &TestApp, headers: &[(&str, &str)]| {
+        let mut req = app.client.get(format!("{}/metrics", app.base));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    let Some(local) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    assert_eq!(status(&local, &[]).await, StatusCode::OK);
+    // Through a proxy on this machine, the client is someone else.
+    for proxied in [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7"),
+    ] {
+        assert_eq!(status(&local, &[proxied]).await, StatusCode::NOT_FOUND);
+    }
+
+    let token = "a-scraper-token-from-the-environment";
+    let Some(scraped) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.server.metrics_token = token.into();
+    })
+    .await
+    else {
+        return;
+    };
+    let bearer = format!("Bearer {token}");
+    assert_eq!(
+        status(&scraped, &[("authorization", &bearer)]).await,
+        StatusCode::OK
+    );
+    for wrong in [
+        "",
+        "Bearer nope",
+        "Bearer a-scraper-token-from-the-environmenT",
+    ] {
+        assert_eq!(
+            status(&scraped, &[("authorization", wrong)]).await,
+            StatusCode::NOT_FOUND
+        );
+    }
+    assert_eq!(status(&scraped, &[]).await, StatusCode::NOT_FOUND);
+}

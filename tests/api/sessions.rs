@@ -121,6 +121,9 @@ async fn an_idle_session_ends_and_its_journey_says_when() {
         tokio::time::sleep(Duration::from_millis(1300)).await;
         let (status, problem) = app.get("/api/cart", Some(&asha)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+        // The same credential as a cookie (a copy stolen while it was live) is no better.
+        let cookie = format!("ekart_session={asha}");
+        assert_eq!(cart_as(&app, &cookie).await, StatusCode::UNAUTHORIZED);
         let (status, _) = app.get("/auth/session", Some(&asha)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let admin = app.token("boss", "admin").await;

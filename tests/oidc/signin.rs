@@ -209,3 +209,40 @@ async fn a_code_without_its_pkce_verifier_is_worthless() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logout_link_alone_ends_the_session() {
+    let Some(app) = shop().await else { return };
+    let browser = browser();
+    let back = through_the_provider(&browser, &app.base, "asha", "/").await;
+    let res = browser.get(back).send().await.unwrap();
+    let cookie = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("ekart_session="))
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let cart = |cookie: String| {
+        let url = format!("{}/api/cart", app.base);
+        async move {
+            let req = reqwest::Client::new()
+                .get(url)
+                .header(header::COOKIE, cookie);
+            req.send().await.unwrap().status()
+        }
+    };
+    assert_eq!(cart(cookie.clone()).await, StatusCode::OK);
+    let res = browser
+        .get(format!("{}/auth/logout", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    // A copy of the cookie kept from before is worthless now.
+    assert_eq!(cart(cookie).await, StatusCode::UNAUTHORIZED);
+}
