@@ -1,3 +1,7 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use crate::db::{now_ms, Db};
 use crate::gateway::auth::{Identity, Role};
 
@@ -5,10 +9,18 @@ use crate::gateway::auth::{Identity, Role};
 #[derive(Clone)]
 pub struct UserStore {
     db: Db,
+    /// Sessions found live lately, and when: most requests need no read to know.
+    live: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 /// How often a live session's last use is written down: reads stay reads between.
 const TOUCH_EVERY_MS: i64 = 60_000;
+/// How long a session found live is taken as live without asking the database again (or an
+/// eighth of the idle limit, if shorter). Sign-out here forgets it at once; elsewhere (another
+/// process on the same database) it takes effect within this.
+const LIVE_FOR: Duration = Duration::from_secs(1);
+/// Remembered sessions past which the stale ones are swept.
+const REMEMBERED_SWEEP_AT: usize = 10_000;
 
 /// A sign-in session: its id travels in the session's token, and its journey is keyed by it.
 #[derive(Debug, Clone)]
@@ -19,7 +31,10 @@ pub struct Session {
 
 impl UserStore {
     pub fn new(db: Db) -> UserStore {
-        UserStore { db }
+        UserStore {
+            db,
+            live: Arc::default(),
+        }
     }
 
     /// Signs a user in: creates the account on first sign-in (refreshing name, email and role
@@ -70,6 +85,7 @@ impl UserStore {
 
     /// Marks the user's session as ended (sign-out). Ending it twice keeps the first end.
     pub async fn end_session(&self, user: &str, session: &str) -> Result<(), sqlx::Error> {
+        self.live.lock().unwrap().remove(session);
         let (user, session, now) = (user.to_string(), session.to_string(), now_ms());
         self.db
             .write(move |uow| {
@@ -90,8 +106,8 @@ impl UserStore {
     }
 
     /// Whether the user's session is live: not ended, used within `idle_ms`, younger than
-    /// `max_ms`. Using a live session counts as use (written at most once a minute, or a
-    /// quarter of `idle_ms` if that is shorter). A session found expired is ended, at the
+    /// `max_ms`. Using a live session counts as use (written at most once a minute, or an
+    /// eighth of `idle_ms` if that is shorter). A session found expired is ended, at the
     /// moment it expired, so its journey shows when it stopped.
     pub async fn check_session(
         &self,
@@ -100,6 +116,12 @@ impl UserStore {
         idle_ms: i64,
         max_ms: i64,
     ) -> Result<bool, sqlx::Error> {
+        let trust_for = LIVE_FOR.min(Duration::from_millis(idle_ms as u64 / 8));
+        if let Some(at) = self.live.lock().unwrap().get(session) {
+            if at.elapsed() < trust_for {
+                return Ok(true);
+            }
+        }
         let now = now_ms();
         let row: Option<(Option<i64>, i64, i64)> = sqlx::query_as(
             "SELECT ended_at, started_at, COALESCE(last_seen_at, started_at) \
@@ -113,14 +135,21 @@ impl UserStore {
             return Ok(false);
         };
         let expires = (seen + idle_ms).min(started + max_ms);
-        let session = session.to_string();
         if now >= expires {
-            self.set_session_time("ended_at", session, expires).await?;
+            self.live.lock().unwrap().remove(session);
+            self.set_session_time("ended_at", session.to_string(), expires)
+                .await?;
             return Ok(false);
         }
-        if now - seen >= TOUCH_EVERY_MS.min(idle_ms / 4) {
-            self.set_session_time("last_seen_at", session, now).await?;
+        if now - seen >= TOUCH_EVERY_MS.min(idle_ms / 8) {
+            self.set_session_time("last_seen_at", session.to_string(), now)
+                .await?;
         }
+        let mut live = self.live.lock().unwrap();
+        if live.len() >= REMEMBERED_SWEEP_AT {
+            live.retain(|_, at| at.elapsed() < LIVE_FOR);
+        }
+        live.insert(session.to_string(), Instant::now());
         Ok(true)
     }
 
