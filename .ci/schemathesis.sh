@@ -17,9 +17,15 @@ EKART_SERVER__PORT=$port EKART_DATABASE__URL="sqlite://$dir/" EKART_AUTH__MODE=d
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
-token=$(curl -sf -XPOST "http://127.0.0.1:$port/auth/dev/token" -H 'content-type: application/json' \
-  -d '{"name":"Fuzz","email":"fuzz@example.com","role":"admin"}' |
-  python3 -c 'import sys, json; print(json.load(sys.stdin)["access_token"])')
-timeout 600 python3 -m schemathesis.cli run "http://127.0.0.1:$port/api/openapi.json" \
-  -H "Authorization: Bearer $token" --checks not_a_server_error,status_code_conformance \
-  --max-examples 40 --workers 2 --seed 1
+token() {
+  curl -sf -XPOST "http://127.0.0.1:$port/auth/dev/token" -H 'content-type: application/json' \
+    -d '{"name":"Fuzz","email":"fuzz@example.com","role":"admin"}' |
+    python3 -c 'import sys, json; print(json.load(sys.stdin)["access_token"])'
+}
+run() {
+  timeout 600 python3 -m schemathesis.cli run "http://127.0.0.1:$port/api/openapi.json" \
+    --checks not_a_server_error,status_code_conformance --max-examples 40 --workers 2 --seed 1 "$@"
+}
+# Signing out ends the token's session, so it goes last, with a token of its own.
+run -H "Authorization: Bearer $(token)" --exclude-path /auth/signout
+run -H "Authorization: Bearer $(token)" --include-path /auth/signout
