@@ -82,13 +82,12 @@ impl Modify for ProblemResponses {
             .into_iter()
             .flatten()
             {
-                let signed_in = op.security.is_some();
+                // Public operations too: a bearer token that is sent is checked, and an invalid
+                // or ended one is refused whatever the route.
                 let responses = &mut op.responses.responses;
-                if signed_in {
-                    responses
-                        .entry("401".into())
-                        .or_insert_with(|| problem("Sign-in required").into());
-                }
+                responses.entry("401".into()).or_insert_with(|| {
+                    problem("Sign-in required, or the credential sent is not valid").into()
+                });
                 responses
                     .entry("400".into())
                     .or_insert_with(|| problem("Malformed request").into());
