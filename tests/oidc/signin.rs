@@ -158,6 +158,18 @@ async fn forged_replayed_or_off_site_answers_are_refused() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // The provider's answer with its state taken out.
+    let browser = self::browser();
+    let back = through_the_provider(&browser, &app.base, "asha", "/").await;
+    let mut stripped = back.clone();
+    let query: Vec<(String, String)> = back
+        .query_pairs()
+        .filter(|(k, _)| k != "state")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    stripped.query_pairs_mut().clear().extend_pairs(query);
+    let res = browser.get(stripped).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
