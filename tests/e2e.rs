@@ -6,9 +6,19 @@
 //! `.ci/run` provides them all. Outside CI a missing piece skips the test with a note; under
 //! `CI=true` it fails.
 
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+#[path = "support/process.rs"]
+#[allow(dead_code)]
+mod process;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use helpers::required_env;
+use process::free_port;
 
 /// A running `ekart` with its own data directory; killed when dropped.
 struct Shop {
@@ -80,14 +90,6 @@ fn missing_prerequisite(root: &Path) -> Option<String> {
     None
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn storefront_in_a_real_browser() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -101,16 +103,8 @@ fn storefront_in_a_real_browser() {
     let shop = start_shop(|_| vec![("EKART_AUTH__MODE", "dev".into())]);
 
     // A second shop signing in through the OIDC provider, when there is one.
-    let provider = match (
-        std::env::var("TEST_OIDC_ISSUER"),
-        std::env::var("TEST_OIDC_CLIENT_SECRET"),
-    ) {
-        (Ok(issuer), Ok(secret)) if !issuer.is_empty() => Some((issuer, secret)),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("TEST_OIDC_ISSUER and TEST_OIDC_CLIENT_SECRET must be set when CI=true")
-        }
-        _ => None,
-    };
+    let provider = required_env("TEST_OIDC_ISSUER")
+        .and_then(|issuer| Some((issuer, required_env("TEST_OIDC_CLIENT_SECRET")?)));
     let oidc_shop = provider.map(|(issuer, secret)| {
         start_shop(|base| {
             vec![

@@ -13,34 +13,30 @@ pub enum Backend {
     Postgres,
 }
 
-/// The PostgreSQL server tests use, from `TEST_POSTGRES_URL`. Under `CI=true` it must be set.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
+/// The address of a real service the tests need, from the environment variable `name`.
+/// Under `CI=true` a missing one fails the test; elsewhere the test is skipped, saying why.
+pub fn required_env(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Some(value),
         _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("TEST_POSTGRES_URL must be set when CI=true")
+            panic!("{name} must be set when CI=true")
         }
         _ => {
-            eprintln!("TEST_POSTGRES_URL is not set: skipping the PostgreSQL variant");
+            eprintln!("{name} is not set: skipping what needs it");
             None
         }
     }
 }
 
+/// The PostgreSQL server tests use, from `TEST_POSTGRES_URL`.
+pub fn postgres_url() -> Option<String> {
+    required_env("TEST_POSTGRES_URL")
+}
+
 /// The Kafka-protocol broker tests use, from `TEST_KAFKA_BROKERS` (`host:port`, comma-separated).
-/// Under `CI=true` it must be set.
 #[allow(dead_code)] // the API tests run on the in-process bus
 pub fn kafka_brokers() -> Option<Vec<String>> {
-    match std::env::var("TEST_KAFKA_BROKERS") {
-        Ok(b) if !b.is_empty() => Some(b.split(',').map(str::to_string).collect()),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("TEST_KAFKA_BROKERS must be set when CI=true")
-        }
-        _ => {
-            eprintln!("TEST_KAFKA_BROKERS is not set: skipping the Kafka tests");
-            None
-        }
-    }
+    required_env("TEST_KAFKA_BROKERS").map(|b| b.split(',').map(str::to_string).collect())
 }
 
 /// Creates an empty database on the test server and returns its URL.

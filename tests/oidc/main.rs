@@ -15,23 +15,15 @@ mod signin;
 mod tokens;
 
 use ekart::config::AuthMode;
-use helpers::{Backend, TestApp};
+use helpers::{required_env, Backend, TestApp};
 use reqwest::{header, StatusCode};
 
+/// The provider's issuer and the shop's client secret there.
 fn provider() -> Option<(String, String)> {
-    match (
-        std::env::var("TEST_OIDC_ISSUER"),
-        std::env::var("TEST_OIDC_CLIENT_SECRET"),
-    ) {
-        (Ok(issuer), Ok(secret)) if !issuer.is_empty() => Some((issuer, secret)),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("TEST_OIDC_ISSUER and TEST_OIDC_CLIENT_SECRET must be set when CI=true")
-        }
-        _ => {
-            eprintln!("TEST_OIDC_ISSUER is not set: skipping the OIDC tests");
-            None
-        }
-    }
+    Some((
+        required_env("TEST_OIDC_ISSUER")?,
+        required_env("TEST_OIDC_CLIENT_SECRET")?,
+    ))
 }
 
 /// The provider's signing key, as it wrote it to `TEST_OIDC_SIGNING_KEY`.
@@ -45,19 +37,9 @@ struct SigningKey {
 }
 
 fn signing_key() -> Option<SigningKey> {
-    match std::env::var("TEST_OIDC_SIGNING_KEY") {
-        Ok(path) if !path.is_empty() => {
-            let text = std::fs::read_to_string(&path).expect("the provider's key file");
-            Some(serde_json::from_str(&text).expect("kid, pem, public_pem"))
-        }
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("TEST_OIDC_SIGNING_KEY must be set when CI=true")
-        }
-        _ => {
-            eprintln!("TEST_OIDC_SIGNING_KEY is not set: skipping the forged-token tests");
-            None
-        }
-    }
+    let path = required_env("TEST_OIDC_SIGNING_KEY")?;
+    let text = std::fs::read_to_string(&path).expect("the provider's key file");
+    Some(serde_json::from_str(&text).expect("kid, pem, public_pem"))
 }
 
 /// The audience the test provider issues API access tokens for.
