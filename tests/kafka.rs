@@ -12,7 +12,7 @@ mod process;
 
 use std::time::Duration;
 
-use ekart::app::{Application, Databases};
+use ekart::app::Databases;
 use ekart::bus::kafka::partition_of;
 use ekart::config::Module;
 use ekart::config::{BusKind, KafkaSettings, Settings};
@@ -92,17 +92,6 @@ async fn checkout_over_kafka_on_postgres() {
     checkout_over_kafka(Backend::Postgres).await;
 }
 
-/// A shop on `settings`, until the returned sender is dropped or fired.
-async fn start(settings: Settings) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let app = Application::build(settings).await.expect("the shop starts");
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    (base, stop)
-}
-
 /// Where the stock module stands in `ekart.order`, summed over partitions.
 async fn stock_position(settings: &Settings) -> i64 {
     let dbs = Databases::open(settings).await.unwrap();
@@ -124,8 +113,7 @@ async fn a_restart_resumes_and_a_replay_changes_nothing() {
     // Tokens must outlive the restart.
     settings.auth.session_secret = "kafka-test-secret-that-is-long-enough-42".into();
 
-    let (base, stop) = start(settings.clone()).await;
-    let app = TestApp::at(base);
+    let app = TestApp::start(settings.clone()).await;
     let admin = app.token("admin", "admin").await;
     let tea = app.product(&admin, "TEA", 25_000, 10).await;
     let me = app.token("asha", "customer").await;
@@ -135,7 +123,7 @@ async fn a_restart_resumes_and_a_replay_changes_nothing() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
     assert_eq!(app.settled(&tea).await, (7, 0));
-    drop(stop);
+    drop(app);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Move every consumer back to the start of every partition: all is read again.
@@ -150,8 +138,7 @@ async fn a_restart_resumes_and_a_replay_changes_nothing() {
     }
     drop(dbs);
 
-    let (base, _stop) = start(settings.clone()).await;
-    let app = TestApp::at(base);
+    let app = TestApp::start(settings.clone()).await;
     for _ in 0..200 {
         if stock_position(&settings).await >= reached {
             break;
@@ -249,7 +236,8 @@ async fn two_stock_instances_share_the_partitions() {
         s.gateway.health_interval_ms = 200;
         s
     };
-    let (first, _stop_first) = start(settings(&[Module::Stock], 0)).await;
+    let first_shop = TestApp::start(settings(&[Module::Stock], 0)).await;
+    let first = first_shop.base.clone();
     let second_port = free_port();
     let second = format!("http://127.0.0.1:{second_port}");
     let mut rest = settings(
@@ -263,8 +251,7 @@ async fn two_stock_instances_share_the_partitions() {
         0,
     );
     rest.modules.stock.instances = vec![first.clone(), second.clone()];
-    let (gateway, _stop_gateway) = start(rest).await;
-    let shop = TestApp::at(gateway);
+    let shop = TestApp::start(rest).await;
 
     let admin = shop.token("admin", "admin").await;
     let tea = shop.product(&admin, "TEA", 25_000, 100).await;
@@ -301,7 +288,7 @@ async fn two_stock_instances_share_the_partitions() {
 
     let mut late = settings(&[Module::Stock], 1);
     late.server.port = second_port;
-    let (_, _stop_second) = start(late).await;
+    let _second_shop = TestApp::start(late).await;
     for (id, _, me) in &theirs {
         shop.eventually(&format!("/api/orders/{id}"), me, |o| {
             o["status"] == "completed"

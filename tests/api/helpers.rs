@@ -103,26 +103,25 @@ impl TestApp {
         };
         let mut settings = test_settings(url);
         tweak(&mut settings);
+        let mut app = TestApp::start(settings).await;
+        app._dir = Some(dir);
+        Some(app)
+    }
+
+    /// Starts a shop with exactly these settings; it stops when the `TestApp` is dropped.
+    pub async fn start(settings: Settings) -> TestApp {
         let app = Application::build(settings).await.expect("app starts");
         let base = format!("http://{}", app.local_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        Some(TestApp {
-            base,
-            client,
-            _dir: Some(dir),
-            stop: Some(stop),
-        })
+        let mut app = TestApp::at(base);
+        app.stop = Some(stop);
+        app
     }
 
-    /// A client of a shop the test started itself (and stops itself).
-    #[allow(dead_code)] // tests/kafka.rs restarts its shop on the same database
+    /// A client of a shop running elsewhere.
     pub fn at(base: String) -> TestApp {
         TestApp {
             base,
