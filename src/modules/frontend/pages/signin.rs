@@ -104,18 +104,7 @@ pub async fn sign_in(
         Ok(token) => {
             // A new session at every sign-in; the one this browser had ends (session ids
             // never carry over a sign-in).
-            if visitor.token.is_some() {
-                let _ = fe
-                    .api
-                    .send(
-                        visitor.token(),
-                        Method::POST,
-                        "/auth/signout",
-                        None::<&Value>,
-                        &[],
-                    )
-                    .await;
-            }
+            end_session(&fe, &visitor).await;
             let cookie = Cookie::build((SESSION_COOKIE, token.access_token))
                 .path("/")
                 .http_only(true)
@@ -149,10 +138,10 @@ pub async fn sign_in(
     }
 }
 
-/// Ends the session (its journey ends here) and forgets the cookie.
-pub async fn sign_out(State(fe): State<Frontend>, visitor: Visitor, jar: CookieJar) -> PageResult {
+/// Ends the visitor's session, if they have one. Whatever the API says, the caller goes on:
+/// a shopper must always be able to sign out (their cookie goes) or in again.
+async fn end_session(fe: &Frontend, visitor: &Visitor) {
     if visitor.token.is_some() {
-        // The cookie goes whatever the API says: a shopper must always be able to sign out.
         let _ = fe
             .api
             .send(
@@ -164,6 +153,11 @@ pub async fn sign_out(State(fe): State<Frontend>, visitor: Visitor, jar: CookieJ
             )
             .await;
     }
+}
+
+/// Ends the session (its journey ends here) and forgets the cookie.
+pub async fn sign_out(State(fe): State<Frontend>, visitor: Visitor, jar: CookieJar) -> PageResult {
+    end_session(&fe, &visitor).await;
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
     if fe.oidc {
         // The provider's session too, then home.
