@@ -6,8 +6,9 @@
 //! crash between commit and publish loses nothing: the rows are still there at restart.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use sqlx::pool::PoolConnection;
 use sqlx::Row;
 
 use super::{Bus, Event};
@@ -57,12 +58,17 @@ pub async fn push(uow: &mut Uow, topic: &str, event: &Event) -> Result<(), sqlx:
 
 /// Runs the relay of one module's outbox until the process ends.
 pub async fn run_relay(db: Db, bus: Arc<dyn Bus>, sweep: Duration, batch: u32) {
-    let _leadership = lead(&db, sweep).await;
+    let mut leadership = lead(&db, sweep).await;
+    let mut checked = Instant::now();
     let wake = db.relay_wake();
     let published = metrics::counter!("ekart_events_published_total", "module" => db.name);
     let waiting_gauge = metrics::gauge!("ekart_outbox_waiting", "module" => db.name);
     let mut backoff = Duration::from_millis(50);
     loop {
+        if checked.elapsed() >= sweep {
+            leadership = still_leading(&db, leadership, sweep).await;
+            checked = Instant::now();
+        }
         match relay_once(&db, bus.as_ref(), batch).await {
             Ok(sent) => {
                 published.increment(sent as u64);
@@ -88,12 +94,32 @@ pub async fn run_relay(db: Db, bus: Arc<dyn Bus>, sweep: Duration, batch: u32) {
     }
 }
 
+/// The lock lives only as long as its connection: if that connection has died (a database
+/// restart, a terminated backend), another process may hold the lock by now, so this one
+/// stands by until it wins it again.
+async fn still_leading(
+    db: &Db,
+    leadership: Option<PoolConnection<sqlx::Any>>,
+    sweep: Duration,
+) -> Option<PoolConnection<sqlx::Any>> {
+    let mut conn = leadership?;
+    if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
+        return Some(conn);
+    }
+    tracing::warn!(
+        module = db.name,
+        "the outbox relay's lock went with its database connection; taking it again"
+    );
+    let _ = conn.close().await;
+    lead(db, sweep).await
+}
+
 /// Several processes may run the same module on one PostgreSQL database; only one of them may
 /// relay its outbox, or events of one order could be published out of order. The relay waits
 /// for a session advisory lock, held for as long as the returned connection lives (if that
 /// connection drops, the database releases the lock and another process's relay takes over).
 /// SQLite is one process's alone: nothing to wait for.
-async fn lead(db: &Db, retry: Duration) -> Option<sqlx::pool::PoolConnection<sqlx::Any>> {
+async fn lead(db: &Db, retry: Duration) -> Option<PoolConnection<sqlx::Any>> {
     if db.backend != Backend::Postgres {
         return None;
     }

@@ -1,4 +1,4 @@
-//! The inbox: an event delivered twice has one effect.
+//! The inbox: an event delivered twice has one effect; the relays keep their PostgreSQL lock.
 
 use std::sync::Arc;
 
@@ -172,4 +172,76 @@ async fn group_commit_isolates_a_failing_write() {
         .await
         .unwrap();
     assert_eq!(kept, None);
+}
+
+/// Each module's relay holds a PostgreSQL advisory lock (one relay per module, however many
+/// processes run it). If the lock's connection dies, the relay takes the lock again, and
+/// events keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_whose_lock_went_with_its_connection_takes_it_again() {
+    use sqlx::Connection;
+    let Some(server) = postgres_url() else { return };
+    let url = scratch_postgres(&server).await;
+    let database = url.rsplit_once('/').unwrap().1.to_string();
+    let mut settings = test_settings(url);
+    settings.bus.relay_sweep_ms = 100;
+    let app = TestApp::start(settings).await;
+    let mut admin_conn = sqlx::AnyConnection::connect(&server).await.unwrap();
+    // Stock, payment and order relay; the user module publishes nothing.
+    let before = lock_holders(&mut admin_conn, &database).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    for pid in &before {
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&mut admin_conn)
+            .await
+            .unwrap();
+    }
+    let mut after = Vec::new();
+    for _ in 0..100 {
+        // pg_terminate_backend only signals: the old holders go in their own time.
+        after = lock_holders(&mut admin_conn, &database).await;
+        if after.len() == 3 && after.iter().all(|pid| !before.contains(pid)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        after.len(),
+        3,
+        "every relay holds its lock again: {after:?}"
+    );
+    assert!(
+        after.iter().all(|pid| !before.contains(pid)),
+        "on new connections: {before:?} → {after:?}"
+    );
+
+    // And the saga still runs over the relays.
+    let admin = app.token("admin", "admin").await;
+    let tea = app.product(&admin, "TEA", 25_000, 10).await;
+    let me = app.token("asha", "customer").await;
+    app.add_to_cart(&me, &tea, 2).await;
+    let (status, order) = app
+        .post(
+            "/api/checkout",
+            Some(&me),
+            serde_json::json!({"payment_mode": "CASH"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(app.settled(&tea).await, (8, 0));
+}
+
+/// The backends holding advisory locks in `database`.
+async fn lock_holders(conn: &mut sqlx::AnyConnection, database: &str) -> Vec<i32> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = $1) ORDER BY pid",
+    )
+    .bind(database)
+    .fetch_all(conn)
+    .await
+    .unwrap();
+    rows.iter().map(|r| r.get::<i32, _>(0)).collect()
 }
