@@ -58,19 +58,16 @@ impl KeyExtractor for ClientKey {
 
     fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Client, GovernorError> {
         if !self.by_address {
-            let credential = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map(|v| v.as_bytes().to_vec())
-                .or_else(|| {
-                    CookieJar::from_headers(req.headers())
-                        .get(SESSION_COOKIE)
-                        .map(|c| c.value().as_bytes().to_vec())
-                });
-            if let Some(credential) = credential {
+            let hash = |credential: &[u8]| {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
                 credential.hash(&mut hasher);
-                return Ok(Client::Credential(hasher.finish()));
+                Client::Credential(hasher.finish())
+            };
+            if let Some(bearer) = req.headers().get(header::AUTHORIZATION) {
+                return Ok(hash(bearer.as_bytes()));
+            }
+            if let Some(cookie) = CookieJar::from_headers(req.headers()).get(SESSION_COOKIE) {
+                return Ok(hash(cookie.value().as_bytes()));
             }
         }
         Ok(req

@@ -35,6 +35,7 @@ use serde_json::Value;
 use tokio::sync::{Mutex, OnceCell, RwLock};
 
 use super::auth::{Authenticator, Identity, Role, SESSION_COOKIE};
+use super::security::same_secret;
 use crate::config::OidcSettings;
 use crate::error::ApiError;
 use crate::modules::user::UserStore;
@@ -467,7 +468,7 @@ async fn finish(
     let state = q
         .state
         .ok_or_else(|| rejected("the provider's answer has no state".into()))?;
-    if !same(state.as_bytes(), pending.state.as_bytes()) {
+    if !same_secret(state.as_bytes(), pending.state.as_bytes()) {
         return Err(rejected("the state is not this sign-in's".into()));
     }
     let code = q
@@ -499,11 +500,6 @@ async fn finish(
         .max_age(time::Duration::seconds(oidc.auth.ttl_secs() as i64))
         .build();
     Ok((cookie, pending.return_to))
-}
-
-/// Equal, in time that does not depend on where they differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

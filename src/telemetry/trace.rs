@@ -72,19 +72,28 @@ impl TraceContext {
     }
 
     pub fn trace_id_hex(&self) -> String {
-        self.trace_id.iter().map(|b| format!("{b:02x}")).collect()
+        Hex(&self.trace_id).to_string()
     }
 }
 
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let span: String = self.span_id.iter().map(|b| format!("{b:02x}")).collect();
         write!(
             f,
-            "00-{}-{span}-{:02x}",
-            self.trace_id_hex(),
+            "00-{}-{}-{:02x}",
+            Hex(&self.trace_id),
+            Hex(&self.span_id),
             u8::from(self.sampled)
         )
+    }
+}
+
+/// Bytes as lowercase hex, written straight into the formatter.
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 
@@ -135,7 +144,7 @@ pub async fn propagate(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse)
         .map_or_else(TraceContext::root, |parent| parent.child());
-    let span = tracing::info_span!("request", trace_id = %context.trace_id_hex());
+    let span = tracing::info_span!("request", trace_id = %Hex(&context.trace_id));
     let mut response = CURRENT
         .scope(context, next.run(request))
         .instrument(span)
