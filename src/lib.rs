@@ -3,6 +3,7 @@
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod datacopy;
 pub mod db;
 pub mod domain;
 pub mod error;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ekart::app::{Application, Databases};
 use ekart::config::{Module, ServeFlags, Settings};
+use ekart::datacopy::CopyRequest;
 
 #[derive(Parser)]
 #[command(name = "ekart", version, about = "An online shop as one binary")]
@@ -41,6 +42,28 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Move a shop's data between stores.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Copy every module's tables from SQLite files into PostgreSQL, in one transaction, and
+    /// compare row counts and money on both sides. Stop the shop first.
+    Copy {
+        /// The shop's SQLite directory, e.g. `sqlite://data/`.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database, e.g. `postgres://shop:secret@db/ekart`.
+        #[arg(long)]
+        to: String,
+        /// Copy even if the target's tables hold rows: add to them instead of refusing.
+        #[arg(long)]
+        into_nonempty: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -51,6 +74,22 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Copying needs no shop configuration: both databases are on its command line.
+    if let Some(Command::Data {
+        command:
+            DataCommand::Copy {
+                from,
+                to,
+                into_nonempty,
+            },
+    }) = cli.command
+    {
+        return data_copy(CopyRequest {
+            from,
+            to,
+            into_nonempty,
+        });
+    }
     let flags = match &cli.command {
         Some(Command::Serve {
             modules,
@@ -93,6 +132,27 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("ekart: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn data_copy(request: CopyRequest) -> ExitCode {
+    ekart::telemetry::init("warn");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(ekart::datacopy::copy(&request)) {
+        Ok(report) => {
+            print!("{}", report.render());
+            if report.committed {
+                println!("copied and verified: start the shop with database.url set to the target");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("ekart: the copy differs from the source (DIFFERS above); rolled back, the target is as it was");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("ekart: data copy: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -281,3 +281,42 @@ macro_rules! on_both {
         }
     };
 }
+
+/// The browser's side of journeys: beacons, and waiting for them to be stored.
+impl TestApp {
+    /// Sends one beacon as the browser holding `token` in its session cookie would.
+    pub async fn beacon(&self, token: &str, beacon: Value) -> StatusCode {
+        self.client
+            .post(format!("{}/track", self.base))
+            .header("cookie", format!("ekart_session={token}"))
+            .header("origin", &self.base)
+            .header("content-type", "text/plain;charset=UTF-8")
+            .body(beacon.to_string())
+            .send()
+            .await
+            .expect("beacon sent")
+            .status()
+    }
+
+    /// The session id inside a dev token.
+    pub async fn session_of(&self, token: &str) -> String {
+        let (status, list) = self.get("/api/journeys", Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        list["items"][0]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until the session's journey has `steps` steps; answers the journey.
+    pub async fn journey_with(&self, token: &str, session: &str, steps: usize) -> Value {
+        for _ in 0..200 {
+            let (status, journey) = self
+                .get(&format!("/api/journeys/{session}"), Some(token))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{journey}");
+            if journey["steps"].as_array().unwrap().len() >= steps {
+                return journey;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the journey of {session} never reached {steps} steps");
+    }
+}

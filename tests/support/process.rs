@@ -54,6 +54,16 @@ impl Shop {
         panic!("ekart on {} did not become ready", self.base);
     }
 
+    /// SIGTERM, as `systemctl stop` sends: requests in flight finish, then the shop exits.
+    #[allow(dead_code)] // crash.rs only ever kills
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().expect("ekart exits");
+        assert!(status.success(), "ekart stopped with {status}");
+    }
+
     /// SIGKILL: no graceful anything, as when a machine dies.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
