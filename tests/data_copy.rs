@@ -276,6 +276,12 @@ async fn a_sqlite_shop_copied_to_postgres_answers_the_same() {
     assert!(stderr.contains("already holds"), "{stderr}");
     assert!(stderr.contains("--into-nonempty"), "{stderr}");
     assert_eq!(books(&app, &admin).await, trading);
+    // Told to add to it anyway, the same rows collide with themselves: the whole copy fails,
+    // and what it inserted before the collision is rolled back.
+    let (ok, stdout, stderr) = data_copy(&["--from", &sqlite, "--to", &target, "--into-nonempty"]);
+    assert!(!ok, "copying the same rows twice must fail:\n{stdout}");
+    assert!(stderr.contains("cannot insert into"), "{stderr}");
+    assert_eq!(books(&app, &admin).await, trading);
     shop.stop();
 }
 

@@ -2,7 +2,6 @@
 //! mixed between sessions, private to their shopper, and drawn as a PDF.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ekart::app::Databases;
 use ekart::bus::{Delivered, Event};
