@@ -98,6 +98,7 @@ pub async fn copy(request: &CopyRequest) -> anyhow::Result<Report> {
     let mut tx = conn.begin().await?;
     let mut measures = Vec::new();
     let mut occupied = Vec::new();
+    let mut tables = Vec::with_capacity(MODULES.len());
     for (module, source) in MODULES.into_iter().zip(&sources) {
         let (ours, theirs) = (
             source.migrations()?,
@@ -116,7 +117,9 @@ pub async fn copy(request: &CopyRequest) -> anyhow::Result<Report> {
                 occupied.push(format!("{module}.{table} ({rows} rows)"));
             }
         }
-        measures.extend(Measure::for_module(module, &source.tables()?));
+        let ours = source.tables()?;
+        measures.extend(Measure::for_module(module, &ours));
+        tables.push(ours);
     }
     if !occupied.is_empty() && !request.into_nonempty {
         anyhow::bail!(
@@ -132,10 +135,9 @@ pub async fn copy(request: &CopyRequest) -> anyhow::Result<Report> {
     }
 
     let mut sequences = Vec::new();
-    for (module, source) in MODULES.into_iter().zip(&sources) {
-        let tables = source.tables()?;
+    for ((module, source), tables) in MODULES.into_iter().zip(&sources).zip(&tables) {
         let mut floors = HashMap::new();
-        for table in &tables {
+        for table in tables {
             copy_table(&mut tx, module, source, table).await?;
             if let Some(n) = source.autoincrement(&table.name)? {
                 floors.insert(table.name.clone(), n);

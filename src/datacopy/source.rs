@@ -2,7 +2,9 @@
 //!
 //! The copy reads the file through rusqlite (the same bundled SQLite the shop writes it with)
 //! rather than through `Db::open`, which would create the file, set pragmas and apply
-//! migrations: the source must stay exactly as the shop left it.
+//! migrations: the source must stay exactly as the shop left it. (Reading a WAL database
+//! read-only still needs its `-wal` and `-shm` side files; SQLite creates them if the shop
+//! left none. The database file itself is never written.)
 
 use std::path::Path;
 
