@@ -165,6 +165,9 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Read connections per module (SQLite writes always go through one connection).
     pub max_connections: u32,
+    /// PostgreSQL: writers per module, each committing the writes queued while it was busy as
+    /// one transaction on a connection of its own.
+    pub postgres_writers: u32,
     /// SQLite `synchronous` in WAL mode: FULL survives a power cut, NORMAL only a crash.
     pub sqlite_synchronous: SqliteSynchronous,
 }
@@ -299,6 +302,7 @@ impl Default for Settings {
             database: DatabaseSettings {
                 url: "sqlite://data/".into(),
                 max_connections: 8,
+                postgres_writers: 2,
                 sqlite_synchronous: SqliteSynchronous::Full,
             },
             bus: BusSettings {
@@ -414,6 +418,9 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
+        }
+        if !(1..=64).contains(&self.database.postgres_writers) {
+            return invalid("database.postgres_writers must be between 1 and 64");
         }
         let l = &self.limits;
         if l.enabled

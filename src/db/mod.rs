@@ -18,9 +18,11 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 
 mod direct;
+mod reader;
 mod writer;
 
 pub use direct::UowConn;
+pub use reader::{ReadConn, Reader};
 pub use writer::BoxFut;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +39,11 @@ pub struct Db {
     pub backend: Backend,
     /// Schema (PostgreSQL) or file stem (SQLite) this module owns.
     pub name: &'static str,
-    pub read: AnyPool,
+    pub read: Reader,
     write: AnyPool,
     /// Wakes the module's outbox relay when a transaction that wrote events commits.
     relay_wake: Arc<Notify>,
-    /// SQLite's group-commit writer; PostgreSQL commits each unit of work on its own.
+    /// The queue of the module's group-commit writers (`writer.rs`).
     writer: Option<mpsc::Sender<writer::Job>>,
 }
 
@@ -99,12 +101,13 @@ impl Db {
                 .connect_with(options.clone())
         };
         let write = pool(1).await?;
-        let read = pool(settings.max_connections).await?;
         let relay_wake = Arc::new(Notify::new());
         let (jobs, queue) = mpsc::channel(1024);
         let own = direct::open(&file, synchronous)
             .map_err(|e| anyhow::anyhow!("cannot open {file:?} for writing: {e}"))?;
-        writer::spawn(name, own, relay_wake.clone(), queue)?;
+        writer::spawn_sqlite(name, own, relay_wake.clone(), queue)?;
+        let read = Reader::sqlite(&file, settings.max_connections as usize)
+            .map_err(|e| anyhow::anyhow!("cannot open {file:?} for reading: {e}"))?;
         Ok(Db {
             backend: Backend::Sqlite,
             name,
@@ -124,25 +127,39 @@ impl Db {
             conn.close().await?;
         }
         let search_path = format!("SET search_path TO {name}");
-        let pool = AnyPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _| {
-                let search_path = search_path.clone();
-                Box::pin(async move {
-                    conn.execute(search_path.as_str()).await?;
-                    Ok(())
+        let pool = |max: u32| {
+            let search_path = search_path.clone();
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(move |conn, _| {
+                    let search_path = search_path.clone();
+                    Box::pin(async move {
+                        conn.execute(search_path.as_str()).await?;
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(options)
-            .await?;
+                .connect_with(options.clone())
+        };
+        let read = Reader::pool(pool(settings.max_connections).await?);
+        // The writers' connections, and one more for the rare unit of work begun on its own.
+        let write = pool(settings.postgres_writers + 1).await?;
+        let relay_wake = Arc::new(Notify::new());
+        let (jobs, queue) = mpsc::channel(1024);
+        writer::spawn_postgres(
+            name,
+            write.clone(),
+            settings.postgres_writers,
+            relay_wake.clone(),
+            queue,
+        );
         Ok(Db {
             backend: Backend::Postgres,
             name,
-            read: pool.clone(),
-            write: pool,
-            relay_wake: Arc::new(Notify::new()),
-            writer: None,
+            read,
+            write,
+            relay_wake,
+            writer: Some(jobs),
         })
     }
 
@@ -155,9 +172,9 @@ impl Db {
         ))
     }
 
-    /// Runs `work` in a write transaction and answers once it is committed. On SQLite the
-    /// module's writer may share that transaction with other work (group commit); `work`
-    /// failing rolls back only its own changes. Use it for every write on a hot path.
+    /// Runs `work` in a write transaction and answers once it is committed. The module's writer
+    /// may share that transaction with other work (group commit); `work` failing rolls back
+    /// only its own changes. Use it for every write on a hot path.
     pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -219,8 +236,12 @@ impl Uow {
         }
     }
 
-    async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-        self.conn().execute(sql).await.map(|_| ())
+    /// Runs statements without parameters, in order (the writer's savepoints).
+    async fn run_all(&mut self, statements: &[&str]) -> Result<(), sqlx::Error> {
+        for sql in statements {
+            self.conn().execute(*sql).await?;
+        }
+        Ok(())
     }
 
     /// Which engine the transaction runs on, for the rare statement whose SQL must differ.

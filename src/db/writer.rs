@@ -1,5 +1,5 @@
-//! Group commit for SQLite: one writer task per module folds the writes that arrive while it
-//! is busy into a single transaction, so many requests share one fsync.
+//! Group commit: a module's writers fold the writes that arrive while they are busy into a
+//! single transaction, so many requests share one commit (one fsync, one WAL flush).
 //!
 //! Each job runs inside a savepoint of the shared transaction: a job that fails rolls back only
 //! its own changes and gets its own error, while the others commit. Nobody hears "done" before
@@ -9,11 +9,14 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 
+use std::sync::Arc;
+
 use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::direct::{Direct, UowConn};
-use super::Uow;
+use super::{Backend, Uow};
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -55,63 +58,137 @@ where
     })
 }
 
-/// Starts the writer on a thread of its own. A write job awaits dozens of statements one after
-/// another; on the shared runtime each of those wake-ups would queue behind request handling,
-/// and the writer, the one place a module's writes pass through, would idle in between.
-pub(super) fn spawn(
+/// Starts SQLite's writer on a thread of its own. A write job awaits dozens of statements one
+/// after another; on the shared runtime each of those wake-ups would queue behind request
+/// handling, and the writer, the one place a module's writes pass through, would idle in
+/// between.
+pub(super) fn spawn_sqlite(
     module: &str,
     conn: Direct,
-    wake: std::sync::Arc<tokio::sync::Notify>,
-    jobs: mpsc::Receiver<Job>,
+    wake: Arc<Notify>,
+    mut jobs: mpsc::Receiver<Job>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     std::thread::Builder::new()
         .name(format!("{module}-writer"))
-        .spawn(move || runtime.block_on(run(conn, wake, jobs)))?;
+        .spawn(move || {
+            runtime.block_on(async move {
+                while let Some(batch) = next_batch(&mut jobs).await {
+                    let begun = conn
+                        .lock()
+                        .expect("the writer's connection")
+                        .execute_batch("BEGIN IMMEDIATE");
+                    match begun {
+                        Ok(()) => {
+                            let uow = Uow::new(
+                                UowConn::Direct(conn.clone()),
+                                Backend::Sqlite,
+                                wake.clone(),
+                            );
+                            run_batch(uow, batch).await
+                        }
+                        // Dropping the jobs answers their callers with an error.
+                        Err(e) => tracing::error!(error = %e, "cannot begin a write transaction"),
+                    }
+                }
+            })
+        })?;
     Ok(())
 }
 
-async fn run(
-    conn: Direct,
-    wake: std::sync::Arc<tokio::sync::Notify>,
-    mut jobs: mpsc::Receiver<Job>,
+/// Starts `writers` PostgreSQL writers on the runtime, sharing one queue: each takes what has
+/// queued while it was busy and commits it as one transaction on a connection of `pool`.
+/// Commits are what PostgreSQL makes expensive (a WAL flush each, and a round trip), so
+/// folding a burst of checkouts into one is what lets it keep up.
+pub(super) fn spawn_postgres(
+    module: &'static str,
+    pool: AnyPool,
+    writers: u32,
+    wake: Arc<Notify>,
+    jobs: mpsc::Receiver<Job>,
 ) {
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+    for _ in 0..writers.max(1) {
+        let (pool, wake, jobs) = (pool.clone(), wake.clone(), jobs.clone());
+        tokio::spawn(async move {
+            loop {
+                let Some(batch) = next_batch(&mut *jobs.lock().await).await else {
+                    return;
+                };
+                // The first savepoint rides with BEGIN: one round trip, not two.
+                let begin = if batch.len() == 1 {
+                    "BEGIN"
+                } else {
+                    "BEGIN; SAVEPOINT ekart_job"
+                };
+                match pool.begin_with(begin).await {
+                    Ok(tx) => {
+                        let uow = Uow::new(UowConn::Sqlx(tx), Backend::Postgres, wake.clone());
+                        run_batch(uow, batch).await
+                    }
+                    Err(e) => {
+                        tracing::error!(module, error = %e, "cannot begin a write transaction")
+                    }
+                }
             }
-        }
-        run_batch(&conn, &wake, batch).await;
+        });
     }
 }
 
-async fn run_batch(conn: &Direct, wake: &std::sync::Arc<tokio::sync::Notify>, batch: Vec<Job>) {
-    let begun = conn
-        .lock()
-        .expect("the writer's connection")
-        .execute_batch("BEGIN IMMEDIATE");
-    let mut uow = match begun {
-        Ok(()) => Uow::new(
-            UowConn::Direct(conn.clone()),
-            super::Backend::Sqlite,
-            wake.clone(),
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot begin a write transaction");
-            return; // dropping the jobs answers their callers with an error
+/// The next batch: the first job to arrive and whatever queued behind it, or `None` once every
+/// sender is gone.
+async fn next_batch(jobs: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>> {
+    let first = jobs.recv().await?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
-    };
+    }
+    Some(batch)
+}
+
+/// Savepoint statements between jobs. On SQLite each is a call into the library; on
+/// PostgreSQL each is a round trip, so the steps between two jobs go as one simple query.
+fn savepoint_sql(backend: Backend, step: Step) -> &'static [&'static str] {
+    match (backend, step) {
+        (Backend::Sqlite, Step::Open) => &["SAVEPOINT ekart_job"],
+        (Backend::Sqlite, Step::Kept) => &["RELEASE SAVEPOINT ekart_job"],
+        (Backend::Sqlite, Step::Undone) => &[
+            "ROLLBACK TO SAVEPOINT ekart_job",
+            "RELEASE SAVEPOINT ekart_job",
+        ],
+        (Backend::Postgres, Step::Open) => &[],
+        (Backend::Postgres, Step::Kept) => &["RELEASE SAVEPOINT ekart_job; SAVEPOINT ekart_job"],
+        (Backend::Postgres, Step::Undone) => &["ROLLBACK TO SAVEPOINT ekart_job"],
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    /// Before a job (PostgreSQL's savepoint is already open: with BEGIN, or after the last job).
+    Open,
+    /// After a job that succeeded.
+    Kept,
+    /// After a job that failed: its changes go, the others' stay.
+    Undone,
+}
+
+/// Runs `batch` in the open transaction `uow`, each job in a savepoint when there are several,
+/// commits, and tells every job's caller the outcome.
+async fn run_batch(mut uow: Uow, batch: Vec<Job>) {
+    let backend = uow.backend();
     let alone = batch.len() == 1;
     let mut deliveries = Vec::with_capacity(batch.len());
     let mut broken: Option<String> = None;
-    for job in batch {
+    let count = batch.len();
+    for (i, job) in batch.into_iter().enumerate() {
+        let last = i + 1 == count;
         if !alone {
-            if let Err(e) = uow.execute("SAVEPOINT ekart_job").await {
+            if let Err(e) = uow.run_all(savepoint_sql(backend, Step::Open)).await {
                 broken = Some(e.to_string());
                 break;
             }
@@ -122,20 +199,19 @@ async fn run_batch(conn: &Direct, wake: &std::sync::Arc<tokio::sync::Notify>, ba
             broken = Some("a write job panicked".into());
             break;
         };
-        let step = match (alone, finished.ok) {
-            (true, _) => Ok(()),
-            (false, true) => uow.execute("RELEASE SAVEPOINT ekart_job").await,
-            (false, false) => match uow.execute("ROLLBACK TO SAVEPOINT ekart_job").await {
-                Ok(()) => uow.execute("RELEASE SAVEPOINT ekart_job").await,
-                Err(e) => Err(e),
-            },
-        };
         if alone && !finished.ok {
             // Nothing else shares the transaction: roll it back by not committing.
             drop(uow);
             (finished.deliver)(None);
             return;
         }
+        let step = match (alone, finished.ok) {
+            (true, _) => Ok(()),
+            // COMMIT releases PostgreSQL's last savepoint itself.
+            (false, true) if last && backend == Backend::Postgres => Ok(()),
+            (false, true) => uow.run_all(savepoint_sql(backend, Step::Kept)).await,
+            (false, false) => uow.run_all(savepoint_sql(backend, Step::Undone)).await,
+        };
         deliveries.push(finished.deliver);
         if let Err(e) = step {
             broken = Some(e.to_string());

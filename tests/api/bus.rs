@@ -128,27 +128,34 @@ async fn restart_keeps_data_and_seeds_once() {
     assert_eq!(page["total"], 24);
 }
 
-/// Many concurrent writes share commits on SQLite, yet a failing one undoes only itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn group_commit_isolates_a_failing_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = test_settings(format!("sqlite://{}/", dir.path().display()));
+/// Many concurrent writes share commits, yet a failing one undoes only itself: one that
+/// changes its mind after writing, and one whose statement the database refuses (on
+/// PostgreSQL that aborts the shared transaction until its savepoint is rolled back).
+async fn group_commit_isolates_a_failing_write(url: String) {
+    let mut settings = test_settings(url);
+    settings.database.postgres_writers = 1;
     let dbs = Databases::open(&settings).await.unwrap();
     let db = dbs.users.clone();
+    let insert = "INSERT INTO users (sub, name, email, role, created_at, last_sign_in_at) \
+                  VALUES ($1, 'n', 'e', 'customer', 0, 0)";
     let writes = (0..200).map(|i| {
         let db = db.clone();
         tokio::spawn(async move {
             db.write(move |uow| {
                 Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO users (sub, name, email, role, created_at, last_sign_in_at) \
-                         VALUES ($1, 'n', 'e', 'customer', 0, 0)",
-                    )
-                    .bind(format!("user-{i}"))
-                    .execute(uow.conn())
-                    .await?;
+                    sqlx::query(insert)
+                        .bind(format!("user-{i}"))
+                        .execute(uow.conn())
+                        .await?;
                     if i % 10 == 0 {
                         return Err(anyhow::anyhow!("write {i} changes its mind"));
+                    }
+                    if i % 10 == 5 {
+                        // The same key twice: the database refuses the second insert.
+                        sqlx::query(insert)
+                            .bind(format!("user-{i}"))
+                            .execute(uow.conn())
+                            .await?;
                     }
                     Ok(i)
                 })
@@ -157,21 +164,88 @@ async fn group_commit_isolates_a_failing_write() {
         })
     });
     let results = futures::future::join_all(writes).await;
-    let failed = results
+    let failed: Vec<usize> = results
         .iter()
-        .filter(|r| r.as_ref().unwrap().is_err())
-        .count();
-    assert_eq!(failed, 20);
+        .enumerate()
+        .filter(|(_, r)| r.as_ref().unwrap().is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed.len(), 40, "{failed:?}");
+    assert!(failed.iter().all(|i| i % 10 == 0 || i % 10 == 5));
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
         .fetch_one(&db.read)
         .await
         .unwrap();
-    assert_eq!(rows, 180, "only the failed writes were undone");
-    let kept: Option<String> = sqlx::query_scalar("SELECT sub FROM users WHERE sub = 'user-10'")
-        .fetch_optional(&db.read)
+    assert_eq!(rows, 160, "only the failed writes were undone");
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT sub FROM users WHERE sub IN ('user-10', 'user-15')")
+            .fetch_all(&db.read)
+            .await
+            .unwrap();
+    assert_eq!(kept, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_isolates_a_failing_write_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    group_commit_isolates_a_failing_write(format!("sqlite://{}/", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_isolates_a_failing_write_postgres() {
+    if let Some(server) = postgres_url() {
+        group_commit_isolates_a_failing_write(scratch_postgres(&server).await).await;
+    }
+}
+
+/// On PostgreSQL, writes that queue while the writer is busy share one transaction: while a
+/// first write holds the writer, twenty more queue, and they commit together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_writes_that_queue_share_one_transaction() {
+    let Some(server) = postgres_url() else { return };
+    let mut settings = test_settings(scratch_postgres(&server).await);
+    settings.database.postgres_writers = 1;
+    let dbs = Databases::open(&settings).await.unwrap();
+    let db = dbs.users.clone();
+    let (open, gate) = tokio::sync::oneshot::channel::<()>();
+    let first = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.write(move |_| {
+                Box::pin(async move {
+                    let _ = gate.await;
+                    Ok::<_, sqlx::Error>(())
+                })
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let queued: Vec<_> = (0..20)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(move |uow| {
+                    Box::pin(async move {
+                        sqlx::query_scalar::<_, String>("SELECT CAST(txid_current() AS TEXT)")
+                            .fetch_one(uow.conn())
+                            .await
+                    })
+                })
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    open.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    let mut transactions: Vec<String> = futures::future::join_all(queued)
         .await
-        .unwrap();
-    assert_eq!(kept, None);
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    transactions.dedup();
+    assert_eq!(transactions.len(), 1, "{transactions:?}");
 }
 
 /// Each module's relay holds a PostgreSQL advisory lock (one relay per module, however many
