@@ -41,6 +41,15 @@ pub fn open(file: &Path, synchronous: &str) -> rusqlite::Result<Direct> {
     Ok(Arc::new(Mutex::new(conn)))
 }
 
+/// Opens one of the module's read connections: reads only, and a wait rather than an error
+/// when a checkpoint holds the file for a moment.
+pub fn open_reader(file: &Path) -> rusqlite::Result<Direct> {
+    let conn = rusqlite::Connection::open(file)?;
+    conn.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA query_only = ON;")?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(Arc::new(Mutex::new(conn)))
+}
+
 /// Where a unit of work's statements run.
 pub enum UowConn {
     Sqlx(Transaction<'static, Any>),
@@ -138,7 +147,7 @@ fn unsupported() -> sqlx::Error {
 }
 
 /// Runs one statement: its rows (if it returns any), then what it changed.
-fn run(
+pub(super) fn run(
     conn: &Direct,
     sql: &str,
     arguments: Result<Option<AnyArguments<'_>>, BoxDynError>,

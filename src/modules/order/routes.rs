@@ -197,7 +197,7 @@ async fn checkout(
     s.waiters.forget(&order_id);
     let order = s
         .store
-        .outcome(&order_id)
+        .get(&order_id)
         .await?
         .ok_or_else(|| ApiError::not_found("order"))?;
     checkout_answer(order)

@@ -212,7 +212,7 @@ impl JourneyStore {
              WHERE s.id = $1"
         ))
         .bind(session_id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut conn)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let session = session(&row)?;
@@ -221,7 +221,7 @@ impl JourneyStore {
              FROM journey_steps WHERE session_id = $1 ORDER BY at, event_id",
         )
         .bind(session_id)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?
         .iter()
         .map(|r| {
