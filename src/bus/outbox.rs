@@ -5,8 +5,12 @@
 //! a timer as a backstop, publishes them in order and deletes them once the bus holds them. A
 //! crash between commit and publish loses nothing: the rows are still there at restart.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio::task::JoinHandle;
 
 use sqlx::pool::PoolConnection;
 use sqlx::Row;
@@ -64,12 +68,14 @@ pub async fn run_relay(db: Db, bus: Arc<dyn Bus>, sweep: Duration, batch: u32) {
     let published = metrics::counter!("ekart_events_published_total", "module" => db.name);
     let waiting_gauge = metrics::gauge!("ekart_outbox_waiting", "module" => db.name);
     let mut backoff = Duration::from_millis(50);
+    let mut published_rows = Published::default();
     loop {
         if checked.elapsed() >= sweep {
             leadership = still_leading(&db, leadership, sweep).await;
             checked = Instant::now();
         }
-        match relay_once(&db, bus.as_ref(), batch).await {
+        published_rows.delete(&db);
+        match relay_once(&db, bus.as_ref(), batch, &mut published_rows).await {
             Ok(sent) => {
                 published.increment(sent as u64);
                 backoff = Duration::from_millis(50);
@@ -120,14 +126,12 @@ async fn still_leading(
 /// connection drops, the database releases the lock and another process's relay takes over).
 /// SQLite is one process's alone: nothing to wait for.
 async fn lead(db: &Db, retry: Duration) -> Option<PoolConnection<sqlx::Any>> {
-    if db.backend != Backend::Postgres {
-        return None;
-    }
+    let pool = db.read.postgres_pool()?;
     let key = format!("ekart outbox relay {}", db.name);
     let mut said = false;
     loop {
         let attempt = async {
-            let mut conn = db.read.acquire().await?;
+            let mut conn = pool.acquire().await?;
             let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
                 .bind(&key)
                 .fetch_one(&mut *conn)
@@ -156,18 +160,74 @@ async fn lead(db: &Db, retry: Duration) -> Option<PoolConnection<sqlx::Any>> {
     }
 }
 
-/// Publishes the oldest waiting events (grouped by topic, order kept) and deletes them.
-pub async fn relay_once(db: &Db, bus: &dyn Bus, batch: u32) -> anyhow::Result<usize> {
+/// Rows published but not yet deleted. Deleting is a write of its own (a commit); waiting for
+/// it before the next publish put a commit on the path of every saga step, so deletes run
+/// beside the relay, one at a time, and the relay passes over the rows they are about to
+/// remove. A crash before a delete commits sends those events again (the inbox drops them).
+#[derive(Default)]
+pub struct Published {
+    /// Published rows, until their delete has committed.
+    rows: HashSet<i64>,
+    /// Published rows no delete has taken yet.
+    to_delete: Vec<i64>,
+    deleting: Option<JoinHandle<(Vec<i64>, Result<(), sqlx::Error>)>>,
+}
+
+impl Published {
+    fn add(&mut self, seqs: &[i64]) {
+        self.rows.extend(seqs);
+        self.to_delete.extend(seqs);
+    }
+
+    /// Settles the delete that finished, and starts one for what has been published since.
+    fn delete(&mut self, db: &Db) {
+        if self.deleting.as_ref().is_some_and(|d| d.is_finished()) {
+            let finished = self.deleting.take().expect("checked").now_or_never();
+            match finished {
+                Some(Ok((seqs, Ok(())))) => {
+                    for seq in seqs {
+                        self.rows.remove(&seq);
+                    }
+                }
+                Some(Ok((seqs, Err(err)))) => {
+                    tracing::warn!(module = db.name, error = %err, "cannot delete relayed events; retrying");
+                    self.to_delete.extend(seqs);
+                }
+                _ => {}
+            }
+        }
+        if self.deleting.is_none() && !self.to_delete.is_empty() {
+            let seqs = std::mem::take(&mut self.to_delete);
+            let db = db.clone();
+            self.deleting = Some(tokio::spawn(async move {
+                let result = delete(&db, &seqs).await;
+                (seqs, result)
+            }));
+        }
+    }
+}
+
+/// Publishes the oldest waiting events (grouped by topic, order kept) and hands them to
+/// `published` to be deleted.
+pub async fn relay_once(
+    db: &Db,
+    bus: &dyn Bus,
+    batch: u32,
+    published: &mut Published,
+) -> anyhow::Result<usize> {
     let rows = sqlx::query("SELECT seq, topic, event FROM outbox ORDER BY seq LIMIT $1")
-        .bind(batch as i64)
+        .bind(batch as i64 + published.rows.len() as i64)
         .fetch_all(&db.read)
         .await?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
     let mut groups: Vec<(String, Vec<i64>, Vec<Event>)> = Vec::new();
     for row in &rows {
         let seq: i64 = row.try_get("seq")?;
+        if published.rows.contains(&seq) {
+            continue;
+        }
+        if groups.iter().map(|g| g.1.len()).sum::<usize>() == batch as usize {
+            break;
+        }
         let topic: String = row.try_get("topic")?;
         let event: Event = serde_json::from_str(row.try_get::<&str, _>("event")?)?;
         match groups.last_mut() {
@@ -189,7 +249,7 @@ pub async fn relay_once(db: &Db, bus: &dyn Bus, batch: u32) -> anyhow::Result<us
             }
         }
     }
-    delete(db, &sent).await?;
+    published.add(&sent);
     match failure {
         Some(err) => Err(err),
         None => Ok(sent.len()),
@@ -197,15 +257,23 @@ pub async fn relay_once(db: &Db, bus: &dyn Bus, batch: u32) -> anyhow::Result<us
 }
 
 async fn delete(db: &Db, seqs: &[i64]) -> Result<(), sqlx::Error> {
-    if seqs.is_empty() {
+    let Some(&last) = seqs.last() else {
         return Ok(());
-    }
-    let placeholders: Vec<String> = (1..=seqs.len()).map(|i| format!("${i}")).collect();
+    };
+    // Padded to a power of two with the last number again, so a handful of statements cover
+    // every batch size and stay in PostgreSQL's prepared-statement cache.
+    let count = seqs.len().next_power_of_two();
+    let placeholders: Vec<String> = (1..=count).map(|i| format!("${i}")).collect();
     let sql = format!(
         "DELETE FROM outbox WHERE seq IN ({})",
         placeholders.join(",")
     );
-    let seqs = seqs.to_vec();
+    let seqs: Vec<i64> = seqs
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(last))
+        .take(count)
+        .collect();
     db.write(move |uow| {
         Box::pin(async move {
             let mut query = sqlx::query(&sql);

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use async_trait::async_trait;
 
 use super::events::{self, OrderCompleted, OrderFailed, PaymentRequested, SOURCE};
-use super::store::OrderStore;
+use super::store::{Also, OrderStore};
 use super::waiters::Waiters;
 use crate::bus::inbox::{AfterCommit, Handler};
 use crate::bus::{outbox, topics, Event};
@@ -51,8 +52,11 @@ impl SagaHandler {
         kind: &str,
         reason: &str,
     ) -> anyhow::Result<()> {
-        if OrderStore::transition(uow, order_id, from, "failed", Some(reason)).await? {
-            OrderStore::set_failure(uow, order_id, kind, reason).await?;
+        let failure = Also::Failure { kind, reason };
+        if OrderStore::transition(uow, order_id, from, "failed", Some(reason), failure)
+            .await?
+            .is_some()
+        {
             // Stock releases whatever it holds for the order.
             emit(
                 uow,
@@ -92,11 +96,25 @@ impl Handler for SagaHandler {
         match event.kind.as_str() {
             stock_events::RESERVED => {
                 let reserved: StockReserved = event.data()?;
-                if OrderStore::transition(uow, &reserved.order_id, "placed", "reserved", None)
-                    .await?
-                {
-                    let (method, user_id) =
-                        OrderStore::apply_reserved_prices(uow, &reserved).await?;
+                let priced = Also::Priced {
+                    total_minor: reserved.total_minor,
+                    currency: &reserved.currency,
+                };
+                let moved = OrderStore::transition(
+                    uow,
+                    &reserved.order_id,
+                    "placed",
+                    "reserved",
+                    None,
+                    priced,
+                )
+                .await?;
+                if let Some(moved) = moved {
+                    OrderStore::apply_reserved_prices(uow, &reserved).await?;
+                    let method =
+                        serde_json::from_str(moved.payment_method.as_deref().unwrap_or(""))
+                            .context("the placed order's payment method")?;
+                    let user_id = moved.user_id;
                     emit(
                         uow,
                         events::PAYMENT_REQUESTED,
@@ -137,10 +155,17 @@ impl Handler for SagaHandler {
             payment_events::SUCCEEDED => {
                 let paid: PaymentSucceeded = event.data()?;
                 let note = format!("paid, reference {}", paid.reference);
-                if OrderStore::transition(uow, &paid.order_id, "reserved", "completed", Some(&note))
-                    .await?
-                {
-                    OrderStore::set_payment_reference(uow, &paid.order_id, &paid.reference).await?;
+                let reference = Also::PaymentReference(&paid.reference);
+                let moved = OrderStore::transition(
+                    uow,
+                    &paid.order_id,
+                    "reserved",
+                    "completed",
+                    Some(&note),
+                    reference,
+                )
+                .await?;
+                if moved.is_some() {
                     emit(
                         uow,
                         events::COMPLETED,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, Executor, Row};
+use sqlx::{Any, Executor, Row};
 
 use super::catalog::ProductInfo;
 use super::events::{self, LineQuantity, OrderPlaced, PaymentMethod, SOURCE};
@@ -24,6 +24,29 @@ pub struct OrderStore {
 }
 
 /// What placing an order led to.
+/// What else a status change sets, in the same statement.
+#[derive(Clone, Copy)]
+pub enum Also<'a> {
+    Nothing,
+    Failure {
+        kind: &'a str,
+        reason: &'a str,
+    },
+    PaymentReference(&'a str),
+    /// The order's total as stock priced the reserved lines.
+    Priced {
+        total_minor: i64,
+        currency: &'a str,
+    },
+}
+
+/// An order that moved: what the next saga step needs of it.
+pub struct Moved {
+    /// The checkout's payment method (JSON), set when the order was placed.
+    pub payment_method: Option<String>,
+    pub user_id: String,
+}
+
 pub enum Placed {
     New(String),
     /// The Idempotency-Key was seen before: this is the order it made.
@@ -137,7 +160,10 @@ where
     }))
 }
 
-async fn cart_id(conn: &mut AnyConnection, user: &str) -> Result<Option<String>, sqlx::Error> {
+async fn cart_id<C>(conn: &mut C, user: &str) -> Result<Option<String>, sqlx::Error>
+where
+    for<'e> &'e mut C: Executor<'e, Database = Any>,
+{
     sqlx::query_scalar("SELECT id FROM orders WHERE user_id = $1 AND status = 'cart'")
         .bind(user)
         .fetch_optional(conn)
@@ -214,17 +240,7 @@ impl OrderStore {
 
     pub async fn get(&self, id: &str) -> Result<Option<Order>, sqlx::Error> {
         let mut conn = self.db.read.acquire().await?;
-        load(&mut *conn, id).await
-    }
-
-    /// The order as checkout answers it, read on the module's writer: on SQLite one hand-off
-    /// for the whole read instead of one per statement through the read pool, on the path
-    /// every checkout takes.
-    pub async fn outcome(&self, id: &str) -> Result<Option<Order>, sqlx::Error> {
-        let id = id.to_string();
-        self.db
-            .write(move |uow| Box::pin(async move { load(uow.conn(), &id).await }))
-            .await
+        load(&mut conn, id).await
     }
 
     /// The order if `who` may see it: their own, or any for an admin.
@@ -239,7 +255,7 @@ impl OrderStore {
     pub async fn cart(&self, user: &str) -> Result<Option<Order>, sqlx::Error> {
         let mut conn = self.db.read.acquire().await?;
         match cart_id(&mut conn, user).await? {
-            Some(id) => load_cart(&mut *conn, &id).await.map(Some),
+            Some(id) => load_cart(&mut conn, &id).await.map(Some),
             None => Ok(None),
         }
     }
@@ -493,16 +509,13 @@ impl OrderStore {
                 .db
                 .write(move |uow| {
                     Box::pin(async move {
-                        match Self::add_item_in(uow, &user, &product_id, &info, quantity).await? {
-                            Some(id) => Ok::<_, ApiError>(Some(load_cart(uow.conn(), &id).await?)),
-                            None => Ok(None),
-                        }
+                        Self::add_item_in(uow, &user, &product_id, &info, quantity).await
                     })
                 })
                 .await?;
             // None: a concurrent request created the cart first; the next look finds it.
-            if let Some(cart) = added {
-                return Ok(cart);
+            if let Some(id) = added {
+                return self.cart_by_id(&id).await;
             }
         }
         Err(ApiError::conflict(
@@ -521,28 +534,32 @@ impl OrderStore {
         quantity: Quantity,
     ) -> ApiResult<Order> {
         let (user, product_id) = (user.to_string(), product_id.to_string());
-        self.db
+        let id = self
+            .db
             .write(move |uow| {
                 Box::pin(async move {
-                    let id =
-                        Self::set_quantity_in(uow, &user, &product_id, info.as_ref(), quantity)
-                            .await?;
-                    Ok::<_, ApiError>(load_cart(uow.conn(), &id).await?)
+                    Self::set_quantity_in(uow, &user, &product_id, info.as_ref(), quantity).await
                 })
             })
-            .await
+            .await?;
+        self.cart_by_id(&id).await
     }
 
     pub async fn remove_item(&self, user: &str, product_id: &str) -> ApiResult<Order> {
         let (user, product_id) = (user.to_string(), product_id.to_string());
-        self.db
+        let id = self
+            .db
             .write(move |uow| {
-                Box::pin(async move {
-                    let id = Self::remove_item_in(uow, &user, &product_id).await?;
-                    Ok::<_, ApiError>(load_cart(uow.conn(), &id).await?)
-                })
+                Box::pin(async move { Self::remove_item_in(uow, &user, &product_id).await })
             })
-            .await
+            .await?;
+        self.cart_by_id(&id).await
+    }
+
+    /// A cart just changed, read after the change committed: the writer is kept for writes.
+    async fn cart_by_id(&self, id: &str) -> ApiResult<Order> {
+        let mut conn = self.db.read.acquire().await?;
+        Ok(load_cart(&mut conn, id).await?)
     }
 
     /// Turns the user's cart into a placed order and asks stock to hold it. With an
@@ -635,7 +652,7 @@ impl OrderStore {
         for b in &binds {
             count = count.bind(b);
         }
-        let total = count.fetch_one(&mut *conn).await?;
+        let total = count.fetch_one(&mut conn).await?;
         let sql = format!(
             "SELECT id FROM orders {filter} ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
             binds.len() + 1,
@@ -648,11 +665,11 @@ impl OrderStore {
         let ids = ids
             .bind(per_page as i64)
             .bind((page as i64 - 1) * per_page as i64)
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut conn)
             .await?;
         let mut orders = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(o) = load(&mut *conn, &id).await? {
+            if let Some(o) = load(&mut conn, &id).await? {
                 orders.push(o);
             }
         }
@@ -713,50 +730,55 @@ impl OrderStore {
         Ok(cancelled)
     }
 
-    /// Moves an order from `from` to `to` if it is in `from`; false if it was not (a late or
-    /// repeated event), in which case nothing changes.
+    /// Moves an order from `from` to `to` if it is in `from`, setting `also` in the same
+    /// statement; `None` if it was not (a late or repeated event), in which case nothing
+    /// changes.
     pub async fn transition(
         uow: &mut Uow,
         order_id: &str,
         from: &str,
         to: &str,
         note: Option<&str>,
-    ) -> Result<bool, sqlx::Error> {
+        also: Also<'_>,
+    ) -> Result<Option<Moved>, sqlx::Error> {
         let now = now_ms();
         let time_column = match to {
             "completed" => ", completed_at = $1",
             "cancelled" => ", cancelled_at = $1",
             _ => "",
         };
-        let done = sqlx::query(&format!(
-            "UPDATE orders SET status = $2, updated_at = $1{time_column} WHERE id = $3 AND status = $4"
-        ))
-        .bind(now)
-        .bind(to)
-        .bind(order_id)
-        .bind(from)
-        .execute(uow.conn())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        record_history(uow, order_id, to, note, now).await?;
-        Ok(true)
-    }
-
-    pub async fn set_failure(
-        uow: &mut Uow,
-        order_id: &str,
-        kind: &str,
-        reason: &str,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE orders SET failure_kind = $1, failure_reason = $2 WHERE id = $3")
-            .bind(kind)
-            .bind(reason)
+        let also_columns = match also {
+            Also::Nothing => "",
+            Also::Failure { .. } => ", failure_kind = $5, failure_reason = $6",
+            Also::PaymentReference(_) => ", payment_reference = $5",
+            Also::Priced { .. } => ", total_minor = $5, currency = $6",
+        };
+        let sql = format!(
+            "UPDATE orders SET status = $2, updated_at = $1{time_column}{also_columns} \
+             WHERE id = $3 AND status = $4 RETURNING payment_method, user_id"
+        );
+        let query = sqlx::query_as::<_, (Option<String>, String)>(&sql)
+            .bind(now)
+            .bind(to)
             .bind(order_id)
-            .execute(uow.conn())
-            .await?;
-        Ok(())
+            .bind(from);
+        let query = match also {
+            Also::Nothing => query,
+            Also::Failure { kind, reason } => query.bind(kind).bind(reason),
+            Also::PaymentReference(reference) => query.bind(reference),
+            Also::Priced {
+                total_minor,
+                currency,
+            } => query.bind(total_minor).bind(currency),
+        };
+        let Some((payment_method, user_id)) = query.fetch_optional(uow.conn()).await? else {
+            return Ok(None);
+        };
+        record_history(uow, order_id, to, note, now).await?;
+        Ok(Some(Moved {
+            payment_method,
+            user_id,
+        }))
     }
 
     pub async fn line_name(
@@ -771,11 +793,12 @@ impl OrderStore {
             .await
     }
 
-    /// Prices the order as stock reserved it and returns the payment method and user.
+    /// Prices the order's lines as stock reserved them (the order's total is set with its
+    /// move to `reserved`).
     pub async fn apply_reserved_prices(
         uow: &mut Uow,
         reserved: &crate::modules::stock::events::StockReserved,
-    ) -> Result<(PaymentMethod, String), sqlx::Error> {
+    ) -> Result<(), sqlx::Error> {
         for line in &reserved.lines {
             sqlx::query(
                 "UPDATE order_lines SET unit_price_minor = $1, name = $2 \
@@ -788,29 +811,6 @@ impl OrderStore {
             .execute(uow.conn())
             .await?;
         }
-        let (method, user): (String, String) = sqlx::query_as(
-            "UPDATE orders SET total_minor = $1, currency = $2 WHERE id = $3 \
-             RETURNING payment_method, user_id",
-        )
-        .bind(reserved.total_minor)
-        .bind(&reserved.currency)
-        .bind(&reserved.order_id)
-        .fetch_one(uow.conn())
-        .await?;
-        let method = serde_json::from_str(&method).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        Ok((method, user))
-    }
-
-    pub async fn set_payment_reference(
-        uow: &mut Uow,
-        order_id: &str,
-        reference: &str,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE orders SET payment_reference = $1 WHERE id = $2")
-            .bind(reference)
-            .bind(order_id)
-            .execute(uow.conn())
-            .await?;
         Ok(())
     }
 

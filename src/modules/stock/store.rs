@@ -342,14 +342,17 @@ impl StockStore {
         on_hand_delta: i64,
         reserved_delta: i64,
     ) -> Result<u64, sqlx::Error> {
+        let now = now_ms();
         let lines: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT product_id, quantity FROM reservations WHERE order_id = $1 AND state = $2",
+            "UPDATE reservations SET state = $1, updated_at = $2 \
+             WHERE order_id = $3 AND state = $4 RETURNING product_id, quantity",
         )
+        .bind(to)
+        .bind(now)
         .bind(order_id)
         .bind(from)
         .fetch_all(uow.conn())
         .await?;
-        let now = now_ms();
         for (product_id, quantity) in &lines {
             sqlx::query(
                 "UPDATE products SET on_hand = on_hand + $1, reserved = reserved + $2, \
@@ -362,15 +365,6 @@ impl StockStore {
             .execute(uow.conn())
             .await?;
         }
-        sqlx::query(
-            "UPDATE reservations SET state = $1, updated_at = $2 WHERE order_id = $3 AND state = $4",
-        )
-        .bind(to)
-        .bind(now)
-        .bind(order_id)
-        .bind(from)
-        .execute(uow.conn())
-        .await?;
         Ok(lines.len() as u64)
     }
 
