@@ -212,9 +212,7 @@ fn targets(args: &Args) -> Vec<Target> {
     };
     engines
         .iter()
-        .flat_map(|&engine| {
-            [Kind::Ekart, Kind::Baseline].map(|kind| Target { kind, engine })
-        })
+        .flat_map(|&engine| [Kind::Ekart, Kind::Baseline].map(|kind| Target { kind, engine }))
         .collect()
 }
 
@@ -373,7 +371,9 @@ async fn run(args: &Args, scratch: Option<&PgScratch>) -> anyhow::Result<()> {
     let postgres = match scratch {
         Some(scratch) => Some(postgres_info(scratch, args.shoppers).await?),
         None => {
-            eprintln!("shop bench: PostgreSQL targets skipped (no --postgres-url / BENCH_POSTGRES_URL)");
+            eprintln!(
+                "shop bench: PostgreSQL targets skipped (no --postgres-url / BENCH_POSTGRES_URL)"
+            );
             None
         }
     };
@@ -410,12 +410,7 @@ async fn run(args: &Args, scratch: Option<&PgScratch>) -> anyhow::Result<()> {
     let skipped = if postgres.is_some() {
         Vec::new()
     } else {
-        vec![
-            "ekart-postgres",
-            "baseline-postgres",
-            CEILING,
-            CEILING_ONE,
-        ]
+        vec!["ekart-postgres", "baseline-postgres", CEILING, CEILING_ONE]
     };
     if !skipped.is_empty() {
         println!("skipped: {} (set BENCH_POSTGRES_URL)", skipped.join(", "));
