@@ -302,7 +302,7 @@ impl Default for Settings {
             database: DatabaseSettings {
                 url: "sqlite://data/".into(),
                 max_connections: 8,
-                postgres_writers: 2,
+                postgres_writers: 4,
                 sqlite_synchronous: SqliteSynchronous::Full,
             },
             bus: BusSettings {

@@ -170,8 +170,11 @@ pub struct Published {
     rows: HashSet<i64>,
     /// Published rows no delete has taken yet.
     to_delete: Vec<i64>,
-    deleting: Option<JoinHandle<(Vec<i64>, Result<(), sqlx::Error>)>>,
+    deleting: Option<JoinHandle<Deleted>>,
 }
+
+/// The rows a delete took, and how it went.
+type Deleted = (Vec<i64>, Result<(), sqlx::Error>);
 
 impl Published {
     fn add(&mut self, seqs: &[i64]) {

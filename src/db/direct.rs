@@ -210,7 +210,10 @@ pub(super) fn run(
                 ValueRef::Real(v) => (AnyTypeInfoKind::Double, AnyValueKind::Double(v)),
                 ValueRef::Text(v) => (
                     AnyTypeInfoKind::Text,
-                    AnyValueKind::Text(Cow::Owned(String::from_utf8_lossy(v).into_owned())),
+                    AnyValueKind::Text(Cow::Owned(match std::str::from_utf8(v) {
+                        Ok(text) => text.to_owned(),
+                        Err(_) => String::from_utf8_lossy(v).into_owned(),
+                    })),
                 ),
                 ValueRef::Blob(v) => (
                     AnyTypeInfoKind::Blob,
