@@ -131,10 +131,15 @@ async fn a_restart_resumes_and_a_replay_changes_nothing() {
     assert!(reached > 0, "stock stored its position with its effects");
     let dbs = Databases::open(&settings).await.unwrap();
     for db in dbs.all() {
-        sqlx::query("UPDATE consumer_positions SET next_offset = 0")
-            .execute(&db.read)
-            .await
-            .unwrap();
+        db.write(|uow| {
+            Box::pin(async move {
+                sqlx::query("UPDATE consumer_positions SET next_offset = 0")
+                    .execute(uow.conn())
+                    .await
+            })
+        })
+        .await
+        .unwrap();
     }
     drop(dbs);
 
