@@ -6,10 +6,10 @@
 //! switches, not SQLite, set the pace. The writer already has a thread to itself, so it keeps
 //! its own connection (rusqlite, the same bundled SQLite) and runs each statement right there.
 //!
-//! [`UowConn`] is what a unit of work's statements run on. It implements sqlx's `Executor`
-//! for the `Any` driver, so the modules' `sqlx::query(..).execute(uow.conn())` code is the
-//! same on both paths: sqlx's transaction on PostgreSQL (and outside the writer), this
-//! connection in SQLite's writer.
+//! [`Conn`] is what a unit of work's statements (and a held read connection's) run on. It
+//! implements sqlx's `Executor` for the `Any` driver, so the modules'
+//! `sqlx::query(..).execute(uow.conn())` code is the same on every path: sqlx's connections on
+//! PostgreSQL (and outside the writer), SQLite's own connections in the writer and readers.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -19,6 +19,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use rusqlite::types::ValueRef;
 use sqlx::error::{BoxDynError, DatabaseError, ErrorKind};
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Either, Execute, Executor, Transaction};
 use sqlx_core::any::{
     AnyArguments, AnyColumn, AnyQueryResult, AnyRow, AnyTypeInfo, AnyTypeInfoKind, AnyValue,
@@ -26,6 +27,8 @@ use sqlx_core::any::{
 };
 use sqlx_core::describe::Describe;
 use sqlx_core::ext::ustr::UStr;
+
+use super::reader::SqliteReaders;
 
 /// The writer's connection.
 pub type Direct = Arc<Mutex<rusqlite::Connection>>;
@@ -50,24 +53,44 @@ pub fn open_reader(file: &Path) -> rusqlite::Result<Direct> {
     Ok(Arc::new(Mutex::new(conn)))
 }
 
-/// Where a unit of work's statements run.
-pub enum UowConn {
+/// Where statements run: a unit of work's transaction, or a connection held for several reads.
+pub enum Conn {
+    /// sqlx's transaction (PostgreSQL, and SQLite outside the writer).
     Sqlx(Transaction<'static, Any>),
+    /// SQLite's writer connection, inside its transaction.
     Direct(Direct),
+    /// A PostgreSQL connection from the read pool.
+    Pooled(PoolConnection<Any>),
+    /// SQLite's readers: each statement takes whichever is free.
+    Readers(Arc<SqliteReaders>),
 }
 
-impl std::fmt::Debug for UowConn {
+impl Conn {
+    /// The SQLite connection a statement runs on here, or sqlx's connection.
+    fn target(&mut self) -> Either<&Direct, &mut AnyConnection> {
+        match self {
+            Conn::Sqlx(tx) => Either::Right(&mut **tx),
+            Conn::Pooled(conn) => Either::Right(&mut **conn),
+            Conn::Direct(conn) => Either::Left(conn),
+            Conn::Readers(readers) => Either::Left(readers.pick()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            UowConn::Sqlx(_) => "UowConn::Sqlx",
-            UowConn::Direct(_) => "UowConn::Direct",
+            Conn::Sqlx(_) => "Conn::Sqlx",
+            Conn::Direct(_) => "Conn::Direct",
+            Conn::Pooled(_) => "Conn::Pooled",
+            Conn::Readers(_) => "Conn::Readers",
         })
     }
 }
 
-type Item = Either<AnyQueryResult, AnyRow>;
+pub(super) type Item = Either<AnyQueryResult, AnyRow>;
 
-impl<'c> Executor<'c> for &'c mut UowConn {
+impl<'c> Executor<'c> for &'c mut Conn {
     type Database = Any;
 
     fn fetch_many<'e, 'q: 'e, E>(self, mut query: E) -> BoxStream<'e, Result<Item, sqlx::Error>>
@@ -75,18 +98,9 @@ impl<'c> Executor<'c> for &'c mut UowConn {
         'c: 'e,
         E: 'q + Execute<'q, Any>,
     {
-        match self {
-            UowConn::Sqlx(tx) => {
-                let conn: &'c mut AnyConnection = tx;
-                conn.fetch_many(query)
-            }
-            UowConn::Direct(conn) => {
-                let items = match run(conn, query.sql(), query.take_arguments()) {
-                    Ok(items) => items.into_iter().map(Ok).collect(),
-                    Err(e) => vec![Err(e)],
-                };
-                Box::pin(futures::stream::iter(items))
-            }
+        match self.target() {
+            Either::Right(conn) => conn.fetch_many(query),
+            Either::Left(conn) => stream(run(conn, query.sql(), query.take_arguments())),
         }
     }
 
@@ -98,16 +112,9 @@ impl<'c> Executor<'c> for &'c mut UowConn {
         'c: 'e,
         E: 'q + Execute<'q, Any>,
     {
-        match self {
-            UowConn::Sqlx(tx) => {
-                let conn: &'c mut AnyConnection = tx;
-                conn.fetch_optional(query)
-            }
-            UowConn::Direct(conn) => {
-                let row = run(conn, query.sql(), query.take_arguments())
-                    .map(|items| items.into_iter().find_map(Either::right));
-                Box::pin(std::future::ready(row))
-            }
+        match self.target() {
+            Either::Right(conn) => conn.fetch_optional(query),
+            Either::Left(conn) => first_row(run(conn, query.sql(), query.take_arguments())),
         }
     }
 
@@ -119,12 +126,9 @@ impl<'c> Executor<'c> for &'c mut UowConn {
     where
         'c: 'e,
     {
-        match self {
-            UowConn::Sqlx(tx) => {
-                let conn: &'c mut AnyConnection = tx;
-                conn.prepare_with(sql, parameters)
-            }
-            UowConn::Direct(_) => Box::pin(std::future::ready(Err(unsupported()))),
+        match self.target() {
+            Either::Right(conn) => conn.prepare_with(sql, parameters),
+            Either::Left(_) => Box::pin(std::future::ready(Err(unsupported()))),
         }
     }
 
@@ -132,18 +136,35 @@ impl<'c> Executor<'c> for &'c mut UowConn {
     where
         'c: 'e,
     {
-        match self {
-            UowConn::Sqlx(tx) => {
-                let conn: &'c mut AnyConnection = tx;
-                conn.describe(sql)
-            }
-            UowConn::Direct(_) => Box::pin(std::future::ready(Err(unsupported()))),
+        match self.target() {
+            Either::Right(conn) => conn.describe(sql),
+            Either::Left(_) => Box::pin(std::future::ready(Err(unsupported()))),
         }
     }
 }
 
-fn unsupported() -> sqlx::Error {
-    sqlx::Error::Protocol("statements are not prepared separately in the SQLite writer".into())
+pub(super) fn unsupported() -> sqlx::Error {
+    sqlx::Error::Protocol("statements on SQLite's own connections are not prepared apart".into())
+}
+
+/// A statement's items as the stream sqlx's `fetch_many` answers.
+pub(super) fn stream<'e>(
+    items: Result<Vec<Item>, sqlx::Error>,
+) -> BoxStream<'e, Result<Item, sqlx::Error>> {
+    let items: Vec<_> = match items {
+        Ok(items) => items.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(e)],
+    };
+    Box::pin(futures::stream::iter(items))
+}
+
+/// A statement's first row, as sqlx's `fetch_optional` answers.
+pub(super) fn first_row<'e>(
+    items: Result<Vec<Item>, sqlx::Error>,
+) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>> {
+    Box::pin(std::future::ready(
+        items.map(|items| items.into_iter().find_map(Either::right)),
+    ))
 }
 
 /// Runs one statement: its rows (if it returns any), then what it changed.
@@ -328,7 +349,7 @@ mod tests {
 
     use super::*;
 
-    fn conn() -> (tempfile::TempDir, UowConn) {
+    fn conn() -> (tempfile::TempDir, Conn) {
         let dir = tempfile::tempdir().unwrap();
         let direct = open(&dir.path().join("t.db"), "FULL").unwrap();
         direct
@@ -336,7 +357,7 @@ mod tests {
             .unwrap()
             .execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT, note TEXT)")
             .unwrap();
-        (dir, UowConn::Direct(direct))
+        (dir, Conn::Direct(direct))
     }
 
     #[tokio::test]

@@ -21,8 +21,8 @@ mod direct;
 mod reader;
 mod writer;
 
-pub use direct::UowConn;
-pub use reader::{ReadConn, Reader};
+pub use direct::Conn;
+pub use reader::Reader;
 pub use writer::BoxFut;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +166,7 @@ impl Db {
     /// Starts a write transaction (a unit of work) of its own.
     pub async fn begin(&self) -> Result<Uow, sqlx::Error> {
         Ok(Uow::new(
-            UowConn::Sqlx(self.write.begin().await?),
+            Conn::Sqlx(self.write.begin().await?),
             self.backend,
             self.relay_wake.clone(),
         ))
@@ -220,14 +220,14 @@ impl Db {
 /// A write transaction. Events written to the outbox inside it are published after commit.
 pub struct Uow {
     /// Always there until `commit` takes it.
-    tx: Option<UowConn>,
+    tx: Option<Conn>,
     backend: Backend,
     relay_wake: Arc<Notify>,
     wrote_events: bool,
 }
 
 impl Uow {
-    fn new(tx: UowConn, backend: Backend, relay_wake: Arc<Notify>) -> Uow {
+    fn new(tx: Conn, backend: Backend, relay_wake: Arc<Notify>) -> Uow {
         Uow {
             tx: Some(tx),
             backend,
@@ -250,7 +250,7 @@ impl Uow {
     }
 
     /// What the unit of work's statements run on: `sqlx::query(..).execute(uow.conn())`.
-    pub fn conn(&mut self) -> &mut UowConn {
+    pub fn conn(&mut self) -> &mut Conn {
         self.tx
             .as_mut()
             .expect("a unit of work is open until committed")
@@ -262,7 +262,7 @@ impl Uow {
 
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         match self.tx.take() {
-            Some(UowConn::Sqlx(tx)) => tx.commit().await?,
+            Some(Conn::Sqlx(tx)) => tx.commit().await?,
             Some(mut direct) => direct.execute("COMMIT").await.map(|_| ())?,
             None => {}
         }
@@ -276,7 +276,7 @@ impl Uow {
 impl Drop for Uow {
     /// An uncommitted unit of work is rolled back (sqlx's transaction does so by itself).
     fn drop(&mut self) {
-        if let Some(UowConn::Direct(conn)) = self.tx.take() {
+        if let Some(Conn::Direct(conn)) = self.tx.take() {
             if let Ok(conn) = conn.lock() {
                 let _ = conn.execute_batch("ROLLBACK");
             }

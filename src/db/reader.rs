@@ -13,14 +13,11 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Either, Execute, Executor};
-use sqlx_core::any::{AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
+use sqlx::{Any, AnyPool, Execute, Executor};
+use sqlx_core::any::{AnyRow, AnyStatement, AnyTypeInfo};
 use sqlx_core::describe::Describe;
 
-use super::direct::{self, Direct};
-
-type Item = Either<AnyQueryResult, AnyRow>;
+use super::direct::{self, first_row, stream, unsupported, Conn, Direct, Item};
 
 /// Where a module's reads run.
 #[derive(Clone)]
@@ -49,7 +46,7 @@ pub struct SqliteReaders {
 
 impl SqliteReaders {
     /// A free connection if there is one, else the next in turn (its statement is brief).
-    fn pick(&self) -> &Direct {
+    pub(super) fn pick(&self) -> &Direct {
         for conn in &self.conns {
             if !conn.is_poisoned() && conn.try_lock().is_ok() {
                 return conn;
@@ -75,11 +72,13 @@ impl Reader {
         Reader(Inner::Pool(pool))
     }
 
-    /// A connection for several statements in a row.
-    pub async fn acquire(&self) -> Result<ReadConn<'_>, sqlx::Error> {
+    /// A connection for several statements in a row: a pooled one on PostgreSQL; on SQLite
+    /// each statement still takes whichever reader is free (reads outside a transaction never
+    /// promised one snapshot).
+    pub async fn acquire(&self) -> Result<Conn, sqlx::Error> {
         Ok(match &self.0 {
-            Inner::Sqlite(readers) => ReadConn::Sqlite(readers),
-            Inner::Pool(pool) => ReadConn::Pooled(pool.acquire().await?),
+            Inner::Sqlite(readers) => Conn::Readers(readers.clone()),
+            Inner::Pool(pool) => Conn::Pooled(pool.acquire().await?),
         })
     }
 
@@ -104,10 +103,6 @@ fn sqlite_items<'q, E: Execute<'q, Any>>(
     mut query: E,
 ) -> Result<Vec<Item>, sqlx::Error> {
     direct::run(readers.pick(), query.sql(), query.take_arguments())
-}
-
-fn unsupported() -> sqlx::Error {
-    sqlx::Error::Protocol("SQLite reads are not prepared separately".into())
 }
 
 impl<'c> Executor<'c> for &'c Reader {
@@ -161,102 +156,4 @@ impl<'c> Executor<'c> for &'c Reader {
             Inner::Sqlite(_) => Box::pin(std::future::ready(Err(unsupported()))),
         }
     }
-}
-
-/// A connection held for several reads: a pooled one on PostgreSQL; on SQLite each statement
-/// still takes whichever reader is free (nothing is held between them, as before: reads
-/// outside a transaction never promised one snapshot).
-pub enum ReadConn<'a> {
-    Sqlite(&'a Arc<SqliteReaders>),
-    Pooled(PoolConnection<Any>),
-}
-
-impl std::fmt::Debug for ReadConn<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ReadConn::Sqlite(_) => "ReadConn::Sqlite",
-            ReadConn::Pooled(_) => "ReadConn::Pooled",
-        })
-    }
-}
-
-impl<'c> Executor<'c> for &'c mut ReadConn<'_> {
-    type Database = Any;
-
-    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Item, sqlx::Error>>
-    where
-        'c: 'e,
-        E: 'q + Execute<'q, Any>,
-    {
-        match self {
-            ReadConn::Pooled(conn) => {
-                let conn: &'c mut AnyConnection = conn;
-                conn.fetch_many(query)
-            }
-            ReadConn::Sqlite(readers) => stream(sqlite_items(readers, query)),
-        }
-    }
-
-    fn fetch_optional<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
-    where
-        'c: 'e,
-        E: 'q + Execute<'q, Any>,
-    {
-        match self {
-            ReadConn::Pooled(conn) => {
-                let conn: &'c mut AnyConnection = conn;
-                conn.fetch_optional(query)
-            }
-            ReadConn::Sqlite(readers) => first_row(sqlite_items(readers, query)),
-        }
-    }
-
-    fn prepare_with<'e, 'q: 'e>(
-        self,
-        sql: &'q str,
-        parameters: &'e [AnyTypeInfo],
-    ) -> BoxFuture<'e, Result<AnyStatement<'q>, sqlx::Error>>
-    where
-        'c: 'e,
-    {
-        match self {
-            ReadConn::Pooled(conn) => {
-                let conn: &'c mut AnyConnection = conn;
-                conn.prepare_with(sql, parameters)
-            }
-            ReadConn::Sqlite(_) => Box::pin(std::future::ready(Err(unsupported()))),
-        }
-    }
-
-    fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<Describe<Any>, sqlx::Error>>
-    where
-        'c: 'e,
-    {
-        match self {
-            ReadConn::Pooled(conn) => {
-                let conn: &'c mut AnyConnection = conn;
-                conn.describe(sql)
-            }
-            ReadConn::Sqlite(_) => Box::pin(std::future::ready(Err(unsupported()))),
-        }
-    }
-}
-
-fn stream<'e>(items: Result<Vec<Item>, sqlx::Error>) -> BoxStream<'e, Result<Item, sqlx::Error>> {
-    let items: Vec<_> = match items {
-        Ok(items) => items.into_iter().map(Ok).collect(),
-        Err(e) => vec![Err(e)],
-    };
-    Box::pin(futures::stream::iter(items))
-}
-
-fn first_row<'e>(
-    items: Result<Vec<Item>, sqlx::Error>,
-) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>> {
-    Box::pin(std::future::ready(
-        items.map(|items| items.into_iter().find_map(Either::right)),
-    ))
 }

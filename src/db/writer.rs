@@ -8,14 +8,13 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-
 use std::sync::Arc;
 
 use futures::FutureExt;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::direct::{Direct, UowConn};
+use super::direct::{Conn, Direct};
 use super::{Backend, Uow};
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -82,11 +81,8 @@ pub(super) fn spawn_sqlite(
                         .execute_batch("BEGIN IMMEDIATE");
                     match begun {
                         Ok(()) => {
-                            let uow = Uow::new(
-                                UowConn::Direct(conn.clone()),
-                                Backend::Sqlite,
-                                wake.clone(),
-                            );
+                            let uow =
+                                Uow::new(Conn::Direct(conn.clone()), Backend::Sqlite, wake.clone());
                             run_batch(uow, batch).await
                         }
                         // Dropping the jobs answers their callers with an error.
@@ -125,7 +121,7 @@ pub(super) fn spawn_postgres(
                 };
                 match pool.begin_with(begin).await {
                     Ok(tx) => {
-                        let uow = Uow::new(UowConn::Sqlx(tx), Backend::Postgres, wake.clone());
+                        let uow = Uow::new(Conn::Sqlx(tx), Backend::Postgres, wake.clone());
                         run_batch(uow, batch).await
                     }
                     Err(e) => {
