@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{Bus, Delivered, Event, Position, Positions};
-use crate::db::{now_ms, Db, Uow};
+use crate::db::{now_ms, padded_to_power_of_two, Db, Uow};
 use crate::telemetry::trace::{self, TraceContext};
 use tracing::Instrument;
 
@@ -45,14 +45,13 @@ pub async fn first_deliveries(
     consumer: &str,
     event_ids: &[&str],
 ) -> Result<HashSet<String>, sqlx::Error> {
-    let Some(last) = event_ids.last() else {
+    if event_ids.is_empty() {
         return Ok(HashSet::new());
-    };
-    // Padded to a power of two with the last id again (a repeat does nothing), so a handful of
-    // statements cover every batch size and stay in PostgreSQL's prepared-statement cache.
-    let rows = event_ids.len().next_power_of_two();
+    }
+    // A repeated id does nothing (ON CONFLICT DO NOTHING).
+    let ids = padded_to_power_of_two(event_ids);
     let mut sql = String::from("INSERT INTO inbox (consumer, event_id, handled_at) VALUES ");
-    for i in 0..rows {
+    for i in 0..ids.len() {
         if i > 0 {
             sql.push(',');
         }
@@ -62,8 +61,8 @@ pub async fn first_deliveries(
     let mut query = sqlx::query_scalar::<_, String>(&sql)
         .bind(consumer)
         .bind(now_ms());
-    for id in event_ids.iter().chain(std::iter::repeat(last)).take(rows) {
-        query = query.bind(*id);
+    for id in ids {
+        query = query.bind(id);
     }
     Ok(query.fetch_all(uow.conn()).await?.into_iter().collect())
 }

@@ -16,7 +16,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::Row;
 
 use super::{Bus, Event};
-use crate::db::{Backend, Db, Uow};
+use crate::db::{padded_to_power_of_two, Backend, Db, Uow};
 
 /// The bus's own tables, present in every module's database.
 pub async fn ensure_tables(db: &Db) -> Result<(), sqlx::Error> {
@@ -260,23 +260,15 @@ pub async fn relay_once(
 }
 
 async fn delete(db: &Db, seqs: &[i64]) -> Result<(), sqlx::Error> {
-    let Some(&last) = seqs.last() else {
+    if seqs.is_empty() {
         return Ok(());
-    };
-    // Padded to a power of two with the last number again, so a handful of statements cover
-    // every batch size and stay in PostgreSQL's prepared-statement cache.
-    let count = seqs.len().next_power_of_two();
-    let placeholders: Vec<String> = (1..=count).map(|i| format!("${i}")).collect();
+    }
+    let seqs = padded_to_power_of_two(seqs);
+    let placeholders: Vec<String> = (1..=seqs.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "DELETE FROM outbox WHERE seq IN ({})",
         placeholders.join(",")
     );
-    let seqs: Vec<i64> = seqs
-        .iter()
-        .copied()
-        .chain(std::iter::repeat(last))
-        .take(count)
-        .collect();
     db.write(move |uow| {
         Box::pin(async move {
             let mut query = sqlx::query(&sql);

@@ -304,6 +304,20 @@ pub fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// `values` padded to a power of two with its last value again, for a statement whose text
+/// depends on how many values it takes (`IN (…)`, multi-row `VALUES`): a handful of texts then
+/// cover every size and stay in PostgreSQL's prepared-statement cache. Only for statements
+/// where a repeated value changes nothing.
+pub fn padded_to_power_of_two<T: Clone>(values: &[T]) -> Vec<T> {
+    let Some(last) = values.last() else {
+        return Vec::new();
+    };
+    let count = values.len().next_power_of_two();
+    let mut padded = values.to_vec();
+    padded.resize(count, last.clone());
+    padded
+}
+
 /// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
 pub fn like_pattern(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
