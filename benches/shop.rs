@@ -74,6 +74,11 @@ struct Args {
     /// Concurrent readers in the catalog workload.
     #[arg(long, env = "BENCH_READERS", default_value_t = 64)]
     readers: usize,
+    /// Measure only these targets (comma-separated names: ekart-sqlite, baseline-sqlite,
+    /// ekart-postgres, baseline-postgres, pg-ceiling), for quick runs while working on one of
+    /// them; ratios whose rows are missing are left out.
+    #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
+    only: Vec<String>,
     /// Products in the catalog (the bench product is one of them).
     #[arg(long, env = "BENCH_PRODUCTS", default_value_t = 50)]
     products: usize,
@@ -213,6 +218,7 @@ fn targets(args: &Args) -> Vec<Target> {
     engines
         .iter()
         .flat_map(|&engine| [Kind::Ekart, Kind::Baseline].map(|kind| Target { kind, engine }))
+        .filter(|t| args.only.is_empty() || args.only.iter().any(|name| name == t.name()))
         .collect()
 }
 
@@ -399,7 +405,8 @@ async fn run(args: &Args, scratch: Option<&PgScratch>) -> anyhow::Result<()> {
         }
         rows.extend(measured.rows);
     }
-    if let (Some(scratch), Some(info)) = (scratch, &postgres) {
+    let ceiling_wanted = args.only.is_empty() || args.only.iter().any(|n| n == CEILING);
+    if let (Some(scratch), Some(info), true) = (scratch, &postgres, ceiling_wanted) {
         let url = scratch.create_named("ceiling").await?;
         rows.push(ceiling(&url, CEILING, info.ceiling_clients, args).await?);
         rows.push(ceiling(&url, CEILING_ONE, 1, args).await?);
