@@ -67,6 +67,16 @@ impl Event {
         }
     }
 
+    /// This event, continuing the trace of `cause`: for work done for several events at once,
+    /// where no one trace is the current one.
+    pub fn caused_by(mut self, cause: &Event) -> Event {
+        let trace = cause.traceparent.as_deref();
+        if let Some(context) = trace.and_then(crate::telemetry::trace::TraceContext::parse) {
+            self.traceparent = Some(context.child().to_string());
+        }
+        self
+    }
+
     /// Decodes `data` into the type this event kind carries.
     pub fn data<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
         serde_json::from_value(self.data.clone())

@@ -6,6 +6,7 @@
 //! crash between commit and publish loses nothing: the rows are still there at restart.
 
 use std::collections::HashSet;
+use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,17 +47,36 @@ pub async fn ensure_tables(db: &Db) -> Result<(), sqlx::Error> {
 
 /// Writes `event` to the outbox inside the caller's transaction.
 pub async fn push(uow: &mut Uow, topic: &str, event: &Event) -> Result<(), sqlx::Error> {
-    let json = serde_json::to_string(event).expect("event serializes");
-    sqlx::query(
-        "INSERT INTO outbox (topic, partition_key, event, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(topic)
-    .bind(&event.partitionkey)
-    .bind(json)
-    .bind(crate::db::now_ms())
-    .execute(uow.conn())
-    .await?;
-    uow.mark_events_written();
+    push_all(uow, topic, std::slice::from_ref(event)).await
+}
+
+/// Writes `events`, in order, to the outbox inside the caller's transaction: one statement
+/// per power of two in their count (13 = 8 + 4 + 1), so a few statement texts serve every
+/// batch and stay prepared.
+pub async fn push_all(uow: &mut Uow, topic: &str, events: &[Event]) -> Result<(), sqlx::Error> {
+    let mut rest = events;
+    while !rest.is_empty() {
+        let n = (1usize << rest.len().ilog2()).min(64);
+        let (now, later) = rest.split_at(n);
+        let mut sql =
+            String::from("INSERT INTO outbox (topic, partition_key, event, created_at) VALUES ");
+        for i in 0..n {
+            if i > 0 {
+                sql.push(',');
+            }
+            let _ = write!(sql, "($1, ${}, ${}, $2)", 3 + 2 * i, 4 + 2 * i);
+        }
+        let mut query = sqlx::query(&sql).bind(topic).bind(crate::db::now_ms());
+        for event in now {
+            let json = serde_json::to_string(event).expect("event serializes");
+            query = query.bind(&event.partitionkey).bind(json);
+        }
+        query.execute(uow.conn()).await?;
+        rest = later;
+    }
+    if !events.is_empty() {
+        uow.mark_events_written();
+    }
     Ok(())
 }
 

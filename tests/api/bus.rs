@@ -319,3 +319,172 @@ async fn lock_holders(conn: &mut sqlx::AnyConnection, database: &str) -> Vec<i32
     .unwrap();
     rows.iter().map(|r| r.get::<i32, _>(0)).collect()
 }
+
+/// Stock takes a batch of placed orders with a few statements for the whole batch: each order
+/// is still served in turn from what the orders before it left, all or nothing, with the same
+/// answers as one at a time; a batch of completed orders settles together.
+async fn a_batch_of_placed_orders_is_served_in_turn(url: String) {
+    use ekart::modules::order::events::{OrderCompleted, COMPLETED};
+    use ekart::modules::stock::events::{StockRejected, StockReserved, REJECTED, RESERVED};
+
+    let settings = test_settings(url);
+    let dbs = Databases::open(&settings).await.unwrap();
+    let store = StockStore::new(dbs.stock.clone());
+    let mut ids = Vec::new();
+    for (sku, price, currency, quantity) in [
+        ("a", 100, "EUR", 5),
+        ("b", 250, "EUR", 2),
+        ("c", 300, "USD", 10),
+        ("d", 50, "EUR", 10),
+    ] {
+        let new = serde_json::from_value(serde_json::json!({
+            "sku": sku, "name": format!("product {sku}"), "price_minor": price,
+            "currency": currency, "quantity": quantity,
+        }))
+        .unwrap();
+        ids.push(store.create(new).await.unwrap().id);
+    }
+    let (a, b, c, d) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    let placed = |order: &str, lines: &[(&str, i64)]| Delivered {
+        event: Event::new(
+            SOURCE,
+            PLACED,
+            order,
+            OrderPlaced {
+                order_id: order.into(),
+                user_id: "u".into(),
+                session_id: None,
+                lines: lines
+                    .iter()
+                    .map(|(product_id, quantity)| LineQuantity {
+                        product_id: product_id.to_string(),
+                        quantity: *quantity,
+                    })
+                    .collect(),
+            },
+        ),
+        position: None,
+    };
+    let batch = Arc::new(vec![
+        placed("o1", &[(a, 3)]),                 // reserved: a 2 left
+        placed("o2", &[(a, 3)]),                 // only 2 of a
+        placed("o3", &[(a, 2), (b, 1)]),         // reserved: a 0, b 1 left
+        placed("o4", &[(b, 1), (a, 1)]),         // a is gone; b goes back on the shelf
+        placed("o5", &[(b, 1)]),                 // reserved: the b o4 gave back
+        placed("o6", &[("no-such-product", 1)]), // not sold
+        placed("o7", &[(d, 1), (c, 1)]),         // two currencies
+        placed("o1", &[(a, 1)]),                 // o1 again, under another event id
+    ]);
+    let handler = stock::order_events_handler();
+    let fresh = handle_batch(&dbs.stock, "stock", "ekart.order", batch, handler.clone())
+        .await
+        .unwrap();
+    assert_eq!(fresh, 8);
+
+    let answers: Vec<String> = sqlx::query_scalar("SELECT event FROM outbox ORDER BY seq")
+        .fetch_all(&dbs.stock.read)
+        .await
+        .unwrap();
+    let answers: Vec<Event> = answers
+        .iter()
+        .map(|a| serde_json::from_str(a).unwrap())
+        .collect();
+    let kinds: Vec<(&str, &str)> = answers
+        .iter()
+        .map(|e| (e.subject.as_str(), e.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("o1", RESERVED),
+            ("o2", REJECTED),
+            ("o3", RESERVED),
+            ("o4", REJECTED),
+            ("o5", RESERVED),
+            ("o6", REJECTED),
+            ("o7", REJECTED),
+        ],
+        "one answer per order, in order; o1's repeat gets none"
+    );
+    let rejected = |i: usize| answers[i].data::<StockRejected>().unwrap();
+    let (o2, o4, o6, o7) = (rejected(1), rejected(3), rejected(5), rejected(6));
+    assert_eq!(
+        (o2.requested, o2.available, o2.reason.as_str()),
+        (3, 2, "not enough stock")
+    );
+    assert_eq!((o4.product_id.as_str(), o4.available), (a.as_str(), 0));
+    assert_eq!(
+        (o6.available, o6.reason.as_str()),
+        (0, "the product is no longer sold")
+    );
+    assert_eq!(
+        (o7.product_id.as_str(), o7.reason.as_str()),
+        (c.as_str(), "products in different currencies")
+    );
+    let o3 = answers[2].data::<StockReserved>().unwrap();
+    assert_eq!(
+        (o3.total_minor, o3.currency.as_str()),
+        (2 * 100 + 250, "EUR")
+    );
+    assert_eq!(o3.lines.len(), 2);
+    assert_eq!(o3.lines[1].name, "product b");
+
+    let level = |id: &String| {
+        let store = store.clone();
+        let id = id.clone();
+        async move {
+            let p = store.get(&id).await.unwrap().unwrap();
+            (p.on_hand, p.reserved)
+        }
+    };
+    assert_eq!(level(a).await, (5, 5));
+    assert_eq!(level(b).await, (2, 2), "o3 and o5 hold b; o4 holds nothing");
+    assert_eq!(level(c).await, (10, 0));
+    assert_eq!(level(d).await, (10, 0), "o7 holds nothing");
+
+    // o1 and o3 are paid: their units leave the shelf together.
+    let completed = |order: &str| Delivered {
+        event: Event::new(
+            SOURCE,
+            COMPLETED,
+            order,
+            OrderCompleted {
+                order_id: order.into(),
+                amount_minor: 0,
+                currency: "EUR".into(),
+            },
+        ),
+        position: None,
+    };
+    let batch = Arc::new(vec![completed("o1"), completed("o3")]);
+    handle_batch(
+        &dbs.stock,
+        "stock",
+        "ekart.order",
+        batch.clone(),
+        handler.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(level(a).await, (0, 0));
+    assert_eq!(level(b).await, (1, 1), "o5 still holds one");
+    // The same batch again changes nothing.
+    handle_batch(&dbs.stock, "stock", "ekart.order", batch, handler)
+        .await
+        .unwrap();
+    assert_eq!(level(a).await, (0, 0));
+    assert_eq!(level(b).await, (1, 1));
+}
+
+#[tokio::test]
+async fn a_batch_of_placed_orders_is_served_in_turn_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_batch_of_placed_orders_is_served_in_turn(format!("sqlite://{}/", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn a_batch_of_placed_orders_is_served_in_turn_postgres() {
+    if let Some(server) = postgres_url() {
+        a_batch_of_placed_orders_is_served_in_turn(scratch_postgres(&server).await).await;
+    }
+}

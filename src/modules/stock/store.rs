@@ -1,11 +1,14 @@
 //! The stock module's SQL: products and the reservations held for orders.
 
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write;
+
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::events::{ReservedLine, StockRejected, StockReserved};
 use super::model::{NewProduct, Product, ProductPatch, ProductQuery};
-use crate::db::{like_pattern, now_ms, rfc3339, Db, Uow};
+use crate::db::{like_pattern, now_ms, padded_to_power_of_two, rfc3339, Backend, Db, Uow};
 use crate::domain;
 use crate::error::{ApiError, ApiResult};
 use crate::modules::order::events::LineQuantity;
@@ -332,6 +335,133 @@ impl StockStore {
         }))
     }
 
+    /// Reserves stock for several placed orders at once, in their order, with a fixed handful
+    /// of statements however many there are: which already hold reservations, the products
+    /// they ask for (locked on PostgreSQL), then one update of the products, one insert of the
+    /// reservations. Each order is all or nothing, served from what the orders before it left,
+    /// with the same answers as [`StockStore::reserve`] one at a time; the products' CHECK
+    /// (`reserved <= on_hand`) still stands behind the arithmetic.
+    pub async fn reserve_all(
+        uow: &mut Uow,
+        orders: &[(&str, &[LineQuantity])],
+    ) -> Result<Vec<Reservation>, sqlx::Error> {
+        let order_ids: Vec<&str> = orders.iter().map(|(id, _)| *id).collect();
+        let mut seen: HashSet<String> = Self::orders_with_reservations(uow, &order_ids).await?;
+        let wanted: Vec<&str> = {
+            let mut ids: Vec<&str> = orders
+                .iter()
+                .flat_map(|(_, lines)| lines.iter().map(|l| l.product_id.as_str()))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let mut shelf = Self::shelf(uow, &wanted).await?;
+        let now = now_ms();
+        let mut answers = Vec::with_capacity(orders.len());
+        let mut taken: HashMap<String, i64> = HashMap::new();
+        let mut rows: Vec<(&str, ReservedLine)> = Vec::new();
+        for &(order_id, lines) in orders {
+            if !seen.insert(order_id.to_string()) {
+                answers.push(Reservation::AlreadyHandled);
+                continue;
+            }
+            match take(&mut shelf, order_id, lines) {
+                Ok(reserved) => {
+                    for line in &reserved.lines {
+                        *taken.entry(line.product_id.clone()).or_default() += line.quantity;
+                        rows.push((order_id, line.clone()));
+                    }
+                    answers.push(Reservation::Reserved(reserved));
+                }
+                Err(rejected) => answers.push(Reservation::Rejected(rejected)),
+            }
+        }
+        let taken: Vec<(String, i64)> = taken.into_iter().collect();
+        adjust_products(uow, &taken, 0, 1, now).await?;
+        insert_reservations(uow, &rows, now).await?;
+        Ok(answers)
+    }
+
+    /// Which of `order_ids` already hold reservations (a repeated request does nothing).
+    async fn orders_with_reservations(
+        uow: &mut Uow,
+        order_ids: &[&str],
+    ) -> Result<HashSet<String>, sqlx::Error> {
+        let ids = padded_to_power_of_two(order_ids);
+        let sql = format!(
+            "SELECT DISTINCT order_id FROM reservations WHERE order_id IN ({})",
+            placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for id in ids {
+            query = query.bind(id);
+        }
+        Ok(query.fetch_all(uow.conn()).await?.into_iter().collect())
+    }
+
+    /// What is on the shelf for `product_ids`, locked until the transaction ends on
+    /// PostgreSQL (SQLite's one writer already holds the whole database).
+    async fn shelf(uow: &mut Uow, product_ids: &[&str]) -> Result<Shelf, sqlx::Error> {
+        if product_ids.is_empty() {
+            return Ok(Shelf::new());
+        }
+        let ids = padded_to_power_of_two(product_ids);
+        let lock = match uow.backend() {
+            Backend::Postgres => " ORDER BY id FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT id, name, price_minor, currency, on_hand - reserved AS available \
+             FROM products WHERE id IN ({}){lock}",
+            placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in ids {
+            query = query.bind(id);
+        }
+        let mut shelf = Shelf::new();
+        for row in query.fetch_all(uow.conn()).await? {
+            let id: String = row.try_get("id")?;
+            shelf.insert(
+                id,
+                OnShelf {
+                    name: row.try_get("name")?,
+                    price_minor: row.try_get("price_minor")?,
+                    currency: row.try_get("currency")?,
+                    available: row.try_get("available")?,
+                },
+            );
+        }
+        Ok(shelf)
+    }
+
+    /// Settles the reservations of several orders at once (see [`StockStore::commit`]).
+    pub async fn commit_all(uow: &mut Uow, order_ids: &[&str]) -> Result<u64, sqlx::Error> {
+        if order_ids.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let ids = padded_to_power_of_two(order_ids);
+        let sql = format!(
+            "UPDATE reservations SET state = 'committed', updated_at = $1 \
+             WHERE state = 'reserved' AND order_id IN ({}) RETURNING product_id, quantity",
+            placeholders(2, ids.len())
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql).bind(now);
+        for id in ids {
+            query = query.bind(id);
+        }
+        let lines = query.fetch_all(uow.conn()).await?;
+        let mut per_product: HashMap<String, i64> = HashMap::new();
+        for (product_id, quantity) in &lines {
+            *per_product.entry(product_id.clone()).or_default() += quantity;
+        }
+        let per_product: Vec<(String, i64)> = per_product.into_iter().collect();
+        adjust_products(uow, &per_product, -1, -1, now).await?;
+        Ok(lines.len() as u64)
+    }
+
     /// Moves every reservation of `order_id` in state `from` to `to`, adjusting the product
     /// counters by `on_hand_delta` and `reserved_delta` per unit.
     async fn settle(
@@ -397,4 +527,159 @@ fn duplicate_sku(sku: &str) -> ApiError {
         "SKU already in use",
         format!("another product already has SKU {sku}"),
     )
+}
+
+/// A product as a batch of reservations sees it: what it costs and how many are left.
+struct OnShelf {
+    name: String,
+    price_minor: i64,
+    currency: String,
+    available: i64,
+}
+
+type Shelf = HashMap<String, OnShelf>;
+
+/// Takes one order's lines off `shelf`, all or none (the rules of [`StockStore::reserve`]).
+fn take(
+    shelf: &mut Shelf,
+    order_id: &str,
+    lines: &[LineQuantity],
+) -> Result<StockReserved, StockRejected> {
+    let mut held: Vec<ReservedLine> = Vec::with_capacity(lines.len());
+    let mut currency: Option<String> = None;
+    let mut refusal = None;
+    for line in lines {
+        let reason = match shelf.get(&line.product_id) {
+            None => Some((0, "the product is no longer sold")),
+            Some(p) if p.available < line.quantity => Some((p.available, "not enough stock")),
+            Some(p) if currency.as_ref().is_some_and(|c| *c != p.currency) => {
+                Some((p.available, "products in different currencies"))
+            }
+            Some(_) => None,
+        };
+        if let Some((available, reason)) = reason {
+            refusal = Some(StockRejected {
+                order_id: order_id.to_string(),
+                product_id: line.product_id.clone(),
+                requested: line.quantity,
+                available: available.max(0),
+                reason: reason.to_string(),
+            });
+            break;
+        }
+        let p = shelf.get_mut(&line.product_id).expect("checked above");
+        p.available -= line.quantity;
+        if currency.is_none() {
+            currency = Some(p.currency.clone());
+        }
+        held.push(ReservedLine {
+            product_id: line.product_id.clone(),
+            name: p.name.clone(),
+            quantity: line.quantity,
+            unit_price_minor: p.price_minor,
+        });
+    }
+    let currency = currency.unwrap_or_default();
+    if let Some(rejected) = refusal {
+        for h in &held {
+            if let Some(p) = shelf.get_mut(&h.product_id) {
+                p.available += h.quantity;
+            }
+        }
+        return Err(rejected);
+    }
+    let total_minor = held.iter().map(|h| h.quantity * h.unit_price_minor).sum();
+    Ok(StockReserved {
+        order_id: order_id.to_string(),
+        lines: held,
+        currency,
+        total_minor,
+    })
+}
+
+/// Adds `on_hand_per_unit × units` to on hand and `reserved_per_unit × units` to reserved,
+/// for each (product, units), in one statement.
+async fn adjust_products(
+    uow: &mut Uow,
+    units: &[(String, i64)],
+    on_hand_per_unit: i64,
+    reserved_per_unit: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if units.is_empty() {
+        return Ok(());
+    }
+    let pairs = padded_to_power_of_two(units);
+    // $1 now, then (id, units) pairs from $2; a padded pair repeats the last, which CASE and
+    // IN both take once.
+    let mut case = String::from("CASE id");
+    let mut ids = Vec::with_capacity(pairs.len());
+    for i in 0..pairs.len() {
+        let (id, n) = (2 + 2 * i, 3 + 2 * i);
+        let _ = write!(case, " WHEN ${id} THEN ${n}");
+        ids.push(format!("${id}"));
+    }
+    case.push_str(" END");
+    let sql = format!(
+        "UPDATE products SET on_hand = on_hand + {on_hand_per_unit} * ({case}), \
+         reserved = reserved + {reserved_per_unit} * ({case}), updated_at = $1 \
+         WHERE id IN ({})",
+        ids.join(",")
+    );
+    let mut query = sqlx::query(&sql).bind(now);
+    for (id, n) in pairs {
+        query = query.bind(id).bind(n);
+    }
+    query.execute(uow.conn()).await?;
+    Ok(())
+}
+
+/// Records held lines, one row per (order, product), in one statement per batch size.
+async fn insert_reservations(
+    uow: &mut Uow,
+    rows: &[(&str, ReservedLine)],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // A padded row repeats the last, which the primary key turns away.
+    let rows = padded_to_power_of_two(rows);
+    let mut sql = String::from(
+        "INSERT INTO reservations (order_id, product_id, quantity, unit_price_minor, state, \
+         updated_at) VALUES ",
+    );
+    for i in 0..rows.len() {
+        let b = 2 + 4 * i;
+        if i > 0 {
+            sql.push(',');
+        }
+        let _ = write!(
+            sql,
+            "(${}, ${}, ${}, ${}, 'reserved', $1)",
+            b,
+            b + 1,
+            b + 2,
+            b + 3
+        );
+    }
+    sql.push_str(" ON CONFLICT (order_id, product_id) DO NOTHING");
+    let mut query = sqlx::query(&sql).bind(now);
+    for (order_id, line) in rows {
+        query = query
+            .bind(order_id)
+            .bind(line.product_id)
+            .bind(line.quantity)
+            .bind(line.unit_price_minor);
+    }
+    query.execute(uow.conn()).await?;
+    Ok(())
+}
+
+/// `$from, $from+1, …` for `count` parameters.
+fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
