@@ -9,7 +9,7 @@ use super::catalog::ProductInfo;
 use super::events::{self, LineQuantity, OrderPlaced, PaymentMethod, SOURCE};
 use super::model::{Failure, Order, OrderLine, OrderStatus, StatusChange};
 use crate::bus::{outbox, topics, Event};
-use crate::db::{now_ms, rfc3339, Db, Uow};
+use crate::db::{now_ms, rfc3339, Backend, Db, Uow};
 use crate::domain::Quantity;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::Identity;
@@ -33,6 +33,8 @@ pub enum Also<'a> {
         reason: &'a str,
     },
     PaymentReference(&'a str),
+    /// The checkout's payment method (JSON), as the cart is placed.
+    PaymentMethod(&'a str),
     /// The order's total as stock priced the reserved lines.
     Priced {
         total_minor: i64,
@@ -291,20 +293,30 @@ impl OrderStore {
                 let id = uuid::Uuid::now_v7().to_string();
                 // A concurrent request of the same user may create the cart first; then the
                 // insert does nothing and the caller looks again.
-                let created = sqlx::query(
-                    "INSERT INTO orders (id, user_id, status, currency, total_minor, created_at, \
-                     updated_at) VALUES ($1, $2, 'cart', $3, 0, $4, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(&id)
-                .bind(user)
-                .bind(&info.currency)
-                .bind(now)
-                .execute(uow.conn())
-                .await?;
+                let insert = "INSERT INTO orders (id, user_id, status, currency, total_minor, \
+                     created_at, updated_at) VALUES ($1, $2, 'cart', $3, 0, $4, $4) \
+                     ON CONFLICT DO NOTHING";
+                // On PostgreSQL with its history row, in one round trip (as in `transition`).
+                let sql = match uow.backend() {
+                    Backend::Postgres => format!(
+                        "WITH made AS ({insert} RETURNING id) INSERT INTO order_history \
+                         (order_id, status, note, at) SELECT id, 'cart', NULL, $4 FROM made"
+                    ),
+                    Backend::Sqlite => insert.to_string(),
+                };
+                let created = sqlx::query(&sql)
+                    .bind(&id)
+                    .bind(user)
+                    .bind(&info.currency)
+                    .bind(now)
+                    .execute(uow.conn())
+                    .await?;
                 if created.rows_affected() == 0 {
                     return Ok(None);
                 }
-                record_history(uow, &id, "cart", None, now).await?;
+                if uow.backend() == Backend::Sqlite {
+                    record_history(uow, &id, "cart", None, now).await?;
+                }
                 (id, None, 0, None)
             }
         };
@@ -447,16 +459,10 @@ impl OrderStore {
                 "add something to the cart before checking out",
             ));
         };
-        let placed = sqlx::query(
-            "UPDATE orders SET status = 'placed', payment_method = $1, placed_at = $2, \
-             updated_at = $2 WHERE id = $3 AND status = 'cart'",
-        )
-        .bind(serde_json::to_string(method).expect("method serializes"))
-        .bind(now)
-        .bind(&order_id)
-        .execute(uow.conn())
-        .await?;
-        if placed.rows_affected() == 0 {
+        let method_json = serde_json::to_string(method).expect("method serializes");
+        let also = Also::PaymentMethod(&method_json);
+        let placed = Self::transition(uow, &order_id, "cart", "placed", None, also).await?;
+        if placed.is_none() {
             return Ok(None); // a concurrent checkout of this cart got there first
         }
         if let Some((key, fingerprint)) = idempotency {
@@ -472,7 +478,6 @@ impl OrderStore {
             .execute(uow.conn())
             .await?;
         }
-        record_history(uow, &order_id, "placed", None, now).await?;
         let placed = OrderPlaced {
             order_id: order_id.clone(),
             user_id: user.to_string(),
@@ -743,21 +748,34 @@ impl OrderStore {
     ) -> Result<Option<Moved>, sqlx::Error> {
         let now = now_ms();
         let time_column = match to {
+            "placed" => ", placed_at = $1",
             "completed" => ", completed_at = $1",
             "cancelled" => ", cancelled_at = $1",
             _ => "",
         };
-        let also_columns = match also {
-            Also::Nothing => "",
-            Also::Failure { .. } => ", failure_kind = $5, failure_reason = $6",
-            Also::PaymentReference(_) => ", payment_reference = $5",
-            Also::Priced { .. } => ", total_minor = $5, currency = $6",
+        let (also_columns, also_count) = match also {
+            Also::Nothing => ("", 0),
+            Also::Failure { .. } => (", failure_kind = $5, failure_reason = $6", 2),
+            Also::PaymentReference(_) => (", payment_reference = $5", 1),
+            Also::PaymentMethod(_) => (", payment_method = $5", 1),
+            Also::Priced { .. } => (", total_minor = $5, currency = $6", 2),
         };
-        let sql = format!(
+        let update = format!(
             "UPDATE orders SET status = $2, updated_at = $1{time_column}{also_columns} \
-             WHERE id = $3 AND status = $4 RETURNING payment_method, user_id"
+             WHERE id = $3 AND status = $4 RETURNING id, payment_method, user_id"
         );
-        let query = sqlx::query_as::<_, (Option<String>, String)>(&sql)
+        // On PostgreSQL the history row goes in the same statement (a round trip less per
+        // saga step); SQLite runs statements in the process, where a second one costs little.
+        let sql = match uow.backend() {
+            Backend::Postgres => format!(
+                "WITH moved AS ({update}), noted AS (INSERT INTO order_history \
+                 (order_id, status, note, at) SELECT id, $2, ${}, $1 FROM moved) \
+                 SELECT id, payment_method, user_id FROM moved",
+                5 + also_count
+            ),
+            Backend::Sqlite => update,
+        };
+        let query = sqlx::query_as::<_, (String, Option<String>, String)>(&sql)
             .bind(now)
             .bind(to)
             .bind(order_id)
@@ -765,16 +783,22 @@ impl OrderStore {
         let query = match also {
             Also::Nothing => query,
             Also::Failure { kind, reason } => query.bind(kind).bind(reason),
-            Also::PaymentReference(reference) => query.bind(reference),
+            Also::PaymentReference(value) | Also::PaymentMethod(value) => query.bind(value),
             Also::Priced {
                 total_minor,
                 currency,
             } => query.bind(total_minor).bind(currency),
         };
-        let Some((payment_method, user_id)) = query.fetch_optional(uow.conn()).await? else {
+        let query = match uow.backend() {
+            Backend::Postgres => query.bind(note),
+            Backend::Sqlite => query,
+        };
+        let Some((_, payment_method, user_id)) = query.fetch_optional(uow.conn()).await? else {
             return Ok(None);
         };
-        record_history(uow, order_id, to, note, now).await?;
+        if uow.backend() == Backend::Sqlite {
+            record_history(uow, order_id, to, note, now).await?;
+        }
         Ok(Some(Moved {
             payment_method,
             user_id,
