@@ -72,6 +72,12 @@ enum ConfigCommand {
     Check,
 }
 
+/// mimalloc instead of the system allocator: a request allocates and frees hundreds of small
+/// buffers (rows, JSON, events), and glibc's malloc and free were ~18% of a checkout's
+/// instructions (`bench/callgrind.sh`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Copying needs no shop configuration: both databases are on its command line.
