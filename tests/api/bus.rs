@@ -488,3 +488,96 @@ async fn a_batch_of_placed_orders_is_served_in_turn_postgres() {
         a_batch_of_placed_orders_is_served_in_turn(scratch_postgres(&server).await).await;
     }
 }
+
+/// The user module takes a batch of order outcomes with one insert of journey steps; an order
+/// placed and finished in the same batch still finds the session that placed it, and an order
+/// of no session adds nothing.
+async fn order_outcomes_in_one_batch_join_their_journeys(url: String) {
+    use ekart::modules::order::events::{OrderCompleted, OrderFailed, COMPLETED, FAILED};
+
+    let settings = test_settings(url);
+    let dbs = Databases::open(&settings).await.unwrap();
+    let placed = |order: &str, session: Option<&str>| {
+        let data = OrderPlaced {
+            order_id: order.into(),
+            user_id: "u".into(),
+            session_id: session.map(str::to_string),
+            lines: vec![LineQuantity {
+                product_id: "p".into(),
+                quantity: 3,
+            }],
+        };
+        Event::new(SOURCE, PLACED, order, data)
+    };
+    let completed = Event::new(
+        SOURCE,
+        COMPLETED,
+        "o1",
+        OrderCompleted {
+            order_id: "o1".into(),
+            amount_minor: 1250,
+            currency: "EUR".into(),
+        },
+    );
+    let failed = |order: &str| {
+        let data = OrderFailed {
+            order_id: order.into(),
+            reason: "declined".into(),
+        };
+        Event::new(SOURCE, FAILED, order, data)
+    };
+    let batch: Vec<Delivered> = [
+        placed("o1", Some("s1")),
+        placed("o2", None),
+        completed,
+        failed("o2"),
+        failed("o3"),
+    ]
+    .into_iter()
+    .map(|event| Delivered {
+        event,
+        position: None,
+    })
+    .collect();
+    let batch = Arc::new(batch);
+    let handler = ekart::modules::user::order_events_handler();
+    for _ in 0..2 {
+        handle_batch(
+            &dbs.users,
+            "user",
+            "ekart.order",
+            batch.clone(),
+            handler.clone(),
+        )
+        .await
+        .unwrap();
+    }
+    let steps: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT session_id, name, detail FROM journey_steps ORDER BY at, name DESC")
+            .fetch_all(&dbs.users.read)
+            .await
+            .unwrap();
+    let steps: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|(session, name, _)| (session.as_str(), name.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [("s1", "placed"), ("s1", "completed")],
+        "once each, o1's only"
+    );
+}
+
+#[tokio::test]
+async fn order_outcomes_in_one_batch_join_their_journeys_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    order_outcomes_in_one_batch_join_their_journeys(format!("sqlite://{}/", dir.path().display()))
+        .await;
+}
+
+#[tokio::test]
+async fn order_outcomes_in_one_batch_join_their_journeys_postgres() {
+    if let Some(server) = postgres_url() {
+        order_outcomes_in_one_batch_join_their_journeys(scratch_postgres(&server).await).await;
+    }
+}

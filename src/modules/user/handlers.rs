@@ -1,6 +1,7 @@
 //! The user module's consumers: the click-stream (`ekart.journey`) and the checkout outcomes
 //! (`ekart.order`) that join the same journeys.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +10,12 @@ use async_trait::async_trait;
 use super::journey::{self, Step};
 use crate::bus::inbox::{save_position, stored_positions, AfterCommit, Handler};
 use crate::bus::{topics, Bus, Event};
-use crate::db::{Db, Uow};
+use crate::db::{padded_to_power_of_two, Db, Uow};
 use crate::modules::frontend::events::{self as journey_events, JourneyStep};
 use crate::modules::frontend::format_money;
-use crate::modules::order::events::{self as order_events, OrderCompleted, OrderPlaced};
+use crate::modules::order::events::{
+    self as order_events, OrderCompleted, OrderFailed, OrderPlaced,
+};
 
 pub const CONSUMER: &str = "user";
 
@@ -87,12 +90,56 @@ fn event_ms(event: &Event) -> i64 {
         .unwrap_or_else(|_| crate::db::now_ms())
 }
 
-/// The session that placed `order_id`.
-async fn session_of(uow: &mut Uow, order_id: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT session_id FROM session_orders WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(uow.conn())
-        .await
+/// The sessions that placed `order_ids`, as (order, session).
+async fn sessions_of(
+    uow: &mut Uow,
+    order_ids: &[&str],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    if order_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids = padded_to_power_of_two(order_ids);
+    let sql = format!(
+        "SELECT order_id, session_id FROM session_orders WHERE order_id IN ({})",
+        (1..=ids.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+    for id in ids {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_all(uow.conn()).await?.into_iter().collect())
+}
+
+/// Records which session placed which order, in one statement.
+async fn link_sessions(uow: &mut Uow, links: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    // A padded row repeats the last, which ON CONFLICT passes over.
+    let links = padded_to_power_of_two(links);
+    let values: Vec<String> = (0..links.len())
+        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        .collect();
+    let sql = format!(
+        "INSERT INTO session_orders (order_id, session_id) VALUES {} ON CONFLICT DO NOTHING",
+        values.join(",")
+    );
+    let mut query = sqlx::query(&sql);
+    for (order_id, session_id) in links {
+        query = query.bind(order_id).bind(session_id);
+    }
+    query.execute(uow.conn()).await?;
+    Ok(())
+}
+
+/// What an order event adds to its session's journey.
+enum Outcome {
+    Placed(OrderPlaced),
+    Completed(OrderCompleted),
+    Failed(OrderFailed),
 }
 
 #[async_trait]
@@ -104,67 +151,89 @@ impl Handler for OrderEventsHandler {
         )
     }
 
+    /// A batch's steps go in with one insert. The sessions of the placed orders are linked
+    /// first (one insert), then those of the finished orders looked up (one query), so an order
+    /// placed and finished in the same batch still finds its session. Orders placed outside a
+    /// sign-in session (none so far) have no journey.
+    async fn handle_many(
+        &self,
+        uow: &mut Uow,
+        _consumer: &str,
+        events: &[&Event],
+        _: &mut AfterCommit,
+    ) -> anyhow::Result<()> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            let outcome = match event.kind.as_str() {
+                order_events::PLACED => Outcome::Placed(event.data()?),
+                order_events::COMPLETED => Outcome::Completed(event.data()?),
+                order_events::FAILED => Outcome::Failed(event.data()?),
+                _ => continue,
+            };
+            outcomes.push((*event, outcome));
+        }
+        let links: Vec<(&str, &str)> = outcomes
+            .iter()
+            .filter_map(|(_, outcome)| match outcome {
+                Outcome::Placed(p) => Some((p.order_id.as_str(), p.session_id.as_deref()?)),
+                _ => None,
+            })
+            .collect();
+        link_sessions(uow, &links).await?;
+        let finished: Vec<&str> = outcomes
+            .iter()
+            .filter(|(_, outcome)| !matches!(outcome, Outcome::Placed(_)))
+            .map(|(event, _)| event.subject.as_str())
+            .collect();
+        let sessions = sessions_of(uow, &finished).await?;
+        let steps: Vec<Step> = outcomes
+            .iter()
+            .filter_map(|(event, outcome)| step(event, outcome, &sessions))
+            .collect();
+        journey::append(uow, &steps).await?;
+        Ok(())
+    }
+
     async fn handle(
         &self,
         uow: &mut Uow,
         event: &Event,
-        _: &mut AfterCommit,
+        after: &mut AfterCommit,
     ) -> anyhow::Result<()> {
-        let step = |session_id: String, name: &str, label: &str, detail: Option<String>| Step {
-            event_id: event.id.clone(),
-            session_id,
-            at: event_ms(event),
-            kind: "order".into(),
-            name: name.into(),
-            label: label.into(),
-            detail,
-            amount_minor: None,
-            currency: None,
-        };
-        match event.kind.as_str() {
-            order_events::PLACED => {
-                let placed: OrderPlaced = event.data()?;
-                // Orders placed outside a sign-in session (none so far) have no journey.
-                let Some(session_id) = placed.session_id else {
-                    return Ok(());
-                };
-                sqlx::query(
-                    "INSERT INTO session_orders (order_id, session_id) VALUES ($1, $2) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&placed.order_id)
-                .bind(&session_id)
-                .execute(uow.conn())
-                .await?;
-                let items: i64 = placed.lines.iter().map(|l| l.quantity).sum();
-                let detail = format!("{items} item{}", if items == 1 { "" } else { "s" });
-                journey::append(
-                    uow,
-                    &[step(session_id, "placed", "Order placed", Some(detail))],
-                )
-                .await?;
-            }
-            order_events::COMPLETED | order_events::FAILED => {
-                let Some(session_id) = session_of(uow, &event.subject).await? else {
-                    return Ok(());
-                };
-                let step = if event.kind == order_events::COMPLETED {
-                    let paid: OrderCompleted = event.data()?;
-                    let detail =
-                        format!("paid {}", format_money(paid.amount_minor, &paid.currency));
-                    Step {
-                        amount_minor: Some(paid.amount_minor),
-                        currency: Some(paid.currency),
-                        ..step(session_id, "completed", "Order completed", Some(detail))
-                    }
-                } else {
-                    let failed: order_events::OrderFailed = event.data()?;
-                    step(session_id, "failed", "Order failed", Some(failed.reason))
-                };
-                journey::append(uow, &[step]).await?;
-            }
-            _ => {}
-        }
-        Ok(())
+        self.handle_many(uow, CONSUMER, &[event], after).await
     }
+}
+
+/// The journey step of an order event, if its order belongs to a session.
+fn step(event: &Event, outcome: &Outcome, sessions: &HashMap<String, String>) -> Option<Step> {
+    let step = |session_id: String, name: &str, label: &str, detail: String| Step {
+        event_id: event.id.clone(),
+        session_id,
+        at: event_ms(event),
+        kind: "order".into(),
+        name: name.into(),
+        label: label.into(),
+        detail: Some(detail),
+        amount_minor: None,
+        currency: None,
+    };
+    let session = || sessions.get(&event.subject).cloned();
+    Some(match outcome {
+        Outcome::Placed(placed) => {
+            let items: i64 = placed.lines.iter().map(|l| l.quantity).sum();
+            let detail = format!("{items} item{}", if items == 1 { "" } else { "s" });
+            step(placed.session_id.clone()?, "placed", "Order placed", detail)
+        }
+        Outcome::Completed(paid) => {
+            let detail = format!("paid {}", format_money(paid.amount_minor, &paid.currency));
+            Step {
+                amount_minor: Some(paid.amount_minor),
+                currency: Some(paid.currency.clone()),
+                ..step(session()?, "completed", "Order completed", detail)
+            }
+        }
+        Outcome::Failed(failed) => {
+            step(session()?, "failed", "Order failed", failed.reason.clone())
+        }
+    })
 }
