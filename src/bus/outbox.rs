@@ -17,7 +17,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::Row;
 
 use super::{Bus, Event};
-use crate::db::{padded_to_power_of_two, Backend, Db, Uow};
+use crate::db::{padded_to_power_of_two, power_of_two_runs, Backend, Db, Uow};
 
 /// The bus's own tables, present in every module's database.
 pub async fn ensure_tables(db: &Db) -> Result<(), sqlx::Error> {
@@ -54,25 +54,21 @@ pub async fn push(uow: &mut Uow, topic: &str, event: &Event) -> Result<(), sqlx:
 /// per power of two in their count (13 = 8 + 4 + 1), so a few statement texts serve every
 /// batch and stay prepared.
 pub async fn push_all(uow: &mut Uow, topic: &str, events: &[Event]) -> Result<(), sqlx::Error> {
-    let mut rest = events;
-    while !rest.is_empty() {
-        let n = (1usize << rest.len().ilog2()).min(64);
-        let (now, later) = rest.split_at(n);
+    for run in power_of_two_runs(events, 64) {
         let mut sql =
             String::from("INSERT INTO outbox (topic, partition_key, event, created_at) VALUES ");
-        for i in 0..n {
+        for i in 0..run.len() {
             if i > 0 {
                 sql.push(',');
             }
             let _ = write!(sql, "($1, ${}, ${}, $2)", 3 + 2 * i, 4 + 2 * i);
         }
         let mut query = sqlx::query(&sql).bind(topic).bind(crate::db::now_ms());
-        for event in now {
+        for event in run {
             let json = serde_json::to_string(event).expect("event serializes");
             query = query.bind(&event.partitionkey).bind(json);
         }
         query.execute(uow.conn()).await?;
-        rest = later;
     }
     if !events.is_empty() {
         uow.mark_events_written();

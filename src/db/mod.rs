@@ -318,6 +318,22 @@ pub fn padded_to_power_of_two<T: Clone>(values: &[T]) -> Vec<T> {
     padded
 }
 
+/// `items` in runs whose lengths are powers of two, largest first (13 = 8 + 4 + 1), at most
+/// `max` long: for multi-row statements that cannot be padded (rows that must not repeat), a
+/// few statement texts serve every count and stay prepared.
+pub fn power_of_two_runs<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = (1usize << rest.len().ilog2()).min(max.max(1));
+        let (run, later) = rest.split_at(n);
+        rest = later;
+        Some(run)
+    })
+}
+
 /// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
 pub fn like_pattern(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);

@@ -581,3 +581,107 @@ async fn order_outcomes_in_one_batch_join_their_journeys_postgres() {
         order_outcomes_in_one_batch_join_their_journeys(scratch_postgres(&server).await).await;
     }
 }
+
+/// Payment charges a batch of requests with one insert of payments and one of outcomes: one
+/// payment per order, also when an order asks twice in the same batch or asked before.
+async fn a_batch_of_payment_requests_pays_each_order_once(url: String) {
+    use ekart::modules::order::events::{PaymentMethod, PaymentRequested, PAYMENT_REQUESTED};
+    use ekart::modules::payment::events::{FAILED, SUCCEEDED};
+    use ekart::modules::payment::provider::Simulator;
+
+    let settings = test_settings(url);
+    let dbs = Databases::open(&settings).await.unwrap();
+    let request = |order: &str, method: PaymentMethod| Delivered {
+        event: Event::new(
+            SOURCE,
+            PAYMENT_REQUESTED,
+            order,
+            PaymentRequested {
+                order_id: order.into(),
+                user_id: "u".into(),
+                amount_minor: 1250,
+                currency: "EUR".into(),
+                method,
+            },
+        ),
+        position: None,
+    };
+    let card = |last4: &str| PaymentMethod::Card {
+        last4: last4.into(),
+    };
+    let handler = ekart::modules::payment::order_events_handler(Arc::new(Simulator));
+    let first = Arc::new(vec![request("o0", PaymentMethod::Cash)]);
+    handle_batch(
+        &dbs.payment,
+        "payment",
+        "ekart.order",
+        first,
+        handler.clone(),
+    )
+    .await
+    .unwrap();
+    let batch = Arc::new(vec![
+        request("o1", card("4242")),
+        request("o2", card("0002")), // declined by the simulator
+        request("o1", card("4242")), // o1 again, under another event id
+        request("o0", card("4242")), // paid in the batch before
+        request("o3", PaymentMethod::Cash),
+    ]);
+    let fresh = handle_batch(&dbs.payment, "payment", "ekart.order", batch, handler)
+        .await
+        .unwrap();
+    assert_eq!(fresh, 5);
+
+    let payments: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT order_id, mode, status FROM payments ORDER BY order_id")
+            .fetch_all(&dbs.payment.read)
+            .await
+            .unwrap();
+    let payments: Vec<(&str, &str, &str)> = payments
+        .iter()
+        .map(|(o, m, s)| (o.as_str(), m.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        payments,
+        [
+            ("o0", "CASH", "succeeded"),
+            ("o1", "CARD", "succeeded"),
+            ("o2", "CARD", "failed"),
+            ("o3", "CASH", "succeeded"),
+        ]
+    );
+    let outcomes: Vec<String> = sqlx::query_scalar("SELECT event FROM outbox ORDER BY seq")
+        .fetch_all(&dbs.payment.read)
+        .await
+        .unwrap();
+    let outcomes: Vec<(String, String)> = outcomes
+        .iter()
+        .map(|e| serde_json::from_str::<Event>(e).unwrap())
+        .map(|e| (e.subject, e.kind))
+        .collect();
+    let expected = [
+        ("o0", SUCCEEDED),
+        ("o1", SUCCEEDED),
+        ("o2", FAILED),
+        ("o3", SUCCEEDED),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(o, k)| (o.to_string(), k.to_string()))
+        .collect();
+    assert_eq!(outcomes, expected, "one outcome per payment, in order");
+}
+
+#[tokio::test]
+async fn a_batch_of_payment_requests_pays_each_order_once_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_batch_of_payment_requests_pays_each_order_once(format!("sqlite://{}/", dir.path().display()))
+        .await;
+}
+
+#[tokio::test]
+async fn a_batch_of_payment_requests_pays_each_order_once_postgres() {
+    if let Some(server) = postgres_url() {
+        a_batch_of_payment_requests_pays_each_order_once(scratch_postgres(&server).await).await;
+    }
+}

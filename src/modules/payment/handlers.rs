@@ -10,7 +10,7 @@ use super::events::{
 };
 use super::provider::{Charge, Outcome, PaymentProvider};
 use super::store::{Payment, PaymentStore};
-use crate::bus::inbox::{AfterCommit, Handler};
+use crate::bus::inbox::{handle_traced, AfterCommit, Handler};
 use crate::bus::{outbox, topics, Event};
 use crate::db::{now_ms, Uow};
 use crate::modules::order::events::{self as order_events, OrderCancelled, PaymentRequested};
@@ -26,6 +26,33 @@ impl Handler for OrderEventsHandler {
             kind,
             order_events::PAYMENT_REQUESTED | order_events::CANCELLED
         )
+    }
+
+    /// Runs of payment requests are charged together; a cancellation (a refund) is handled
+    /// on its own, in its place.
+    async fn handle_many(
+        &self,
+        uow: &mut Uow,
+        consumer: &str,
+        events: &[&Event],
+        after: &mut AfterCommit,
+    ) -> anyhow::Result<()> {
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            let run = rest
+                .iter()
+                .take_while(|e| e.kind == order_events::PAYMENT_REQUESTED)
+                .count();
+            if run == 0 {
+                handle_traced(self, uow, consumer, first, after).await?;
+                rest = &rest[1..];
+                continue;
+            }
+            let (requests, later) = rest.split_at(run);
+            self.charge_all(uow, requests).await?;
+            rest = later;
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -56,6 +83,39 @@ impl OrderEventsHandler {
         {
             return Ok(()); // one payment per order, whatever asks twice
         }
+        let (payment, event) = self.decide(req);
+        PaymentStore::insert(uow, &payment, now_ms()).await?;
+        outbox::push(uow, topics::PAYMENT, &event).await?;
+        Ok(())
+    }
+
+    /// Charges a run of payment requests with a few statements for all of them: which orders
+    /// are paid already, one insert of the payments, one of their outcomes.
+    async fn charge_all(&self, uow: &mut Uow, requests: &[&Event]) -> anyhow::Result<()> {
+        let asked: Vec<PaymentRequested> = requests
+            .iter()
+            .map(|e| e.data())
+            .collect::<anyhow::Result<_>>()?;
+        let order_ids: Vec<&str> = asked.iter().map(|r| r.order_id.as_str()).collect();
+        // One payment per order, whatever asks twice (also twice in one batch).
+        let mut paid = PaymentStore::orders_with_payments(uow, &order_ids).await?;
+        let mut payments = Vec::with_capacity(asked.len());
+        let mut outcomes = Vec::with_capacity(asked.len());
+        for (req, cause) in asked.into_iter().zip(requests) {
+            if !paid.insert(req.order_id.clone()) {
+                continue;
+            }
+            let (payment, event) = self.decide(req);
+            payments.push(payment);
+            outcomes.push(event.caused_by(cause));
+        }
+        PaymentStore::insert_all(uow, &payments, now_ms()).await?;
+        outbox::push_all(uow, topics::PAYMENT, &outcomes).await?;
+        Ok(())
+    }
+
+    /// Asks the provider, and answers the payment to record and the event that tells the order.
+    fn decide(&self, req: PaymentRequested) -> (Payment, Event) {
         let outcome = self.provider.charge(&Charge {
             order_id: &req.order_id,
             amount_minor: req.amount_minor,
@@ -83,7 +143,6 @@ impl OrderEventsHandler {
             refunded_at: None,
             refund_reference: None,
         };
-        PaymentStore::insert(uow, &payment, now_ms()).await?;
         let event = match decline {
             None => Event::new(
                 SOURCE,
@@ -109,8 +168,7 @@ impl OrderEventsHandler {
                 },
             ),
         };
-        outbox::push(uow, topics::PAYMENT, &event).await?;
-        Ok(())
+        (payment, event)
     }
 
     async fn refund(&self, uow: &mut Uow, order_id: &str) -> anyhow::Result<()> {

@@ -1,11 +1,14 @@
 //! The payment module's SQL.
 
+use std::collections::HashSet;
+use std::fmt::Write;
+
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use crate::db::{rfc3339, Db, Uow};
+use crate::db::{padded_to_power_of_two, power_of_two_runs, rfc3339, Db, Uow};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Payment {
@@ -87,26 +90,67 @@ impl PaymentStore {
     }
 
     pub async fn insert(uow: &mut Uow, p: &Payment, created_at: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO payments (id, order_id, user_id, mode, instrument, amount_minor, \
-             currency, status, reference, decline_code, decline_reason, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&p.id)
-        .bind(&p.order_id)
-        .bind(&p.user_id)
-        .bind(&p.mode)
-        .bind(&p.instrument)
-        .bind(p.amount_minor)
-        .bind(&p.currency)
-        .bind(&p.status)
-        .bind(&p.reference)
-        .bind(&p.decline_code)
-        .bind(&p.decline_reason)
-        .bind(created_at)
-        .execute(uow.conn())
-        .await?;
+        Self::insert_all(uow, std::slice::from_ref(p), created_at).await
+    }
+
+    /// Inserts `payments`, a statement per power of two in their count.
+    pub async fn insert_all(
+        uow: &mut Uow,
+        payments: &[Payment],
+        created_at: i64,
+    ) -> Result<(), sqlx::Error> {
+        for run in power_of_two_runs(payments, 32) {
+            let mut sql = String::from(
+                "INSERT INTO payments (id, order_id, user_id, mode, instrument, amount_minor, \
+                 currency, status, reference, decline_code, decline_reason, created_at) VALUES ",
+            );
+            for i in 0..run.len() {
+                let b = 2 + 11 * i;
+                let row: Vec<String> = (b..b + 11).map(|n| format!("${n}")).collect();
+                if i > 0 {
+                    sql.push(',');
+                }
+                let _ = write!(sql, "({}, $1)", row.join(", "));
+            }
+            let mut query = sqlx::query(&sql).bind(created_at);
+            for p in run {
+                query = query
+                    .bind(&p.id)
+                    .bind(&p.order_id)
+                    .bind(&p.user_id)
+                    .bind(&p.mode)
+                    .bind(&p.instrument)
+                    .bind(p.amount_minor)
+                    .bind(&p.currency)
+                    .bind(&p.status)
+                    .bind(&p.reference)
+                    .bind(&p.decline_code)
+                    .bind(&p.decline_reason);
+            }
+            query.execute(uow.conn()).await?;
+        }
         Ok(())
+    }
+
+    /// Which of `order_ids` already have a payment.
+    pub async fn orders_with_payments(
+        uow: &mut Uow,
+        order_ids: &[&str],
+    ) -> Result<HashSet<String>, sqlx::Error> {
+        if order_ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let ids = padded_to_power_of_two(order_ids);
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT order_id FROM payments WHERE order_id IN ({})",
+            placeholders.join(",")
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for id in ids {
+            query = query.bind(id);
+        }
+        Ok(query.fetch_all(uow.conn()).await?.into_iter().collect())
     }
 
     pub async fn mark_refunded(
