@@ -74,23 +74,11 @@ impl Handler for OrderEventsHandler {
         _: &mut AfterCommit,
     ) -> anyhow::Result<()> {
         match event.kind.as_str() {
-            order_events::PLACED => {
-                let placed: OrderPlaced = event.data()?;
-                let answer = match StockStore::reserve(uow, &placed.order_id, &placed.lines).await?
-                {
-                    Reservation::AlreadyHandled => return Ok(()),
-                    Reservation::Reserved(r) => {
-                        Event::new(SOURCE, stock_events::RESERVED, &r.order_id.clone(), r)
-                    }
-                    Reservation::Rejected(r) => {
-                        Event::new(SOURCE, stock_events::REJECTED, &r.order_id.clone(), r)
-                    }
-                };
-                outbox::push(uow, topics::STOCK, &answer).await?;
-            }
+            // The same code as a batch's, for a batch of one.
+            order_events::PLACED => reserve_all(uow, &[event]).await?,
             order_events::COMPLETED => {
                 let done: OrderCompleted = event.data()?;
-                StockStore::commit(uow, &done.order_id).await?;
+                StockStore::commit_all(uow, &[&done.order_id]).await?;
             }
             order_events::FAILED => {
                 let failed: OrderFailed = event.data()?;

@@ -231,115 +231,11 @@ impl StockStore {
         Ok(product)
     }
 
-    /// Holds every line for `order_id`, or none of them.
-    pub async fn reserve(
-        uow: &mut Uow,
-        order_id: &str,
-        lines: &[LineQuantity],
-    ) -> Result<Reservation, sqlx::Error> {
-        let existing: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE order_id = $1")
-                .bind(order_id)
-                .fetch_one(uow.conn())
-                .await?;
-        if existing > 0 {
-            return Ok(Reservation::AlreadyHandled);
-        }
-        let now = now_ms();
-        let mut held: Vec<ReservedLine> = Vec::with_capacity(lines.len());
-        let mut currency: Option<String> = None;
-        for line in lines {
-            let row = sqlx::query(
-                "UPDATE products SET reserved = reserved + $1, updated_at = $2 \
-                 WHERE id = $3 AND on_hand - reserved >= $1 \
-                 RETURNING name, price_minor, currency, on_hand, reserved",
-            )
-            .bind(line.quantity)
-            .bind(now)
-            .bind(&line.product_id)
-            .fetch_optional(uow.conn())
-            .await?;
-            let rejection = match &row {
-                None => {
-                    let available: Option<i64> =
-                        sqlx::query_scalar("SELECT on_hand - reserved FROM products WHERE id = $1")
-                            .bind(&line.product_id)
-                            .fetch_optional(uow.conn())
-                            .await?;
-                    Some(match available {
-                        Some(available) => (available, "not enough stock"),
-                        None => (0, "the product is no longer sold"),
-                    })
-                }
-                Some(row) => {
-                    let c: String = row.try_get("currency")?;
-                    if currency.as_ref().is_some_and(|cur| *cur != c) {
-                        let on_hand: i64 = row.try_get("on_hand")?;
-                        let reserved: i64 = row.try_get("reserved")?;
-                        // Count this line's units as held so the undo below releases them too.
-                        held.push(ReservedLine {
-                            product_id: line.product_id.clone(),
-                            name: String::new(),
-                            quantity: line.quantity,
-                            unit_price_minor: 0,
-                        });
-                        Some((on_hand - reserved, "products in different currencies"))
-                    } else {
-                        currency = Some(c);
-                        held.push(ReservedLine {
-                            product_id: line.product_id.clone(),
-                            name: row.try_get("name")?,
-                            quantity: line.quantity,
-                            unit_price_minor: row.try_get("price_minor")?,
-                        });
-                        None
-                    }
-                }
-            };
-            if let Some((available, reason)) = rejection {
-                for h in &held {
-                    sqlx::query("UPDATE products SET reserved = reserved - $1 WHERE id = $2")
-                        .bind(h.quantity)
-                        .bind(&h.product_id)
-                        .execute(uow.conn())
-                        .await?;
-                }
-                return Ok(Reservation::Rejected(StockRejected {
-                    order_id: order_id.to_string(),
-                    product_id: line.product_id.clone(),
-                    requested: line.quantity,
-                    available: available.max(0),
-                    reason: reason.to_string(),
-                }));
-            }
-        }
-        for h in &held {
-            sqlx::query(
-                "INSERT INTO reservations (order_id, product_id, quantity, unit_price_minor, \
-                 state, updated_at) VALUES ($1, $2, $3, $4, 'reserved', $5)",
-            )
-            .bind(order_id)
-            .bind(&h.product_id)
-            .bind(h.quantity)
-            .bind(h.unit_price_minor)
-            .bind(now)
-            .execute(uow.conn())
-            .await?;
-        }
-        let total_minor = held.iter().map(|h| h.quantity * h.unit_price_minor).sum();
-        Ok(Reservation::Reserved(StockReserved {
-            order_id: order_id.to_string(),
-            lines: held,
-            currency: currency.unwrap_or_default(),
-            total_minor,
-        }))
-    }
-
     /// Reserves stock for several placed orders at once, in their order, with a fixed handful
     /// of statements however many there are: which already hold reservations, the products
     /// they ask for (locked on PostgreSQL), then one update of the products, one insert of the
     /// reservations. Each order is all or nothing, served from what the orders before it left,
-    /// with the same answers as [`StockStore::reserve`] one at a time; the products' CHECK
+    /// with the same answers as serving them one at a time; the products' CHECK
     /// (`reserved <= on_hand`) still stands behind the arithmetic.
     pub async fn reserve_all(
         uow: &mut Uow,
@@ -436,7 +332,8 @@ impl StockStore {
         Ok(shelf)
     }
 
-    /// Settles the reservations of several orders at once (see [`StockStore::commit`]).
+    /// Orders are paid: their held units leave the warehouse, for all of them in two
+    /// statements.
     pub async fn commit_all(uow: &mut Uow, order_ids: &[&str]) -> Result<u64, sqlx::Error> {
         if order_ids.is_empty() {
             return Ok(0);
@@ -498,11 +395,6 @@ impl StockStore {
         Ok(lines.len() as u64)
     }
 
-    /// The order is paid: its held units leave the warehouse.
-    pub async fn commit(uow: &mut Uow, order_id: &str) -> Result<u64, sqlx::Error> {
-        Self::settle(uow, order_id, "reserved", "committed", -1, -1).await
-    }
-
     /// The order failed: its held units become available again.
     pub async fn release(uow: &mut Uow, order_id: &str) -> Result<u64, sqlx::Error> {
         Self::settle(uow, order_id, "reserved", "released", 0, -1).await
@@ -539,7 +431,8 @@ struct OnShelf {
 
 type Shelf = HashMap<String, OnShelf>;
 
-/// Takes one order's lines off `shelf`, all or none (the rules of [`StockStore::reserve`]).
+/// Takes one order's lines off `shelf`, all or none: a product no longer sold, not enough
+/// left, or a second currency refuses the order and gives back what it took.
 fn take(
     shelf: &mut Shelf,
     order_id: &str,
