@@ -342,21 +342,41 @@ impl OrderStore {
         if wanted > info.available {
             return Err(not_enough(info, wanted));
         }
-        sqlx::query(
-            "INSERT INTO order_lines (order_id, product_id, name, quantity, unit_price_minor, \
-             added_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id, product_id) \
-             DO UPDATE SET quantity = excluded.quantity, name = excluded.name, \
-             unit_price_minor = excluded.unit_price_minor",
-        )
-        .bind(&order_id)
-        .bind(product_id)
-        .bind(&info.name)
-        .bind(wanted)
-        .bind(info.price_minor)
-        .bind(now)
-        .execute(uow.conn())
-        .await?;
-        refresh_totals(uow, &order_id, now, Some(&info.currency)).await?;
+        let upsert = "INSERT INTO order_lines (order_id, product_id, name, quantity, \
+             unit_price_minor, added_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (order_id, product_id) DO UPDATE SET quantity = excluded.quantity, \
+             name = excluded.name, unit_price_minor = excluded.unit_price_minor";
+        let line = |sql| {
+            sqlx::query(sql)
+                .bind(order_id.clone())
+                .bind(product_id.to_string())
+                .bind(info.name.clone())
+                .bind(wanted)
+                .bind(info.price_minor)
+                .bind(now)
+        };
+        match uow.backend() {
+            // The line and the cart's total in one round trip. The UPDATE sees the lines as
+            // they were before the statement (one snapshot), so the total is the other lines'
+            // plus this one's.
+            Backend::Postgres => {
+                let sql = format!(
+                    "WITH line AS ({upsert} RETURNING quantity * unit_price_minor AS amount) \
+                     UPDATE orders SET total_minor = (SELECT amount FROM line) + \
+                     (SELECT COALESCE(SUM(quantity * unit_price_minor), 0) FROM order_lines \
+                      WHERE order_id = $1 AND product_id <> $2), \
+                     updated_at = $6, currency = $7 WHERE id = $1"
+                );
+                line(&sql)
+                    .bind(info.currency.clone())
+                    .execute(uow.conn())
+                    .await?;
+            }
+            Backend::Sqlite => {
+                line(upsert).execute(uow.conn()).await?;
+                refresh_totals(uow, &order_id, now, Some(&info.currency)).await?;
+            }
+        }
         Ok(Some(order_id))
     }
 
