@@ -347,3 +347,26 @@ pub fn like_pattern(text: &str) -> String {
     out.push('%');
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{padded_to_power_of_two, power_of_two_runs};
+
+    #[test]
+    fn padding_repeats_the_last_value_up_to_a_power_of_two() {
+        assert_eq!(padded_to_power_of_two(&[1, 2, 3]), [1, 2, 3, 3]);
+        assert_eq!(padded_to_power_of_two(&[1, 2]), [1, 2]);
+        assert!(padded_to_power_of_two::<i32>(&[]).is_empty());
+    }
+
+    #[test]
+    fn runs_are_powers_of_two_largest_first_and_keep_every_item_once_in_order() {
+        let items: Vec<u32> = (0..13).collect();
+        let runs: Vec<&[u32]> = power_of_two_runs(&items, 64).collect();
+        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [8, 4, 1]);
+        assert_eq!(runs.concat(), items);
+        let capped: Vec<usize> = power_of_two_runs(&items, 4).map(<[u32]>::len).collect();
+        assert_eq!(capped, [4, 4, 4, 1]);
+        assert_eq!(power_of_two_runs::<u32>(&[], 64).count(), 0);
+    }
+}
