@@ -17,7 +17,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::Row;
 
 use super::{Bus, Event};
-use crate::db::{padded_to_power_of_two, power_of_two_runs, Backend, Db, Uow};
+use crate::db::{padded_to_power_of_two, placeholders, power_of_two_runs, Backend, Db, Uow};
 
 /// The bus's own tables, present in every module's database.
 pub async fn ensure_tables(db: &Db) -> Result<(), sqlx::Error> {
@@ -280,10 +280,9 @@ async fn delete(db: &Db, seqs: &[i64]) -> Result<(), sqlx::Error> {
         return Ok(());
     }
     let seqs = padded_to_power_of_two(seqs);
-    let placeholders: Vec<String> = (1..=seqs.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "DELETE FROM outbox WHERE seq IN ({})",
-        placeholders.join(",")
+        placeholders(1, seqs.len())
     );
     db.write(move |uow| {
         Box::pin(async move {

@@ -318,6 +318,14 @@ pub fn padded_to_power_of_two<T: Clone>(values: &[T]) -> Vec<T> {
     padded
 }
 
+/// `$from, $from+1, …` for `count` parameters: the list of an `IN (…)` or a `VALUES` row.
+pub fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// `items` in runs whose lengths are powers of two, largest first (13 = 8 + 4 + 1), at most
 /// `max` long: for multi-row statements that cannot be padded (rows that must not repeat), a
 /// few statement texts serve every count and stay prepared.

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use crate::db::{padded_to_power_of_two, power_of_two_runs, rfc3339, Db, Uow};
+use crate::db::{padded_to_power_of_two, placeholders, power_of_two_runs, rfc3339, Db, Uow};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Payment {
@@ -106,11 +106,10 @@ impl PaymentStore {
             );
             for i in 0..run.len() {
                 let b = 2 + 11 * i;
-                let row: Vec<String> = (b..b + 11).map(|n| format!("${n}")).collect();
                 if i > 0 {
                     sql.push(',');
                 }
-                let _ = write!(sql, "({}, $1)", row.join(", "));
+                let _ = write!(sql, "({}, $1)", placeholders(b, 11));
             }
             let mut query = sqlx::query(&sql).bind(created_at);
             for p in run {
@@ -141,10 +140,9 @@ impl PaymentStore {
             return Ok(HashSet::new());
         }
         let ids = padded_to_power_of_two(order_ids);
-        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT order_id FROM payments WHERE order_id IN ({})",
-            placeholders.join(",")
+            placeholders(1, ids.len())
         );
         let mut query = sqlx::query_scalar::<_, String>(&sql);
         for id in ids {

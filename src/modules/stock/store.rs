@@ -8,7 +8,9 @@ use sqlx::Row;
 
 use super::events::{ReservedLine, StockRejected, StockReserved};
 use super::model::{NewProduct, Product, ProductPatch, ProductQuery};
-use crate::db::{like_pattern, now_ms, padded_to_power_of_two, rfc3339, Backend, Db, Uow};
+use crate::db::{
+    like_pattern, now_ms, padded_to_power_of_two, placeholders, rfc3339, Backend, Db, Uow,
+};
 use crate::domain;
 use crate::error::{ApiError, ApiResult};
 use crate::modules::order::events::LineQuantity;
@@ -567,12 +569,4 @@ async fn insert_reservations(
     }
     query.execute(uow.conn()).await?;
     Ok(())
-}
-
-/// `$from, $from+1, …` for `count` parameters.
-fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::journey::{self, Step};
 use crate::bus::inbox::{save_position, stored_positions, AfterCommit, Handler};
 use crate::bus::{topics, Bus, Event};
-use crate::db::{padded_to_power_of_two, Db, Uow};
+use crate::db::{padded_to_power_of_two, placeholders, Db, Uow};
 use crate::modules::frontend::events::{self as journey_events, JourneyStep};
 use crate::modules::frontend::format_money;
 use crate::modules::order::events::{
@@ -101,10 +101,7 @@ async fn sessions_of(
     let ids = padded_to_power_of_two(order_ids);
     let sql = format!(
         "SELECT order_id, session_id FROM session_orders WHERE order_id IN ({})",
-        (1..=ids.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        placeholders(1, ids.len())
     );
     let mut query = sqlx::query_as::<_, (String, String)>(&sql);
     for id in ids {
