@@ -126,24 +126,30 @@ impl Db {
                 .await?;
             conn.close().await?;
         }
-        let search_path = format!("SET search_path TO {name}");
-        let pool = |max: u32| {
-            let search_path = search_path.clone();
+        let pool = |max: u32, setup: String| {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(30))
                 .after_connect(move |conn, _| {
-                    let search_path = search_path.clone();
+                    let setup = setup.clone();
                     Box::pin(async move {
-                        conn.execute(search_path.as_str()).await?;
+                        conn.execute(setup.as_str()).await?;
                         Ok(())
                     })
                 })
                 .connect_with(options.clone())
         };
-        let read = Reader::pool(pool(settings.max_connections).await?);
+        let search_path = format!("SET search_path TO {name}");
+        let read = Reader::pool(pool(settings.max_connections, search_path.clone()).await?);
         // The writers' connections, and one more for the rare unit of work begun on its own.
-        let write = pool(settings.postgres_writers + 1).await?;
+        // The write path only ever finds rows by key. Its statements are prepared once per
+        // connection, and PostgreSQL keeps a generic plan made while the tables were small
+        // (a new shop, or any start before autovacuum's next ANALYZE): for the batch
+        // statements (`IN (…)` lists, joins with `VALUES`) that plan is a sequential scan,
+        // kept as the tables grow, and it made a batch cost milliseconds at a few thousand
+        // orders. Writers therefore rule sequential scans out wherever an index serves.
+        let write_setup = format!("{search_path}; SET enable_seqscan = off");
+        let write = pool(settings.postgres_writers + 1, write_setup).await?;
         let relay_wake = Arc::new(Notify::new());
         let (jobs, queue) = mpsc::channel(1024);
         writer::spawn_postgres(

@@ -1,5 +1,6 @@
 //! The order module's SQL: carts, orders, their lines and history, idempotency keys.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::any::AnyRow;
@@ -9,10 +10,11 @@ use super::catalog::ProductInfo;
 use super::events::{self, LineQuantity, OrderPlaced, PaymentMethod, SOURCE};
 use super::model::{Failure, Order, OrderLine, OrderStatus, StatusChange};
 use crate::bus::{outbox, topics, Event};
-use crate::db::{now_ms, rfc3339, Backend, Db, Uow};
+use crate::db::{now_ms, placeholders, power_of_two_runs, rfc3339, Backend, Db, Uow};
 use crate::domain::Quantity;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::Identity;
+use crate::modules::stock::events::{ReservedLine, StockReserved};
 
 const COLUMNS: &str = "id, user_id, status, currency, total_minor, payment_method, \
     payment_reference, failure_kind, failure_reason, created_at, updated_at, placed_at, \
@@ -49,6 +51,16 @@ pub struct Moved {
     pub user_id: String,
 }
 
+/// One order's step in the saga: from one state to the next, with what else changes.
+#[derive(Clone, Copy)]
+pub struct Move<'a> {
+    pub order_id: &'a str,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub note: Option<&'a str>,
+    pub also: Also<'a>,
+}
+
 pub enum Placed {
     New(String),
     /// The Idempotency-Key was seen before: this is the order it made.
@@ -62,71 +74,88 @@ fn opt_time(row: &AnyRow, col: &str) -> Result<Option<String>, sqlx::Error> {
     Ok(row.try_get::<Option<i64>, _>(col)?.map(rfc3339))
 }
 
-async fn load<C>(conn: &mut C, id: &str) -> Result<Option<Order>, sqlx::Error>
+async fn load<C>(conn: &mut C, backend: Backend, id: &str) -> Result<Option<Order>, sqlx::Error>
 where
     for<'e> &'e mut C: Executor<'e, Database = Any>,
 {
-    load_with(conn, id, true).await
+    load_with(conn, backend, id, true).await
 }
 
 /// A cart as the cart routes answer it: no history needed.
-async fn load_cart<C>(conn: &mut C, id: &str) -> Result<Order, sqlx::Error>
+async fn load_cart<C>(conn: &mut C, backend: Backend, id: &str) -> Result<Order, sqlx::Error>
 where
     for<'e> &'e mut C: Executor<'e, Database = Any>,
 {
-    load_with(conn, id, false)
+    load_with(conn, backend, id, false)
         .await?
         .ok_or(sqlx::Error::RowNotFound)
 }
 
+/// `SELECT` expressions for an order's lines (and history) as JSON arrays of rows, so that an
+/// order is read in one statement: on PostgreSQL each statement is a round trip.
+fn children_sql(backend: Backend, with_history: bool) -> String {
+    let (lines, history) = match backend {
+        Backend::Postgres => (
+            "COALESCE((SELECT json_agg(json_build_array(product_id, name, quantity, \
+             unit_price_minor) ORDER BY added_at, product_id) FROM order_lines \
+             WHERE order_id = $1)::text, '[]')",
+            "COALESCE((SELECT json_agg(json_build_array(status, note, at) ORDER BY at) \
+             FROM order_history WHERE order_id = $1)::text, '[]')",
+        ),
+        Backend::Sqlite => (
+            "(SELECT json_group_array(json_array(product_id, name, quantity, unit_price_minor)) \
+             FROM (SELECT * FROM order_lines WHERE order_id = $1 ORDER BY added_at, product_id))",
+            "(SELECT json_group_array(json_array(status, note, at)) \
+             FROM (SELECT * FROM order_history WHERE order_id = $1 ORDER BY at))",
+        ),
+    };
+    let history = if with_history { history } else { "'[]'" };
+    format!("{lines} AS lines_json, {history} AS history_json")
+}
+
 async fn load_with<C>(
     conn: &mut C,
+    backend: Backend,
     id: &str,
     with_history: bool,
 ) -> Result<Option<Order>, sqlx::Error>
 where
     for<'e> &'e mut C: Executor<'e, Database = Any>,
 {
-    let Some(row) = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
+    let children = children_sql(backend, with_history);
+    let Some(row) = sqlx::query(&format!(
+        "SELECT {COLUMNS}, {children} FROM orders WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
     else {
         return Ok(None);
     };
-    let lines: Vec<OrderLine> = sqlx::query_as::<_, (String, String, i64, i64)>(
-        "SELECT product_id, name, quantity, unit_price_minor FROM order_lines \
-         WHERE order_id = $1 ORDER BY added_at, product_id",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|(product_id, name, quantity, unit_price_minor)| OrderLine {
-        product_id,
-        name,
-        quantity,
-        unit_price_minor,
-        line_total_minor: quantity * unit_price_minor,
-    })
-    .collect();
-    let history = if with_history {
-        sqlx::query_as::<_, (String, Option<String>, i64)>(
-            "SELECT status, note, at FROM order_history WHERE order_id = $1 ORDER BY at",
-        )
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?
-    } else {
-        vec![]
-    }
-    .into_iter()
-    .map(|(status, note, at)| StatusChange {
-        status,
-        note,
-        at: rfc3339(at),
-    })
-    .collect();
+    let json = |column: &str| -> Result<String, sqlx::Error> { row.try_get(column) };
+    let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
+    let lines: Vec<(String, String, i64, i64)> =
+        serde_json::from_str(&json("lines_json")?).map_err(decode)?;
+    let lines: Vec<OrderLine> = lines
+        .into_iter()
+        .map(|(product_id, name, quantity, unit_price_minor)| OrderLine {
+            product_id,
+            name,
+            quantity,
+            unit_price_minor,
+            line_total_minor: quantity * unit_price_minor,
+        })
+        .collect();
+    let history: Vec<(String, Option<String>, i64)> =
+        serde_json::from_str(&json("history_json")?).map_err(decode)?;
+    let history = history
+        .into_iter()
+        .map(|(status, note, at)| StatusChange {
+            status,
+            note,
+            at: rfc3339(at),
+        })
+        .collect();
     let method: Option<String> = row.try_get("payment_method")?;
     let payment_mode = method
         .and_then(|m| serde_json::from_str::<PaymentMethod>(&m).ok())
@@ -193,13 +222,29 @@ async fn record_history(
     note: Option<&str>,
     at: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO order_history (order_id, status, note, at) VALUES ($1, $2, $3, $4)")
-        .bind(order_id)
-        .bind(status)
-        .bind(note)
-        .bind(at)
-        .execute(uow.conn())
-        .await?;
+    record_history_all(uow, &[(order_id, status, note)], at).await
+}
+
+/// History rows `(order, status, note)` at one time, a statement per power of two.
+async fn record_history_all(
+    uow: &mut Uow,
+    rows: &[(&str, &str, Option<&str>)],
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    for run in power_of_two_runs(rows, 64) {
+        let values: Vec<String> = (0..run.len())
+            .map(|i| format!("({}, $1)", placeholders(2 + 3 * i, 3)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO order_history (order_id, status, note, at) VALUES {}",
+            values.join(",")
+        );
+        let mut query = sqlx::query(&sql).bind(at);
+        for (order_id, status, note) in run {
+            query = query.bind(*order_id).bind(*status).bind(*note);
+        }
+        query.execute(uow.conn()).await?;
+    }
     Ok(())
 }
 
@@ -223,6 +268,61 @@ async fn refresh_totals(
     Ok(())
 }
 
+/// Moves the user's cart to `placed` with the checkout's payment method and its history row;
+/// answers its id, or `None` if the user has no cart. The move takes the cart's row lock
+/// first thing, so a concurrent change to the cart is either committed before it or sees
+/// no cart after it.
+async fn place_cart(
+    uow: &mut Uow,
+    user: &str,
+    method_json: &str,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let update = "UPDATE orders SET status = 'placed', updated_at = $1, placed_at = $1, \
+         payment_method = $2 WHERE user_id = $3 AND status = 'cart' RETURNING id";
+    let sql = match uow.backend() {
+        Backend::Postgres => format!(
+            "WITH moved AS ({update}), noted AS (INSERT INTO order_history \
+             (order_id, status, note, at) SELECT id, 'placed', NULL, $1 FROM moved) \
+             SELECT id FROM moved"
+        ),
+        Backend::Sqlite => update.to_string(),
+    };
+    let id: Option<String> = sqlx::query_scalar(&sql)
+        .bind(now)
+        .bind(method_json)
+        .bind(user)
+        .fetch_optional(uow.conn())
+        .await?;
+    if let (Some(id), Backend::Sqlite) = (&id, uow.backend()) {
+        record_history(uow, id, "placed", None, now).await?;
+    }
+    Ok(id)
+}
+
+fn empty_cart() -> ApiError {
+    ApiError::conflict(
+        "empty-cart",
+        "The cart is empty",
+        "add something to the cart before checking out",
+    )
+}
+
+/// Whether `wanted` units of a product may be in one cart: within the per-order limit and
+/// what is available.
+fn check_wanted(info: &ProductInfo, wanted: i64) -> ApiResult<()> {
+    if wanted > Quantity::MAX {
+        return Err(ApiError::validation(format!(
+            "at most {} of one product per order",
+            Quantity::MAX
+        )));
+    }
+    if wanted > info.available {
+        return Err(not_enough(info, wanted));
+    }
+    Ok(())
+}
+
 fn not_enough(info: &ProductInfo, wanted: i64) -> ApiError {
     ApiError::conflict(
         "insufficient-stock",
@@ -242,7 +342,7 @@ impl OrderStore {
 
     pub async fn get(&self, id: &str) -> Result<Option<Order>, sqlx::Error> {
         let mut conn = self.db.read.acquire().await?;
-        load(&mut conn, id).await
+        load(&mut conn, self.db.backend, id).await
     }
 
     /// The order if `who` may see it: their own, or any for an admin.
@@ -257,7 +357,7 @@ impl OrderStore {
     pub async fn cart(&self, user: &str) -> Result<Option<Order>, sqlx::Error> {
         let mut conn = self.db.read.acquire().await?;
         match cart_id(&mut conn, user).await? {
-            Some(id) => load_cart(&mut conn, &id).await.map(Some),
+            Some(id) => load_cart(&mut conn, self.db.backend, &id).await.map(Some),
             None => Ok(None),
         }
     }
@@ -273,53 +373,20 @@ impl OrderStore {
         // Only a cart this transaction has locked may be read and changed: a cart that
         // appears after `lock_cart` found none (another request of this user just committed
         // it) is not locked here, so the caller starts over rather than race that request.
-        let (order_id, currency, lines, existing) = match lock_cart(uow, user).await? {
-            Some(id) => {
-                let (currency, lines, existing): (Option<String>, i64, Option<i64>) =
-                    sqlx::query_as(
-                        "SELECT o.currency, \
-                         (SELECT COUNT(*) FROM order_lines l WHERE l.order_id = o.id), \
-                         (SELECT l.quantity FROM order_lines l \
-                          WHERE l.order_id = o.id AND l.product_id = $2) \
-                         FROM orders o WHERE o.id = $1",
-                    )
-                    .bind(&id)
-                    .bind(product_id)
-                    .fetch_one(uow.conn())
-                    .await?;
-                (id, currency, lines, existing)
-            }
-            None => {
-                let id = uuid::Uuid::now_v7().to_string();
-                // A concurrent request of the same user may create the cart first; then the
-                // insert does nothing and the caller looks again.
-                let insert = "INSERT INTO orders (id, user_id, status, currency, total_minor, \
-                     created_at, updated_at) VALUES ($1, $2, 'cart', $3, 0, $4, $4) \
-                     ON CONFLICT DO NOTHING";
-                // On PostgreSQL with its history row, in one round trip (as in `transition`).
-                let sql = match uow.backend() {
-                    Backend::Postgres => format!(
-                        "WITH made AS ({insert} RETURNING id) INSERT INTO order_history \
-                         (order_id, status, note, at) SELECT id, 'cart', NULL, $4 FROM made"
-                    ),
-                    Backend::Sqlite => insert.to_string(),
-                };
-                let created = sqlx::query(&sql)
-                    .bind(&id)
-                    .bind(user)
-                    .bind(&info.currency)
-                    .bind(now)
-                    .execute(uow.conn())
-                    .await?;
-                if created.rows_affected() == 0 {
-                    return Ok(None);
-                }
-                if uow.backend() == Backend::Sqlite {
-                    record_history(uow, &id, "cart", None, now).await?;
-                }
-                (id, None, 0, None)
-            }
+        let Some(order_id) = lock_cart(uow, user).await? else {
+            return Self::new_cart_in(uow, user, product_id, info, quantity, now).await;
         };
+        let (currency, lines, existing): (Option<String>, i64, Option<i64>) = sqlx::query_as(
+            "SELECT o.currency, \
+             (SELECT COUNT(*) FROM order_lines l WHERE l.order_id = o.id), \
+             (SELECT l.quantity FROM order_lines l \
+              WHERE l.order_id = o.id AND l.product_id = $2) \
+             FROM orders o WHERE o.id = $1",
+        )
+        .bind(&order_id)
+        .bind(product_id)
+        .fetch_one(uow.conn())
+        .await?;
         if lines > 0 && currency.as_deref() != Some(info.currency.as_str()) {
             return Err(ApiError::conflict(
                 "currency-mismatch",
@@ -333,15 +400,7 @@ impl OrderStore {
             ));
         }
         let wanted = existing.unwrap_or(0) + quantity.get();
-        if wanted > Quantity::MAX {
-            return Err(ApiError::validation(format!(
-                "at most {} of one product per order",
-                Quantity::MAX
-            )));
-        }
-        if wanted > info.available {
-            return Err(not_enough(info, wanted));
-        }
+        check_wanted(info, wanted)?;
         let upsert = "INSERT INTO order_lines (order_id, product_id, name, quantity, \
              unit_price_minor, added_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (order_id, product_id) DO UPDATE SET quantity = excluded.quantity, \
@@ -378,6 +437,74 @@ impl OrderStore {
             }
         }
         Ok(Some(order_id))
+    }
+
+    /// A new cart holding its first line, with its history row; `None` if a concurrent request
+    /// of the same user created a cart first (the caller looks again).
+    async fn new_cart_in(
+        uow: &mut Uow,
+        user: &str,
+        product_id: &str,
+        info: &ProductInfo,
+        quantity: Quantity,
+        now: i64,
+    ) -> ApiResult<Option<String>> {
+        check_wanted(info, quantity.get())?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let insert = "INSERT INTO orders (id, user_id, status, currency, total_minor, \
+             created_at, updated_at) VALUES ($1, $2, 'cart', $3, $4 * $5, $6, $6) \
+             ON CONFLICT DO NOTHING";
+        let line = "INSERT INTO order_lines (order_id, product_id, name, quantity, \
+             unit_price_minor, added_at)";
+        let created = match uow.backend() {
+            // The cart, its history row and its line in one round trip.
+            Backend::Postgres => {
+                let sql = format!(
+                    "WITH made AS ({insert} RETURNING id), \
+                     noted AS (INSERT INTO order_history (order_id, status, note, at) \
+                     SELECT id, 'cart', NULL, $6 FROM made), \
+                     line AS ({line} SELECT id, $7, $8, $4, $5, $6 FROM made) \
+                     SELECT COUNT(*) FROM made"
+                );
+                let made: i64 = sqlx::query_scalar(&sql)
+                    .bind(&id)
+                    .bind(user)
+                    .bind(&info.currency)
+                    .bind(quantity.get())
+                    .bind(info.price_minor)
+                    .bind(now)
+                    .bind(product_id)
+                    .bind(&info.name)
+                    .fetch_one(uow.conn())
+                    .await?;
+                made > 0
+            }
+            Backend::Sqlite => {
+                let made = sqlx::query(insert)
+                    .bind(&id)
+                    .bind(user)
+                    .bind(&info.currency)
+                    .bind(quantity.get())
+                    .bind(info.price_minor)
+                    .bind(now)
+                    .execute(uow.conn())
+                    .await?;
+                if made.rows_affected() > 0 {
+                    record_history(uow, &id, "cart", None, now).await?;
+                    sqlx::query(&format!("{line} VALUES ($1, $2, $3, $4, $5, $6)"))
+                        .bind(&id)
+                        .bind(product_id)
+                        .bind(&info.name)
+                        .bind(quantity.get())
+                        .bind(info.price_minor)
+                        .bind(now)
+                        .execute(uow.conn())
+                        .await?;
+                }
+                made.rows_affected() > 0
+            }
+        };
+        Ok(created.then_some(id))
     }
 
     async fn set_quantity_in(
@@ -455,35 +582,33 @@ impl OrderStore {
         session: Option<String>,
         method: &PaymentMethod,
         idempotency: Option<(&str, &str)>,
-    ) -> ApiResult<Option<Placed>> {
-        let order_id = lock_cart(uow, user).await?;
-        let now = now_ms();
+    ) -> ApiResult<Placed> {
         if let Some((key, _)) = idempotency {
             if let Some(found) = Self::idempotent(uow.conn(), user, key).await? {
-                return Ok(Some(found));
+                return Ok(found);
             }
         }
-        let lines: Vec<(String, i64)> = match &order_id {
-            Some(id) => {
-                sqlx::query_as("SELECT product_id, quantity FROM order_lines WHERE order_id = $1")
-                    .bind(id)
-                    .fetch_all(uow.conn())
-                    .await?
-            }
-            None => vec![],
-        };
-        let (Some(order_id), false) = (order_id, lines.is_empty()) else {
-            return Err(ApiError::conflict(
-                "empty-cart",
-                "The cart is empty",
-                "add something to the cart before checking out",
-            ));
-        };
+        let now = now_ms();
         let method_json = serde_json::to_string(method).expect("method serializes");
-        let also = Also::PaymentMethod(&method_json);
-        let placed = Self::transition(uow, &order_id, "cart", "placed", None, also).await?;
-        if placed.is_none() {
-            return Ok(None); // a concurrent checkout of this cart got there first
+        let Some(order_id) = place_cart(uow, user, &method_json, now).await? else {
+            // No cart: nothing was added, or a concurrent checkout placed it a moment ago,
+            // whose idempotency key (if it had this one) is visible now.
+            if let Some((key, _)) = idempotency {
+                if let Some(found) = Self::idempotent(uow.conn(), user, key).await? {
+                    return Ok(found);
+                }
+            }
+            return Err(empty_cart());
+        };
+        // Read after the move, which waited for any change to the cart in flight: these are
+        // the lines the order was placed with, and none can be added any more.
+        let lines: Vec<(String, i64)> =
+            sqlx::query_as("SELECT product_id, quantity FROM order_lines WHERE order_id = $1")
+                .bind(&order_id)
+                .fetch_all(uow.conn())
+                .await?;
+        if lines.is_empty() {
+            return Err(empty_cart()); // the job fails, so the move is undone
         }
         if let Some((key, fingerprint)) = idempotency {
             sqlx::query(
@@ -516,7 +641,7 @@ impl OrderStore {
             &Event::new(SOURCE, events::PLACED, &order_id, placed),
         )
         .await?;
-        Ok(Some(Placed::New(order_id)))
+        Ok(Placed::New(order_id))
     }
 
     /// Adds `quantity` of a product to the user's cart, creating the cart (the order) if needed.
@@ -584,7 +709,7 @@ impl OrderStore {
     /// A cart just changed, read after the change committed: the writer is kept for writes.
     async fn cart_by_id(&self, id: &str) -> ApiResult<Order> {
         let mut conn = self.db.read.acquire().await?;
-        Ok(load_cart(&mut conn, id).await?)
+        Ok(load_cart(&mut conn, self.db.backend, id).await?)
     }
 
     /// Turns the user's cart into a placed order and asks stock to hold it. With an
@@ -599,30 +724,14 @@ impl OrderStore {
         let (user, method) = (user.to_string(), method.clone());
         let session = session.map(str::to_string);
         let idempotency = idempotency.map(|(k, f)| (k.to_string(), f.to_string()));
-        // A race with a concurrent checkout of the same cart is settled by looking again: the
-        // other one's idempotency key, or an empty cart, is then visible.
-        for _ in 0..3 {
-            let (user, method, idempotency) = (user.clone(), method.clone(), idempotency.clone());
-            let session = session.clone();
-            let placed = self
-                .db
-                .write(move |uow| {
-                    Box::pin(async move {
-                        let idempotency =
-                            idempotency.as_ref().map(|(k, f)| (k.as_str(), f.as_str()));
-                        Self::place_in(uow, &user, session, &method, idempotency).await
-                    })
+        self.db
+            .write(move |uow| {
+                Box::pin(async move {
+                    let idempotency = idempotency.as_ref().map(|(k, f)| (k.as_str(), f.as_str()));
+                    Self::place_in(uow, &user, session, &method, idempotency).await
                 })
-                .await?;
-            if let Some(placed) = placed {
-                return Ok(placed);
-            }
-        }
-        Err(ApiError::conflict(
-            "checkout-in-progress",
-            "This cart is being checked out",
-            "another checkout of this cart is in progress; look at your orders",
-        ))
+            })
+            .await
     }
 
     /// Cancels a completed order: stock takes the units back and payment refunds.
@@ -694,7 +803,7 @@ impl OrderStore {
             .await?;
         let mut orders = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(o) = load(&mut conn, &id).await? {
+            if let Some(o) = load(&mut conn, self.db.backend, &id).await? {
                 orders.push(o);
             }
         }
@@ -713,7 +822,8 @@ impl OrderStore {
         .execute(uow.conn())
         .await?;
         if done.rows_affected() == 0 {
-            let status = load(uow.conn(), id)
+            let backend = uow.backend();
+            let status = load(uow.conn(), backend, id)
                 .await?
                 .map_or(order.status, |o| o.status);
             return Err(match status.as_str() {
@@ -751,7 +861,8 @@ impl OrderStore {
             ),
         )
         .await?;
-        let cancelled = load(uow.conn(), id).await?.expect("order exists");
+        let backend = uow.backend();
+        let cancelled = load(uow.conn(), backend, id).await?.expect("order exists");
         Ok(cancelled)
     }
 
@@ -766,63 +877,117 @@ impl OrderStore {
         note: Option<&str>,
         also: Also<'_>,
     ) -> Result<Option<Moved>, sqlx::Error> {
+        let step = Move {
+            order_id,
+            from,
+            to,
+            note,
+            also,
+        };
+        Ok(Self::transition_all(uow, &[step]).await?.pop().flatten())
+    }
+
+    /// Makes each move whose order is in its `from` state, with its history row, a statement
+    /// per power of two in their count (on PostgreSQL the history rows go in the same
+    /// statement). Answers each move's outcome in order: `None` for an order that was not
+    /// in `from` (a late or repeated event). An order may appear only once.
+    pub async fn transition_all(
+        uow: &mut Uow,
+        moves: &[Move<'_>],
+    ) -> Result<Vec<Option<Moved>>, sqlx::Error> {
         let now = now_ms();
-        let time_column = match to {
-            "placed" => ", placed_at = $1",
-            "completed" => ", completed_at = $1",
-            "cancelled" => ", cancelled_at = $1",
-            _ => "",
-        };
-        let (also_columns, also_count) = match also {
-            Also::Nothing => ("", 0),
-            Also::Failure { .. } => (", failure_kind = $5, failure_reason = $6", 2),
-            Also::PaymentReference(_) => (", payment_reference = $5", 1),
-            Also::PaymentMethod(_) => (", payment_method = $5", 1),
-            Also::Priced { .. } => (", total_minor = $5, currency = $6", 2),
-        };
-        let update = format!(
-            "UPDATE orders SET status = $2, updated_at = $1{time_column}{also_columns} \
-             WHERE id = $3 AND status = $4 RETURNING id, payment_method, user_id"
-        );
-        // On PostgreSQL the history row goes in the same statement (a round trip less per
-        // saga step); SQLite runs statements in the process, where a second one costs little.
-        let sql = match uow.backend() {
-            Backend::Postgres => format!(
-                "WITH moved AS ({update}), noted AS (INSERT INTO order_history \
-                 (order_id, status, note, at) SELECT id, $2, ${}, $1 FROM moved) \
-                 SELECT id, payment_method, user_id FROM moved",
-                5 + also_count
-            ),
-            Backend::Sqlite => update,
-        };
-        let query = sqlx::query_as::<_, (String, Option<String>, String)>(&sql)
-            .bind(now)
-            .bind(to)
-            .bind(order_id)
-            .bind(from);
-        let query = match also {
-            Also::Nothing => query,
-            Also::Failure { kind, reason } => query.bind(kind).bind(reason),
-            Also::PaymentReference(value) | Also::PaymentMethod(value) => query.bind(value),
-            Also::Priced {
-                total_minor,
-                currency,
-            } => query.bind(total_minor).bind(currency),
-        };
-        let query = match uow.backend() {
-            Backend::Postgres => query.bind(note),
-            Backend::Sqlite => query,
-        };
-        let Some((_, payment_method, user_id)) = query.fetch_optional(uow.conn()).await? else {
-            return Ok(None);
-        };
-        if uow.backend() == Backend::Sqlite {
-            record_history(uow, order_id, to, note, now).await?;
+        let mut moved: HashMap<String, Moved> = HashMap::with_capacity(moves.len());
+        let postgres = uow.backend() == Backend::Postgres;
+        for run in power_of_two_runs(moves, 32) {
+            let rows: Vec<String> = (0..run.len())
+                .map(|i| format!("({})", placeholders(2 + 10 * i, 10)))
+                .collect();
+            // The new values of a move, or NULL for "keep": a handful of statement texts
+            // serve every kind of move.
+            let update = format!(
+                "UPDATE orders SET status = to_status, updated_at = $1, \
+                 placed_at = CASE WHEN to_status = 'placed' THEN $1 ELSE placed_at END, \
+                 completed_at = CASE WHEN to_status = 'completed' THEN $1 ELSE completed_at END, \
+                 total_minor = COALESCE(new_total, total_minor), \
+                 currency = COALESCE(new_currency, currency), \
+                 payment_reference = COALESCE(new_reference, payment_reference), \
+                 payment_method = COALESCE(new_method, payment_method), \
+                 failure_kind = COALESCE(new_failure_kind, failure_kind), \
+                 failure_reason = COALESCE(new_failure_reason, failure_reason) \
+                 FROM v WHERE id = move_id AND status = from_status"
+            );
+            let values = format!(
+                "WITH v (move_id, from_status, to_status, note_text, new_total, new_currency, \
+                 new_reference, new_method, new_failure_kind, new_failure_reason) AS \
+                 (VALUES {})",
+                rows.join(",")
+            );
+            // PostgreSQL writes the history rows in the same round trip; SQLite runs
+            // statements in the process (and has no DML in CTEs), so there a second one
+            // costs little.
+            let sql = if postgres {
+                format!(
+                    "{values}, moved AS ({update} RETURNING id, payment_method, user_id, \
+                     to_status, note_text), noted AS (INSERT INTO order_history \
+                     (order_id, status, note, at) SELECT id, to_status, note_text, $1 FROM moved) \
+                     SELECT id, payment_method, user_id FROM moved"
+                )
+            } else {
+                format!("{values} {update} RETURNING id, payment_method, user_id")
+            };
+            let mut query = sqlx::query_as::<_, (String, Option<String>, String)>(&sql).bind(now);
+            for m in run {
+                let (mut total, mut currency, mut reference, mut method) = (None, None, None, None);
+                let (mut failure_kind, mut failure_reason) = (None, None);
+                match m.also {
+                    Also::Nothing => {}
+                    Also::Failure { kind, reason } => {
+                        failure_kind = Some(kind);
+                        failure_reason = Some(reason);
+                    }
+                    Also::PaymentReference(value) => reference = Some(value),
+                    Also::PaymentMethod(value) => method = Some(value),
+                    Also::Priced {
+                        total_minor,
+                        currency: value,
+                    } => {
+                        total = Some(total_minor);
+                        currency = Some(value);
+                    }
+                }
+                query = query
+                    .bind(m.order_id)
+                    .bind(m.from)
+                    .bind(m.to)
+                    .bind(m.note)
+                    .bind(total)
+                    .bind(currency)
+                    .bind(reference)
+                    .bind(method)
+                    .bind(failure_kind)
+                    .bind(failure_reason);
+            }
+            let rows = query.fetch_all(uow.conn()).await?;
+            if !postgres && !rows.is_empty() {
+                let ids: HashSet<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
+                let history: Vec<_> = run
+                    .iter()
+                    .filter(|m| ids.contains(m.order_id))
+                    .map(|m| (m.order_id, m.to, m.note))
+                    .collect();
+                record_history_all(uow, &history, now).await?;
+            }
+            for (id, payment_method, user_id) in rows {
+                moved.insert(
+                    id,
+                    Moved {
+                        payment_method,
+                        user_id,
+                    },
+                );
+            }
         }
-        Ok(Some(Moved {
-            payment_method,
-            user_id,
-        }))
+        Ok(moves.iter().map(|m| moved.remove(m.order_id)).collect())
     }
 
     pub async fn line_name(
@@ -837,23 +1002,35 @@ impl OrderStore {
             .await
     }
 
-    /// Prices the order's lines as stock reserved them (the order's total is set with its
-    /// move to `reserved`).
+    /// Prices the orders' lines as stock reserved them (each order's total is set with its
+    /// move to `reserved`): a statement per power of two in the number of lines.
     pub async fn apply_reserved_prices(
         uow: &mut Uow,
-        reserved: &crate::modules::stock::events::StockReserved,
+        reserved: &[&StockReserved],
     ) -> Result<(), sqlx::Error> {
-        for line in &reserved.lines {
-            sqlx::query(
-                "UPDATE order_lines SET unit_price_minor = $1, name = $2 \
-                 WHERE order_id = $3 AND product_id = $4",
-            )
-            .bind(line.unit_price_minor)
-            .bind(&line.name)
-            .bind(&reserved.order_id)
-            .bind(&line.product_id)
-            .execute(uow.conn())
-            .await?;
+        let lines: Vec<(&str, &ReservedLine)> = reserved
+            .iter()
+            .flat_map(|r| r.lines.iter().map(|l| (r.order_id.as_str(), l)))
+            .collect();
+        for run in power_of_two_runs(&lines, 32) {
+            let rows: Vec<String> = (0..run.len())
+                .map(|i| format!("({})", placeholders(1 + 4 * i, 4)))
+                .collect();
+            let sql = format!(
+                "WITH v (line_order, line_product, new_price, new_name) AS (VALUES {}) \
+                 UPDATE order_lines SET unit_price_minor = new_price, name = new_name FROM v \
+                 WHERE order_id = line_order AND product_id = line_product",
+                rows.join(",")
+            );
+            let mut query = sqlx::query(&sql);
+            for (order_id, line) in run {
+                query = query
+                    .bind(*order_id)
+                    .bind(&line.product_id)
+                    .bind(line.unit_price_minor)
+                    .bind(&line.name);
+            }
+            query.execute(uow.conn()).await?;
         }
         Ok(())
     }
