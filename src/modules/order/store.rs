@@ -904,8 +904,7 @@ impl OrderStore {
                 .collect();
             // The new values of a move, or NULL for "keep": a handful of statement texts
             // serve every kind of move.
-            let update = format!(
-                "UPDATE orders SET status = to_status, updated_at = $1, \
+            let update = "UPDATE orders SET status = to_status, updated_at = $1, \
                  placed_at = CASE WHEN to_status = 'placed' THEN $1 ELSE placed_at END, \
                  completed_at = CASE WHEN to_status = 'completed' THEN $1 ELSE completed_at END, \
                  total_minor = COALESCE(new_total, total_minor), \
@@ -914,8 +913,7 @@ impl OrderStore {
                  payment_method = COALESCE(new_method, payment_method), \
                  failure_kind = COALESCE(new_failure_kind, failure_kind), \
                  failure_reason = COALESCE(new_failure_reason, failure_reason) \
-                 FROM v WHERE id = move_id AND status = from_status"
-            );
+                 FROM v WHERE id = move_id AND status = from_status";
             let values = format!(
                 "WITH v (move_id, from_status, to_status, note_text, new_total, new_currency, \
                  new_reference, new_method, new_failure_kind, new_failure_reason) AS \
