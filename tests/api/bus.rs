@@ -695,3 +695,206 @@ async fn a_batch_of_payment_requests_pays_each_order_once_postgres() {
         a_batch_of_payment_requests_pays_each_order_once(scratch_postgres(&server).await).await;
     }
 }
+
+/// The order module's saga steps for a batch: reservations and payment outcomes move their
+/// orders together, a rejection is handled in its place, a late repeat changes nothing, and
+/// a second step for an order in the same batch sees the first.
+async fn saga_steps_in_one_batch_move_each_order_in_turn(url: String) {
+    use ekart::modules::order::events::{PaymentMethod, COMPLETED, FAILED, PAYMENT_REQUESTED};
+    use ekart::modules::payment::events::{self as paid, PaymentFailed, PaymentSucceeded};
+    use ekart::modules::stock::events::{self as held, ReservedLine, StockRejected, StockReserved};
+
+    let settings = test_settings(url);
+    let dbs = Databases::open(&settings).await.unwrap();
+    let cash = serde_json::to_string(&PaymentMethod::Cash).unwrap();
+    let mut setup = dbs.orders.begin().await.unwrap();
+    for (order, status) in [
+        ("o1", "placed"),
+        ("o2", "placed"),
+        ("o3", "reserved"),
+        ("o4", "reserved"),
+        ("o5", "placed"),
+    ] {
+        sqlx::query(
+            "INSERT INTO orders (id, user_id, status, currency, total_minor, payment_method, \
+             created_at, updated_at) VALUES ($1, $2, $3, 'EUR', 1000, $4, 1, 1)",
+        )
+        .bind(order)
+        .bind(format!("user-{order}"))
+        .bind(status)
+        .bind(&cash)
+        .execute(setup.conn())
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, product_id, name, quantity, unit_price_minor, \
+             added_at) VALUES ($1, 'p1', 'Lamp', 2, 500, 1)",
+        )
+        .bind(order)
+        .execute(setup.conn())
+        .await
+        .unwrap();
+    }
+    setup.commit().await.unwrap();
+    let event = |kind: &str, order: &str, data: serde_json::Value| Delivered {
+        event: Event::new("/test", kind, order, data),
+        position: None,
+    };
+    let reserved = |order: &str| {
+        let data = StockReserved {
+            order_id: order.into(),
+            lines: vec![ReservedLine {
+                product_id: "p1".into(),
+                name: "Desk lamp".into(),
+                quantity: 2,
+                unit_price_minor: 450,
+            }],
+            currency: "EUR".into(),
+            total_minor: 900,
+        };
+        event(held::RESERVED, order, serde_json::to_value(data).unwrap())
+    };
+    let succeeded = |order: &str| {
+        let data = PaymentSucceeded {
+            order_id: order.into(),
+            payment_id: format!("pay-{order}"),
+            reference: format!("ref-{order}"),
+            amount_minor: 900,
+            currency: "EUR".into(),
+        };
+        event(paid::SUCCEEDED, order, serde_json::to_value(data).unwrap())
+    };
+    let declined = PaymentFailed {
+        order_id: "o4".into(),
+        payment_id: "pay-o4".into(),
+        code: "card_declined".into(),
+        reason: "the card was declined".into(),
+    };
+    let rejected = StockRejected {
+        order_id: "o5".into(),
+        product_id: "p1".into(),
+        requested: 2,
+        available: 1,
+        reason: "not enough".into(),
+    };
+    let batch = Arc::new(vec![
+        reserved("o1"),
+        reserved("o2"),
+        succeeded("o3"),
+        event(paid::FAILED, "o4", serde_json::to_value(declined).unwrap()),
+        reserved("o1"),  // a repeat under a new id: o1 is no longer placed
+        succeeded("o1"), // o1 was reserved earlier in this batch
+        event(
+            held::REJECTED,
+            "o5",
+            serde_json::to_value(rejected).unwrap(),
+        ),
+    ]);
+    let waiters = Arc::new(ekart::modules::order::Waiters::default());
+    let handler = ekart::modules::order::saga_handler(waiters);
+    let fresh = handle_batch(&dbs.orders, "order", "ekart.stock", batch, handler)
+        .await
+        .unwrap();
+    assert_eq!(fresh, 7);
+
+    let orders: Vec<(String, String, i64, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT id, status, total_minor, payment_reference, failure_kind FROM orders ORDER BY id",
+    )
+    .fetch_all(&dbs.orders.read)
+    .await
+    .unwrap();
+    let orders: Vec<(&str, &str, i64, Option<&str>, Option<&str>)> = orders
+        .iter()
+        .map(|(id, s, t, r, f)| (id.as_str(), s.as_str(), *t, r.as_deref(), f.as_deref()))
+        .collect();
+    assert_eq!(
+        orders,
+        [
+            ("o1", "completed", 900, Some("ref-o1"), None),
+            ("o2", "reserved", 900, None, None),
+            ("o3", "completed", 1000, Some("ref-o3"), None),
+            ("o4", "failed", 1000, None, Some("payment_declined")),
+            ("o5", "failed", 1000, None, Some("out_of_stock")),
+        ]
+    );
+    let lines: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT order_id, name, unit_price_minor FROM order_lines ORDER BY order_id",
+    )
+    .fetch_all(&dbs.orders.read)
+    .await
+    .unwrap();
+    let priced: Vec<&str> = lines
+        .iter()
+        .filter(|(_, name, price)| name == "Desk lamp" && *price == 450)
+        .map(|(order, _, _)| order.as_str())
+        .collect();
+    assert_eq!(priced, ["o1", "o2"], "reserved lines take stock's prices");
+    let history: Vec<(String, String)> =
+        sqlx::query_as("SELECT order_id, status FROM order_history ORDER BY order_id, at, status")
+            .fetch_all(&dbs.orders.read)
+            .await
+            .unwrap();
+    let history: Vec<(&str, &str)> = history
+        .iter()
+        .map(|(o, s)| (o.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        history.iter().filter(|(o, _)| *o == "o1").count(),
+        2,
+        "o1: reserved and completed, the repeat left no row: {history:?}"
+    );
+    for expected in [
+        ("o2", "reserved"),
+        ("o3", "completed"),
+        ("o4", "failed"),
+        ("o5", "failed"),
+    ] {
+        assert!(history.contains(&expected), "{expected:?} in {history:?}");
+    }
+
+    let sent: Vec<String> = sqlx::query_scalar("SELECT event FROM outbox ORDER BY seq")
+        .fetch_all(&dbs.orders.read)
+        .await
+        .unwrap();
+    let sent: Vec<Event> = sent
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let steps: Vec<(&str, &str)> = sent
+        .iter()
+        .map(|e| (e.subject.as_str(), e.kind.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("o1", PAYMENT_REQUESTED),
+            ("o2", PAYMENT_REQUESTED),
+            ("o3", COMPLETED),
+            ("o4", FAILED),
+            ("o1", COMPLETED),
+            ("o5", FAILED),
+        ],
+        "one event per step that moved an order, in the batch's order"
+    );
+    let request = &sent[0].data;
+    assert_eq!(request["user_id"], "user-o1");
+    assert_eq!(request["amount_minor"], 900);
+    assert_eq!(
+        serde_json::from_value::<PaymentMethod>(request["method"].clone()).unwrap(),
+        PaymentMethod::Cash
+    );
+}
+
+#[tokio::test]
+async fn saga_steps_in_one_batch_move_each_order_in_turn_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    saga_steps_in_one_batch_move_each_order_in_turn(format!("sqlite://{}/", dir.path().display()))
+        .await;
+}
+
+#[tokio::test]
+async fn saga_steps_in_one_batch_move_each_order_in_turn_postgres() {
+    if let Some(server) = postgres_url() {
+        saga_steps_in_one_batch_move_each_order_in_turn(scratch_postgres(&server).await).await;
+    }
+}
