@@ -154,33 +154,38 @@ async fn checkout(
             user.session.as_deref(),
             &method,
             key.as_deref().map(|k| (k, fingerprint.as_str())),
+            &s.waiters,
         )
         .await?;
-    let order_id = match placed {
-        Placed::New(id) => id,
+    let (order_id, waiting) = match placed {
+        // Registered before the order was committed: no outcome can come before it.
+        Placed::New { order_id, waiting } => (order_id, Some(waiting)),
         Placed::Existing {
             order_id,
             fingerprint: first,
-        } if first == fingerprint => order_id,
+        } if first == fingerprint => {
+            // A retry: register, then look; an outcome that landed in between is seen by
+            // the look.
+            let waiting = s.waiters.register(&order_id);
+            let status = s.store.status(&order_id).await?;
+            let busy = matches!(status.as_deref(), Some("placed" | "reserved"));
+            (order_id, busy.then_some(waiting))
+        }
         Placed::Existing { .. } => {
             return Err(ApiError::validation(
                 "this Idempotency-Key was already used for a different checkout",
             ))
         }
     };
-    // Register, then look: an outcome that landed in between is seen by the look.
-    let outcome = s.waiters.register(&order_id);
-    let status = s.store.status(&order_id).await?;
-    if matches!(status.as_deref(), Some("placed" | "reserved")) {
+    if let Some(mut waiting) = waiting {
         let wait = async {
             let Some(every) = s.poll_outcome else {
-                let _ = outcome.await;
+                waiting.finished().await;
                 return;
             };
-            tokio::pin!(outcome);
             loop {
                 tokio::select! {
-                    _ = &mut outcome => return,
+                    _ = waiting.finished() => return,
                     _ = tokio::time::sleep(every) => {
                         let status = s.store.status(&order_id).await.ok().flatten();
                         if !matches!(status.as_deref(), Some("placed" | "reserved")) {
@@ -191,10 +196,7 @@ async fn checkout(
             }
         };
         let _ = tokio::time::timeout(s.checkout_wait, wait).await;
-    } else {
-        drop(outcome);
     }
-    s.waiters.forget(&order_id);
     let order = s
         .store
         .get(&order_id)

@@ -9,6 +9,7 @@ use sqlx::{Any, Executor, Row};
 use super::catalog::ProductInfo;
 use super::events::{self, LineQuantity, OrderPlaced, PaymentMethod, SOURCE};
 use super::model::{Failure, Order, OrderLine, OrderStatus, StatusChange};
+use super::waiters::{Waiters, Waiting};
 use crate::bus::{outbox, topics, Event};
 use crate::db::{now_ms, placeholders, power_of_two_runs, rfc3339, Backend, Db, Uow};
 use crate::domain::Quantity;
@@ -62,7 +63,8 @@ pub struct Move<'a> {
 }
 
 pub enum Placed {
-    New(String),
+    /// A new order, with the checkout's wait for its outcome.
+    New { order_id: String, waiting: Waiting },
     /// The Idempotency-Key was seen before: this is the order it made.
     Existing {
         order_id: String,
@@ -582,6 +584,7 @@ impl OrderStore {
         session: Option<String>,
         method: &PaymentMethod,
         idempotency: Option<(&str, &str)>,
+        waiters: &Arc<Waiters>,
     ) -> ApiResult<Placed> {
         if let Some((key, _)) = idempotency {
             if let Some(found) = Self::idempotent(uow.conn(), user, key).await? {
@@ -641,7 +644,9 @@ impl OrderStore {
             &Event::new(SOURCE, events::PLACED, &order_id, placed),
         )
         .await?;
-        Ok(Placed::New(order_id))
+        // Before the commit, so that no outcome can be decided before the checkout waits.
+        let waiting = waiters.register(&order_id);
+        Ok(Placed::New { order_id, waiting })
     }
 
     /// Adds `quantity` of a product to the user's cart, creating the cart (the order) if needed.
@@ -720,15 +725,16 @@ impl OrderStore {
         session: Option<&str>,
         method: &PaymentMethod,
         idempotency: Option<(&str, &str)>,
+        waiters: &Arc<Waiters>,
     ) -> ApiResult<Placed> {
-        let (user, method) = (user.to_string(), method.clone());
+        let (user, method, waiters) = (user.to_string(), method.clone(), waiters.clone());
         let session = session.map(str::to_string);
         let idempotency = idempotency.map(|(k, f)| (k.to_string(), f.to_string()));
         self.db
             .write(move |uow| {
                 Box::pin(async move {
                     let idempotency = idempotency.as_ref().map(|(k, f)| (k.as_str(), f.as_str()));
-                    Self::place_in(uow, &user, session, &method, idempotency).await
+                    Self::place_in(uow, &user, session, &method, idempotency, &waiters).await
                 })
             })
             .await

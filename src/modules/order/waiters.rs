@@ -2,7 +2,7 @@
 //! commits the final state.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -11,17 +11,43 @@ pub struct Waiters {
     waiting: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
 }
 
+/// One request's wait for an order; dropping it takes the registration back.
+pub struct Waiting {
+    woken: oneshot::Receiver<()>,
+    waiters: Arc<Waiters>,
+    order_id: String,
+}
+
+impl Waiting {
+    /// Resolves when the order's saga has finished (or the process is shutting down).
+    pub async fn finished(&mut self) {
+        let _ = (&mut self.woken).await;
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.woken.close();
+        self.waiters.forget(&self.order_id);
+    }
+}
+
 impl Waiters {
-    /// Register before the order can possibly finish, then await the receiver.
-    pub fn register(&self, order_id: &str) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
+    /// Register before the order can possibly finish (before the transaction that places it
+    /// commits, or before looking at its status), then wait on the answer.
+    pub fn register(self: &Arc<Self>, order_id: &str) -> Waiting {
+        let (tx, woken) = oneshot::channel();
         self.waiting
             .lock()
             .expect("waiters lock")
             .entry(order_id.to_string())
             .or_default()
             .push(tx);
-        rx
+        Waiting {
+            woken,
+            waiters: self.clone(),
+            order_id: order_id.to_string(),
+        }
     }
 
     pub fn wake(&self, order_id: &str) {
@@ -31,8 +57,8 @@ impl Waiters {
         }
     }
 
-    /// Drops the registration of a request that stopped waiting.
-    pub fn forget(&self, order_id: &str) {
+    /// Drops the registrations of requests that stopped waiting.
+    fn forget(&self, order_id: &str) {
         let mut waiting = self.waiting.lock().expect("waiters lock");
         if let Some(list) = waiting.get_mut(order_id) {
             list.retain(|tx| !tx.is_closed());
