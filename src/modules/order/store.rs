@@ -52,6 +52,18 @@ pub struct Moved {
     pub user_id: String,
 }
 
+/// What adding to a cart found.
+enum OpenedCart {
+    /// The user's cart, locked by this transaction.
+    Locked(String),
+    /// A new cart, made with the line asked for.
+    Made(String),
+    /// A concurrent request of the same user made a cart first.
+    Lost,
+    /// No cart, and none was to be made.
+    Missing,
+}
+
 /// One order's step in the saga: from one state to the next, with what else changes.
 #[derive(Clone, Copy)]
 pub struct Move<'a> {
@@ -203,18 +215,19 @@ where
         .await
 }
 
+/// Locks the cart of user `$1` (see [`lock_cart`]).
+const LOCK_CART: &str =
+    "UPDATE orders SET updated_at = updated_at WHERE user_id = $1 AND status = 'cart' RETURNING id";
+
 /// Takes the write lock on the user's cart before reading it, so that concurrent changes to
 /// one cart (two tabs, a double click) apply one after the other instead of overwriting each
 /// other. On SQLite the writer already serialises them; on PostgreSQL this row lock does.
 /// Answers the cart's id, if the user has a cart.
 async fn lock_cart(uow: &mut Uow, user: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE orders SET updated_at = updated_at WHERE user_id = $1 AND status = 'cart' \
-         RETURNING id",
-    )
-    .bind(user)
-    .fetch_optional(uow.conn())
-    .await
+    sqlx::query_scalar(LOCK_CART)
+        .bind(user)
+        .fetch_optional(uow.conn())
+        .await
 }
 
 async fn record_history(
@@ -372,12 +385,17 @@ impl OrderStore {
         quantity: Quantity,
     ) -> ApiResult<Option<String>> {
         let now = now_ms();
-        // Only a cart this transaction has locked may be read and changed: a cart that
-        // appears after `lock_cart` found none (another request of this user just committed
-        // it) is not locked here, so the caller starts over rather than race that request.
-        let Some(order_id) = lock_cart(uow, user).await? else {
-            return Self::new_cart_in(uow, user, product_id, info, quantity, now).await;
-        };
+        // A new cart is made only for a line that may be in it; an existing one is checked
+        // with what it holds, below.
+        let fits = check_wanted(info, quantity.get());
+        let make = fits.is_ok();
+        let order_id =
+            match Self::open_cart(uow, user, product_id, info, quantity, now, make).await? {
+                OpenedCart::Locked(id) => id,
+                OpenedCart::Made(id) => return Ok(Some(id)),
+                OpenedCart::Lost => return Ok(None),
+                OpenedCart::Missing => return fits.map(|()| None),
+            };
         let (currency, lines, existing): (Option<String>, i64, Option<i64>) = sqlx::query_as(
             "SELECT o.currency, \
              (SELECT COUNT(*) FROM order_lines l WHERE l.order_id = o.id), \
@@ -441,72 +459,83 @@ impl OrderStore {
         Ok(Some(order_id))
     }
 
-    /// A new cart holding its first line, with its history row; `None` if a concurrent request
-    /// of the same user created a cart first (the caller looks again).
-    async fn new_cart_in(
+    /// Locks the user's cart or, if there is none and `make`, makes one holding this first
+    /// line (with its history row). Only a cart this transaction has locked may be read and changed: a cart
+    /// that appears after the lock found none (another request of this user just committed
+    /// it) is not locked here, so the caller starts over rather than race that request.
+    async fn open_cart(
         uow: &mut Uow,
         user: &str,
         product_id: &str,
         info: &ProductInfo,
         quantity: Quantity,
         now: i64,
-    ) -> ApiResult<Option<String>> {
-        check_wanted(info, quantity.get())?;
+        make: bool,
+    ) -> ApiResult<OpenedCart> {
         let id = uuid::Uuid::now_v7().to_string();
-        let insert = "INSERT INTO orders (id, user_id, status, currency, total_minor, \
-             created_at, updated_at) VALUES ($1, $2, 'cart', $3, $4 * $5, $6, $6) \
-             ON CONFLICT DO NOTHING";
+        let columns = "INSERT INTO orders (id, user_id, status, currency, total_minor, \
+             created_at, updated_at)";
         let line = "INSERT INTO order_lines (order_id, product_id, name, quantity, \
              unit_price_minor, added_at)";
-        let created = match uow.backend() {
-            // The cart, its history row and its line in one round trip.
-            Backend::Postgres => {
-                let sql = format!(
-                    "WITH made AS ({insert} RETURNING id), \
-                     noted AS (INSERT INTO order_history (order_id, status, note, at) \
-                     SELECT id, 'cart', NULL, $6 FROM made), \
-                     line AS ({line} SELECT id, $7, $8, $4, $5, $6 FROM made) \
-                     SELECT COUNT(*) FROM made"
-                );
-                let made: i64 = sqlx::query_scalar(&sql)
-                    .bind(&id)
-                    .bind(user)
-                    .bind(&info.currency)
-                    .bind(quantity.get())
-                    .bind(info.price_minor)
-                    .bind(now)
-                    .bind(product_id)
-                    .bind(&info.name)
-                    .fetch_one(uow.conn())
-                    .await?;
-                made > 0
-            }
-            Backend::Sqlite => {
-                let made = sqlx::query(insert)
-                    .bind(&id)
-                    .bind(user)
-                    .bind(&info.currency)
-                    .bind(quantity.get())
-                    .bind(info.price_minor)
-                    .bind(now)
-                    .execute(uow.conn())
-                    .await?;
-                if made.rows_affected() > 0 {
-                    record_history(uow, &id, "cart", None, now).await?;
-                    sqlx::query(&format!("{line} VALUES ($1, $2, $3, $4, $5, $6)"))
-                        .bind(&id)
-                        .bind(product_id)
-                        .bind(&info.name)
-                        .bind(quantity.get())
-                        .bind(info.price_minor)
-                        .bind(now)
-                        .execute(uow.conn())
-                        .await?;
-                }
-                made.rows_affected() > 0
-            }
-        };
-        Ok(created.then_some(id))
+        if uow.backend() == Backend::Postgres && make {
+            // The lock, or the new cart with its history row and line: one round trip.
+            let sql = format!(
+                "WITH locked AS ({LOCK_CART}), \
+                 made AS ({columns} SELECT $2, $1, 'cart', $3, $4 * $5, $6, $6 \
+                 WHERE NOT EXISTS (SELECT 1 FROM locked) ON CONFLICT DO NOTHING RETURNING id), \
+                 noted AS (INSERT INTO order_history (order_id, status, note, at) \
+                 SELECT id, 'cart', NULL, $6 FROM made), \
+                 line AS ({line} SELECT id, $7, $8, $4, $5, $6 FROM made) \
+                 SELECT (SELECT id FROM locked), (SELECT id FROM made)"
+            );
+            let (locked, made): (Option<String>, Option<String>) = sqlx::query_as(&sql)
+                .bind(user)
+                .bind(&id)
+                .bind(&info.currency)
+                .bind(quantity.get())
+                .bind(info.price_minor)
+                .bind(now)
+                .bind(product_id)
+                .bind(&info.name)
+                .fetch_one(uow.conn())
+                .await?;
+            return Ok(match (locked, made) {
+                (Some(id), _) => OpenedCart::Locked(id),
+                (None, Some(id)) => OpenedCart::Made(id),
+                (None, None) => OpenedCart::Lost,
+            });
+        }
+        if let Some(id) = lock_cart(uow, user).await? {
+            return Ok(OpenedCart::Locked(id));
+        }
+        if !make {
+            return Ok(OpenedCart::Missing);
+        }
+        let made = sqlx::query(&format!(
+            "{columns} VALUES ($1, $2, 'cart', $3, $4 * $5, $6, $6) ON CONFLICT DO NOTHING"
+        ))
+        .bind(&id)
+        .bind(user)
+        .bind(&info.currency)
+        .bind(quantity.get())
+        .bind(info.price_minor)
+        .bind(now)
+        .execute(uow.conn())
+        .await?;
+        if made.rows_affected() == 0 {
+            return Ok(OpenedCart::Lost);
+        }
+        record_history(uow, &id, "cart", None, now).await?;
+        sqlx::query(&format!("{line} VALUES ($1, $2, $3, $4, $5, $6)"))
+            .bind(&id)
+            .bind(product_id)
+            .bind(&info.name)
+            .bind(quantity.get())
+            .bind(info.price_minor)
+            .bind(now)
+            .execute(uow.conn())
+            .await?;
+        Ok(OpenedCart::Made(id))
     }
 
     async fn set_quantity_in(
