@@ -26,18 +26,14 @@ pub struct OrderStore {
     pub(super) db: Db,
 }
 
-/// What placing an order led to.
 /// What else a status change sets, in the same statement.
 #[derive(Clone, Copy)]
 pub enum Also<'a> {
-    Nothing,
     Failure {
         kind: &'a str,
         reason: &'a str,
     },
     PaymentReference(&'a str),
-    /// The checkout's payment method (JSON), as the cart is placed.
-    PaymentMethod(&'a str),
     /// The order's total as stock priced the reserved lines.
     Priced {
         total_minor: i64,
@@ -74,6 +70,7 @@ pub struct Move<'a> {
     pub also: Also<'a>,
 }
 
+/// What placing an order led to.
 pub enum Placed {
     /// A new order, with the checkout's wait for its outcome.
     New { order_id: String, waiting: Waiting },
@@ -935,23 +932,21 @@ impl OrderStore {
         let postgres = uow.backend() == Backend::Postgres;
         for run in power_of_two_runs(moves, 32) {
             let rows: Vec<String> = (0..run.len())
-                .map(|i| format!("({})", placeholders(2 + 10 * i, 10)))
+                .map(|i| format!("({})", placeholders(2 + 9 * i, 9)))
                 .collect();
             // The new values of a move, or NULL for "keep": a handful of statement texts
             // serve every kind of move.
             let update = "UPDATE orders SET status = to_status, updated_at = $1, \
-                 placed_at = CASE WHEN to_status = 'placed' THEN $1 ELSE placed_at END, \
                  completed_at = CASE WHEN to_status = 'completed' THEN $1 ELSE completed_at END, \
                  total_minor = COALESCE(new_total, total_minor), \
                  currency = COALESCE(new_currency, currency), \
                  payment_reference = COALESCE(new_reference, payment_reference), \
-                 payment_method = COALESCE(new_method, payment_method), \
                  failure_kind = COALESCE(new_failure_kind, failure_kind), \
                  failure_reason = COALESCE(new_failure_reason, failure_reason) \
                  FROM v WHERE id = move_id AND status = from_status";
             let values = format!(
                 "WITH v (move_id, from_status, to_status, note_text, new_total, new_currency, \
-                 new_reference, new_method, new_failure_kind, new_failure_reason) AS \
+                 new_reference, new_failure_kind, new_failure_reason) AS \
                  (VALUES {})",
                 rows.join(",")
             );
@@ -970,16 +965,14 @@ impl OrderStore {
             };
             let mut query = sqlx::query_as::<_, (String, Option<String>, String)>(&sql).bind(now);
             for m in run {
-                let (mut total, mut currency, mut reference, mut method) = (None, None, None, None);
+                let (mut total, mut currency, mut reference) = (None, None, None);
                 let (mut failure_kind, mut failure_reason) = (None, None);
                 match m.also {
-                    Also::Nothing => {}
                     Also::Failure { kind, reason } => {
                         failure_kind = Some(kind);
                         failure_reason = Some(reason);
                     }
                     Also::PaymentReference(value) => reference = Some(value),
-                    Also::PaymentMethod(value) => method = Some(value),
                     Also::Priced {
                         total_minor,
                         currency: value,
@@ -996,7 +989,6 @@ impl OrderStore {
                     .bind(total)
                     .bind(currency)
                     .bind(reference)
-                    .bind(method)
                     .bind(failure_kind)
                     .bind(failure_reason);
             }
