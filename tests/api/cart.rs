@@ -97,3 +97,32 @@ on_both!(cart_add_change_remove, |app: TestApp| async move {
     let (status, _) = app.get("/api/cart", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 });
+
+on_both!(
+    each_add_answers_the_cart_as_read_back,
+    |app: TestApp| async move {
+        let admin = app.token("admin", "admin").await;
+        let tea = app.product(&admin, "TEA", 10000, 10).await;
+        let cup = app.product(&admin, "CUP", 2500, 10).await;
+        let me = app.token("asha", "customer").await;
+
+        // The first add makes the cart, and its answer is built without reading it back:
+        // it must be what reading it back gives.
+        for (product, quantity) in [(&tea, 2), (&tea, 1), (&cup, 4)] {
+            let (status, added) = app
+                .post(
+                    "/api/cart/items",
+                    Some(&me),
+                    json!({"product_id": product, "quantity": quantity}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{added}");
+            let (_, cart) = app.get("/api/cart", Some(&me)).await;
+            assert_eq!(added, cart);
+        }
+        let (_, cart) = app.get("/api/cart", Some(&me)).await;
+        assert_eq!(cart["lines"][0]["name"], "Product TEA");
+        assert_eq!(cart["lines"][0]["line_total_minor"], 3 * 10000);
+        assert_eq!(cart["currency"], "INR");
+    }
+);

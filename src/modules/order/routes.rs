@@ -73,11 +73,11 @@ async fn add_item(
         s.catalog.product(&req.product_id).await?.ok_or_else(|| {
             ApiError::validation(format!("there is no product {}", req.product_id))
         })?;
-    let order = s
+    let cart = s
         .store
         .add_item(&user.sub, &req.product_id, info, req.quantity)
         .await?;
-    Ok(Json(Some(order).into()))
+    Ok(Json(cart))
 }
 
 /// Changes the quantity of a product in the cart.

@@ -8,7 +8,7 @@ use sqlx::{Any, Executor, Row};
 
 use super::catalog::ProductInfo;
 use super::events::{self, LineQuantity, OrderPlaced, PaymentMethod, SOURCE};
-use super::model::{Failure, Order, OrderLine, OrderStatus, StatusChange};
+use super::model::{Cart, Failure, Order, OrderLine, OrderStatus, StatusChange};
 use super::waiters::{Waiters, Waiting};
 use crate::bus::{outbox, topics, Event};
 use crate::db::{now_ms, placeholders, power_of_two_runs, rfc3339, Backend, Db, Uow};
@@ -46,6 +46,33 @@ pub struct Moved {
     /// The checkout's payment method (JSON), set when the order was placed.
     pub payment_method: Option<String>,
     pub user_id: String,
+}
+
+/// What adding to a cart did.
+enum Added {
+    /// Made a cart holding just this line: the answer is known without reading it back.
+    NewCart(Cart),
+    /// Changed the cart with this id.
+    Changed(String),
+}
+
+/// A cart just made with one line, as the cart routes answer it.
+fn new_cart(id: String, product_id: &str, info: &ProductInfo, quantity: Quantity) -> Cart {
+    let quantity = quantity.get();
+    let line_total_minor = quantity * info.price_minor;
+    Cart {
+        id: Some(id),
+        lines: vec![OrderLine {
+            product_id: product_id.to_string(),
+            name: info.name.clone(),
+            quantity,
+            unit_price_minor: info.price_minor,
+            line_total_minor,
+        }],
+        item_count: quantity,
+        total_minor: line_total_minor,
+        currency: Some(info.currency.clone()),
+    }
 }
 
 /// What adding to a cart found.
@@ -380,7 +407,7 @@ impl OrderStore {
         product_id: &str,
         info: &ProductInfo,
         quantity: Quantity,
-    ) -> ApiResult<Option<String>> {
+    ) -> ApiResult<Option<Added>> {
         let now = now_ms();
         // A new cart is made only for a line that may be in it; an existing one is checked
         // with what it holds, below.
@@ -389,7 +416,11 @@ impl OrderStore {
         let order_id =
             match Self::open_cart(uow, user, product_id, info, quantity, now, make).await? {
                 OpenedCart::Locked(id) => id,
-                OpenedCart::Made(id) => return Ok(Some(id)),
+                OpenedCart::Made(id) => {
+                    return Ok(Some(Added::NewCart(new_cart(
+                        id, product_id, info, quantity,
+                    ))))
+                }
                 OpenedCart::Lost => return Ok(None),
                 OpenedCart::Missing => return fits.map(|()| None),
             };
@@ -453,7 +484,7 @@ impl OrderStore {
                 refresh_totals(uow, &order_id, now, Some(&info.currency)).await?;
             }
         }
-        Ok(Some(order_id))
+        Ok(Some(Added::Changed(order_id)))
     }
 
     /// Locks the user's cart or, if there is none and `make`, makes one holding this first
@@ -682,7 +713,7 @@ impl OrderStore {
         product_id: &str,
         info: ProductInfo,
         quantity: Quantity,
-    ) -> ApiResult<Order> {
+    ) -> ApiResult<Cart> {
         let info = Arc::new(info);
         for _ in 0..3 {
             let (user, product_id, info) = (user.to_string(), product_id.to_string(), info.clone());
@@ -695,8 +726,10 @@ impl OrderStore {
                 })
                 .await?;
             // None: a concurrent request created the cart first; the next look finds it.
-            if let Some(id) = added {
-                return self.cart_by_id(&id).await;
+            match added {
+                Some(Added::NewCart(cart)) => return Ok(cart),
+                Some(Added::Changed(id)) => return Ok(Some(self.cart_by_id(&id).await?).into()),
+                None => {}
             }
         }
         Err(ApiError::conflict(
