@@ -11,6 +11,47 @@ use reqwest::StatusCode;
 
 use crate::helpers::{postgres_url, scratch_postgres, test_settings, Backend, TestApp};
 
+/// The two tests of a scenario that takes a database URL: a `sqlite` one in a temporary
+/// folder and a `postgres` one in a scratch database (when `TEST_POSTGRES_URL` is set).
+macro_rules! on_both_databases {
+    ($scenario:ident) => {
+        on_both_databases!($scenario, #[tokio::test]);
+    };
+    ($scenario:ident, multi_thread) => {
+        on_both_databases!($scenario, #[tokio::test(flavor = "multi_thread", worker_threads = 4)]);
+    };
+    ($scenario:ident, #[$test:meta]) => {
+        mod $scenario {
+            use super::*;
+
+            #[$test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$scenario(format!("sqlite://{}/", dir.path().display())).await;
+            }
+
+            #[$test]
+            async fn postgres() {
+                if let Some(server) = postgres_url() {
+                    super::$scenario(scratch_postgres(&server).await).await;
+                }
+            }
+        }
+    };
+}
+
+/// The events `db`'s outbox holds, oldest first.
+async fn outbox_events(db: &ekart::db::Db) -> Vec<Event> {
+    let events: Vec<String> = sqlx::query_scalar("SELECT event FROM outbox ORDER BY seq")
+        .fetch_all(&db.read)
+        .await
+        .unwrap();
+    events
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
 async fn redelivered_event_has_one_effect(url: String) {
     let settings = test_settings(url);
     let dbs = Databases::open(&settings).await.unwrap();
@@ -93,18 +134,7 @@ async fn redelivered_event_has_one_effect(url: String) {
     assert_eq!(store.get(&product.id).await.unwrap().unwrap().reserved, 2);
 }
 
-#[tokio::test]
-async fn redelivered_event_has_one_effect_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    redelivered_event_has_one_effect(format!("sqlite://{}/", dir.path().display())).await;
-}
-
-#[tokio::test]
-async fn redelivered_event_has_one_effect_postgres() {
-    if let Some(server) = postgres_url() {
-        redelivered_event_has_one_effect(scratch_postgres(&server).await).await;
-    }
-}
+on_both_databases!(redelivered_event_has_one_effect);
 
 /// Restarting on the same database keeps the data and does not seed twice.
 #[tokio::test]
@@ -185,18 +215,7 @@ async fn group_commit_isolates_a_failing_write(url: String) {
     assert_eq!(kept, Vec::<String>::new());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn group_commit_isolates_a_failing_write_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    group_commit_isolates_a_failing_write(format!("sqlite://{}/", dir.path().display())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn group_commit_isolates_a_failing_write_postgres() {
-    if let Some(server) = postgres_url() {
-        group_commit_isolates_a_failing_write(scratch_postgres(&server).await).await;
-    }
-}
+on_both_databases!(group_commit_isolates_a_failing_write, multi_thread);
 
 /// On PostgreSQL, writes that queue while the writer is busy share one transaction: while a
 /// first write holds the writer, twenty more queue, and they commit together.
@@ -389,14 +408,7 @@ async fn a_batch_of_placed_orders_is_served_in_turn(url: String) {
         .unwrap();
     assert_eq!(fresh, 8);
 
-    let answers: Vec<String> = sqlx::query_scalar("SELECT event FROM outbox ORDER BY seq")
-        .fetch_all(&dbs.stock.read)
-        .await
-        .unwrap();
-    let answers: Vec<Event> = answers
-        .iter()
-        .map(|a| serde_json::from_str(a).unwrap())
-        .collect();
+    let answers = outbox_events(&dbs.stock).await;
     let kinds: Vec<(&str, &str)> = answers
         .iter()
         .map(|e| (e.subject.as_str(), e.kind.as_str()))
@@ -484,18 +496,7 @@ async fn a_batch_of_placed_orders_is_served_in_turn(url: String) {
     assert_eq!(level(b).await, (1, 1));
 }
 
-#[tokio::test]
-async fn a_batch_of_placed_orders_is_served_in_turn_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    a_batch_of_placed_orders_is_served_in_turn(format!("sqlite://{}/", dir.path().display())).await;
-}
-
-#[tokio::test]
-async fn a_batch_of_placed_orders_is_served_in_turn_postgres() {
-    if let Some(server) = postgres_url() {
-        a_batch_of_placed_orders_is_served_in_turn(scratch_postgres(&server).await).await;
-    }
-}
+on_both_databases!(a_batch_of_placed_orders_is_served_in_turn);
 
 /// The user module takes a batch of order outcomes with one insert of journey steps; an order
 /// placed and finished in the same batch still finds the session that placed it, and an order
@@ -578,19 +579,7 @@ async fn order_outcomes_in_one_batch_join_their_journeys(url: String) {
     );
 }
 
-#[tokio::test]
-async fn order_outcomes_in_one_batch_join_their_journeys_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    order_outcomes_in_one_batch_join_their_journeys(format!("sqlite://{}/", dir.path().display()))
-        .await;
-}
-
-#[tokio::test]
-async fn order_outcomes_in_one_batch_join_their_journeys_postgres() {
-    if let Some(server) = postgres_url() {
-        order_outcomes_in_one_batch_join_their_journeys(scratch_postgres(&server).await).await;
-    }
-}
+on_both_databases!(order_outcomes_in_one_batch_join_their_journeys);
 
 /// Payment charges a batch of requests with one insert of payments and one of outcomes: one
 /// payment per order, also when an order asks twice in the same batch or asked before.
@@ -660,13 +649,9 @@ async fn a_batch_of_payment_requests_pays_each_order_once(url: String) {
             ("o3", "CASH", "succeeded"),
         ]
     );
-    let outcomes: Vec<String> = sqlx::query_scalar("SELECT event FROM outbox ORDER BY seq")
-        .fetch_all(&dbs.payment.read)
+    let outcomes: Vec<(String, String)> = outbox_events(&dbs.payment)
         .await
-        .unwrap();
-    let outcomes: Vec<(String, String)> = outcomes
-        .iter()
-        .map(|e| serde_json::from_str::<Event>(e).unwrap())
+        .into_iter()
         .map(|e| (e.subject, e.kind))
         .collect();
     let expected = [
@@ -682,19 +667,7 @@ async fn a_batch_of_payment_requests_pays_each_order_once(url: String) {
     assert_eq!(outcomes, expected, "one outcome per payment, in order");
 }
 
-#[tokio::test]
-async fn a_batch_of_payment_requests_pays_each_order_once_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    a_batch_of_payment_requests_pays_each_order_once(format!("sqlite://{}/", dir.path().display()))
-        .await;
-}
-
-#[tokio::test]
-async fn a_batch_of_payment_requests_pays_each_order_once_postgres() {
-    if let Some(server) = postgres_url() {
-        a_batch_of_payment_requests_pays_each_order_once(scratch_postgres(&server).await).await;
-    }
-}
+on_both_databases!(a_batch_of_payment_requests_pays_each_order_once);
 
 /// The order module's saga steps for a batch: reservations and payment outcomes move their
 /// orders together, a rejection is handled in its place, a late repeat changes nothing, and
@@ -858,14 +831,7 @@ async fn saga_steps_in_one_batch_move_each_order_in_turn(url: String) {
         assert!(history.contains(&expected), "{expected:?} in {history:?}");
     }
 
-    let sent: Vec<String> = sqlx::query_scalar("SELECT event FROM outbox ORDER BY seq")
-        .fetch_all(&dbs.orders.read)
-        .await
-        .unwrap();
-    let sent: Vec<Event> = sent
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let sent = outbox_events(&dbs.orders).await;
     let steps: Vec<(&str, &str)> = sent
         .iter()
         .map(|e| (e.subject.as_str(), e.kind.as_str()))
@@ -891,16 +857,4 @@ async fn saga_steps_in_one_batch_move_each_order_in_turn(url: String) {
     );
 }
 
-#[tokio::test]
-async fn saga_steps_in_one_batch_move_each_order_in_turn_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    saga_steps_in_one_batch_move_each_order_in_turn(format!("sqlite://{}/", dir.path().display()))
-        .await;
-}
-
-#[tokio::test]
-async fn saga_steps_in_one_batch_move_each_order_in_turn_postgres() {
-    if let Some(server) = postgres_url() {
-        saga_steps_in_one_batch_move_each_order_in_turn(scratch_postgres(&server).await).await;
-    }
-}
+on_both_databases!(saga_steps_in_one_batch_move_each_order_in_turn);
