@@ -95,11 +95,15 @@ pub async fn run_relay(db: Db, bus: Arc<dyn Bus>, sweep: Duration, batch: u32) {
             Ok(sent) => {
                 published.increment(sent as u64);
                 backoff = Duration::from_millis(50);
+                published_rows.delete(&db);
                 if sent as u32 == batch {
                     continue; // more are waiting
                 }
                 waiting_gauge.set(0.0);
-                let _ = tokio::time::timeout(sweep, wake.notified()).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(sweep, wake.notified()) => {}
+                    () = published_rows.delete_finished() => {}
+                }
             }
             Err(err) => {
                 let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
@@ -176,10 +180,10 @@ async fn lead(db: &Db, retry: Duration) -> Option<PoolConnection<sqlx::Any>> {
     }
 }
 
-/// Rows published but not yet deleted. Deleting is a write of its own (a commit); waiting for
-/// it before the next publish put a commit on the path of every saga step, so deletes run
-/// beside the relay, one at a time, and the relay passes over the rows they are about to
-/// remove. A crash before a delete commits sends those events again (the inbox drops them).
+/// Rows published but not yet deleted. Waiting for a delete before the next publish put a
+/// commit on the path of every saga step, so deletes run beside the relay, one at a time, as
+/// housekeeping that rides with the module's next write ([`Db::write_later`]), and the relay
+/// passes over the rows they are about to remove. A crash before a delete commits sends those events again (the inbox drops them).
 #[derive(Default)]
 pub struct Published {
     /// Published rows, until their delete has committed.
@@ -201,18 +205,8 @@ impl Published {
     /// Settles the delete that finished, and starts one for what has been published since.
     fn delete(&mut self, db: &Db) {
         if self.deleting.as_ref().is_some_and(|d| d.is_finished()) {
-            let finished = self.deleting.take().expect("checked").now_or_never();
-            match finished {
-                Some(Ok((seqs, Ok(())))) => {
-                    for seq in seqs {
-                        self.rows.remove(&seq);
-                    }
-                }
-                Some(Ok((seqs, Err(err)))) => {
-                    tracing::warn!(module = db.name, error = %err, "cannot delete relayed events; retrying");
-                    self.to_delete.extend(seqs);
-                }
-                _ => {}
+            if let Some(Ok(deleted)) = self.deleting.take().expect("checked").now_or_never() {
+                self.settle(deleted);
             }
         }
         if self.deleting.is_none() && !self.to_delete.is_empty() {
@@ -220,8 +214,38 @@ impl Published {
             let db = db.clone();
             self.deleting = Some(tokio::spawn(async move {
                 let result = delete(&db, &seqs).await;
+                if let Err(err) = &result {
+                    tracing::warn!(module = db.name, error = %err, "cannot delete relayed events; retrying");
+                }
                 (seqs, result)
             }));
+        }
+    }
+
+    /// Ends when the delete in flight has finished while rows wait for the next one (then
+    /// [`Published::delete`] starts it); never otherwise.
+    async fn delete_finished(&mut self) {
+        if self.to_delete.is_empty() {
+            return std::future::pending().await;
+        }
+        let Some(deleting) = self.deleting.as_mut() else {
+            return std::future::pending().await;
+        };
+        let deleted = deleting.await;
+        self.deleting = None;
+        if let Ok(deleted) = deleted {
+            self.settle(deleted);
+        }
+    }
+
+    fn settle(&mut self, (seqs, result): Deleted) {
+        match result {
+            Ok(()) => {
+                for seq in seqs {
+                    self.rows.remove(&seq);
+                }
+            }
+            Err(_) => self.to_delete.extend(seqs),
         }
     }
 }
@@ -284,7 +308,7 @@ async fn delete(db: &Db, seqs: &[i64]) -> Result<(), sqlx::Error> {
         "DELETE FROM outbox WHERE seq IN ({})",
         placeholders(1, seqs.len())
     );
-    db.write(move |uow| {
+    db.write_later(move |uow| {
         Box::pin(async move {
             let mut query = sqlx::query(&sql);
             for seq in seqs {

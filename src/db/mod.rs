@@ -5,6 +5,7 @@
 //! no module can reach another's tables. On SQLite, units of work run on the module's writer
 //! thread, which drives its own connection directly (`direct.rs`) behind the same sqlx API.
 
+use std::fmt::Write;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -43,8 +44,8 @@ pub struct Db {
     write: AnyPool,
     /// Wakes the module's outbox relay when a transaction that wrote events commits.
     relay_wake: Arc<Notify>,
-    /// The queue of the module's group-commit writers (`writer.rs`).
-    writer: Option<mpsc::Sender<writer::Job>>,
+    /// The queues of the module's group-commit writers (`writer.rs`).
+    writer: writer::Senders,
 }
 
 impl Db {
@@ -102,7 +103,7 @@ impl Db {
         };
         let write = pool(1).await?;
         let relay_wake = Arc::new(Notify::new());
-        let (jobs, queue) = mpsc::channel(1024);
+        let (jobs, queue) = writer::queue();
         let own = direct::open(&file, synchronous)
             .map_err(|e| anyhow::anyhow!("cannot open {file:?} for writing: {e}"))?;
         writer::spawn_sqlite(name, own, relay_wake.clone(), queue)?;
@@ -114,7 +115,7 @@ impl Db {
             read,
             write,
             relay_wake,
-            writer: Some(jobs),
+            writer: jobs,
         })
     }
 
@@ -151,7 +152,7 @@ impl Db {
         let write_setup = format!("{search_path}; SET enable_seqscan = off");
         let write = pool(settings.postgres_writers + 1, write_setup).await?;
         let relay_wake = Arc::new(Notify::new());
-        let (jobs, queue) = mpsc::channel(1024);
+        let (jobs, queue) = writer::queue();
         writer::spawn_postgres(
             name,
             write.clone(),
@@ -165,7 +166,7 @@ impl Db {
             read,
             write,
             relay_wake,
-            writer: Some(jobs),
+            writer: jobs,
         })
     }
 
@@ -187,23 +188,20 @@ impl Db {
         E: From<sqlx::Error> + Send + 'static,
         F: for<'a> FnOnce(&'a mut Uow) -> BoxFut<'a, Result<T, E>> + Send + 'static,
     {
-        let Some(writer) = &self.writer else {
-            let mut uow = self.begin().await?;
-            let value = work(&mut uow).await?;
-            uow.commit().await?;
-            return Ok(value);
-        };
-        let (reply, answer) = oneshot::channel();
-        let gone = || {
-            E::from(sqlx::Error::Protocol(
-                "the database writer has stopped".into(),
-            ))
-        };
-        writer
-            .send(writer::job(work, reply))
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        submit(&self.writer.now, work).await
+    }
+
+    /// Like [`Db::write`], for housekeeping nobody is waiting on (deleting relayed outbox
+    /// rows): it rides with the next transaction the writer begins for other work, or commits
+    /// on its own if none comes within a fraction of a second. A commit of its own would cost
+    /// an fsync for a few deleted rows, several times per checkout.
+    pub async fn write_later<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<sqlx::Error> + Send + 'static,
+        F: for<'a> FnOnce(&'a mut Uow) -> BoxFut<'a, Result<T, E>> + Send + 'static,
+    {
+        submit(&self.writer.later, work).await
     }
 
     pub fn relay_wake(&self) -> Arc<Notify> {
@@ -221,6 +219,26 @@ impl Db {
         self.read.close().await;
         self.write.close().await;
     }
+}
+
+/// Queues `work` for the module's writers and answers once its transaction has committed.
+async fn submit<T, E, F>(queue: &mpsc::Sender<writer::Job>, work: F) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<sqlx::Error> + Send + 'static,
+    F: for<'a> FnOnce(&'a mut Uow) -> BoxFut<'a, Result<T, E>> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let gone = || {
+        E::from(sqlx::Error::Protocol(
+            "the database writer has stopped".into(),
+        ))
+    };
+    queue
+        .send(writer::job(work, reply))
+        .await
+        .map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?
 }
 
 /// A write transaction. Events written to the outbox inside it are published after commit.
@@ -326,10 +344,14 @@ pub fn padded_to_power_of_two<T: Clone>(values: &[T]) -> Vec<T> {
 
 /// `$from, $from+1, …` for `count` parameters: the list of an `IN (…)` or a `VALUES` row.
 pub fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut out = String::with_capacity(count * 4);
+    for i in from..from + count {
+        if i > from {
+            out.push(',');
+        }
+        let _ = write!(out, "${i}");
+    }
+    out
 }
 
 /// `items` in runs whose lengths are powers of two, largest first (13 = 8 + 4 + 1), at most

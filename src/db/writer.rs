@@ -9,6 +9,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use sqlx::AnyPool;
@@ -21,6 +22,35 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Most jobs folded into one transaction.
 const MAX_BATCH: usize = 256;
+
+/// How long housekeeping waits for other work to share a transaction with before it commits
+/// on its own.
+const LATER_AT_MOST: Duration = Duration::from_millis(200);
+
+/// Where a module's writes are queued: work whose caller waits for it, and housekeeping that
+/// can wait for the next transaction (see [`super::Db::write_later`]).
+#[derive(Clone)]
+pub(super) struct Senders {
+    pub now: mpsc::Sender<Job>,
+    pub later: mpsc::Sender<Job>,
+}
+
+pub(super) struct Queue {
+    now: mpsc::Receiver<Job>,
+    later: mpsc::Receiver<Job>,
+}
+
+pub(super) fn queue() -> (Senders, Queue) {
+    let (now, now_rx) = mpsc::channel(1024);
+    let (later, later_rx) = mpsc::channel(64);
+    (
+        Senders { now, later },
+        Queue {
+            now: now_rx,
+            later: later_rx,
+        },
+    )
+}
 
 /// A job's outcome inside the transaction, and how to tell its caller once the commit is known.
 pub(super) struct Finished {
@@ -65,7 +95,7 @@ pub(super) fn spawn_sqlite(
     module: &str,
     conn: Direct,
     wake: Arc<Notify>,
-    mut jobs: mpsc::Receiver<Job>,
+    mut jobs: Queue,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -78,7 +108,8 @@ pub(super) fn spawn_sqlite(
                     let begun = conn
                         .lock()
                         .expect("the writer's connection")
-                        .execute_batch("BEGIN IMMEDIATE");
+                        .prepare_cached("BEGIN IMMEDIATE")
+                        .and_then(|mut begin| begin.execute([]).map(|_| ()));
                     match begun {
                         Ok(()) => {
                             let uow =
@@ -103,7 +134,7 @@ pub(super) fn spawn_postgres(
     pool: AnyPool,
     writers: u32,
     wake: Arc<Notify>,
-    jobs: mpsc::Receiver<Job>,
+    jobs: Queue,
 ) {
     let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
     for _ in 0..writers.max(1) {
@@ -134,14 +165,26 @@ pub(super) fn spawn_postgres(
 }
 
 /// The next batch: the first job to arrive and whatever queued behind it, or `None` once every
-/// sender is gone.
-async fn next_batch(jobs: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>> {
-    let first = jobs.recv().await?;
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        match jobs.try_recv() {
-            Ok(job) => batch.push(job),
-            Err(_) => break,
+/// sender is gone. Housekeeping waits up to [`LATER_AT_MOST`] for a job to ride with: a
+/// transaction of its own would cost a commit (an fsync) for a few deleted rows.
+async fn next_batch(queue: &mut Queue) -> Option<Vec<Job>> {
+    let mut batch = Vec::new();
+    tokio::select! {
+        biased;
+        job = queue.now.recv() => batch.push(job?),
+        Some(chore) = queue.later.recv() => {
+            batch.push(chore);
+            if let Ok(job) = tokio::time::timeout(LATER_AT_MOST, queue.now.recv()).await {
+                batch.push(job?);
+            }
+        }
+    }
+    for jobs in [&mut queue.now, &mut queue.later] {
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
         }
     }
     Some(batch)

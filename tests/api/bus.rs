@@ -858,3 +858,106 @@ async fn saga_steps_in_one_batch_move_each_order_in_turn(url: String) {
 }
 
 on_both_databases!(saga_steps_in_one_batch_move_each_order_in_turn);
+
+/// The relay deletes what it published as housekeeping that waits for the module's next write
+/// (`Db::write_later`). With no other write coming, the delete still commits on its own, soon;
+/// with writes coming, it shares their transaction, and a write that fails there does not take
+/// the delete with it. Each event reaches its consumer once.
+async fn relayed_events_leave_the_outbox_with_or_without_other_writes(url: String) {
+    use ekart::bus::memory::MemoryBus;
+    use ekart::bus::outbox::{push, run_relay};
+    use ekart::bus::Bus;
+    use std::time::Duration;
+
+    let settings = test_settings(url);
+    let dbs = Databases::open(&settings).await.unwrap();
+    let db = dbs.payment.clone();
+    let bus = MemoryBus::new();
+    let mut subscription = bus.subscribe("ekart.test", "test", Default::default());
+    let relay_bus: Arc<dyn Bus> = bus.clone();
+    tokio::spawn(run_relay(
+        db.clone(),
+        relay_bus,
+        Duration::from_secs(30),
+        64,
+    ));
+    let waiting = |db: ekart::db::Db| async move {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&db.read)
+            .await
+            .unwrap()
+    };
+    let event = |key: &str| Event::new(SOURCE, "ekart.test.happened", key, serde_json::json!({}));
+
+    // Alone: published, then deleted without any other write to ride with.
+    let first = event("first");
+    let pushed = first.clone();
+    db.write(move |uow| Box::pin(async move { push(uow, "ekart.test", &pushed).await }))
+        .await
+        .unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(10), subscription.recv())
+        .await
+        .expect("the relay publishes")
+        .unwrap();
+    assert_eq!(batch.events[0].event.id, first.id);
+    batch.ack.send(Ok(())).unwrap();
+    let started = std::time::Instant::now();
+    while waiting(db.clone()).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the published row was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Among writes, one of which fails: every row still goes, each event delivered once.
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let next = event(&format!("key-{i}"));
+        ids.push(next.id.clone());
+        let outcome = db
+            .write(move |uow| {
+                Box::pin(async move {
+                    push(uow, "ekart.test", &next).await?;
+                    Ok::<_, sqlx::Error>(())
+                })
+            })
+            .await;
+        outcome.unwrap();
+        let failing = db
+            .write(|uow| {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO no_such_table VALUES (1)")
+                        .execute(uow.conn())
+                        .await?;
+                    Ok::<_, sqlx::Error>(())
+                })
+            })
+            .await;
+        assert!(failing.is_err());
+    }
+    let mut delivered = Vec::new();
+    while delivered.len() < ids.len() {
+        let batch = tokio::time::timeout(Duration::from_secs(10), subscription.recv())
+            .await
+            .expect("the relay publishes the rest")
+            .unwrap();
+        delivered.extend(batch.events.iter().map(|d| d.event.id.clone()));
+        batch.ack.send(Ok(())).unwrap();
+    }
+    assert_eq!(delivered, ids, "each event once, in order");
+    let started = std::time::Instant::now();
+    while waiting(db.clone()).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "published rows were left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let late = tokio::time::timeout(Duration::from_millis(500), subscription.recv()).await;
+    assert!(late.is_err(), "no event is published twice");
+}
+on_both_databases!(
+    relayed_events_leave_the_outbox_with_or_without_other_writes,
+    multi_thread
+);
