@@ -77,23 +77,34 @@ impl TraceContext {
 }
 
 impl fmt::Display for TraceContext {
+    /// Every event a checkout writes carries one of these, so it is built in one buffer rather
+    /// than through the formatter a byte at a time.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            Hex(&self.trace_id),
-            Hex(&self.span_id),
-            u8::from(self.sampled)
-        )
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&self.trace_id, &mut out[3..35]);
+        hex_into(&self.span_id, &mut out[36..52]);
+        hex_into(&[u8::from(self.sampled)], &mut out[53..55]);
+        f.write_str(std::str::from_utf8(&out).expect("hex digits are ASCII"))
     }
 }
 
-/// Bytes as lowercase hex, written straight into the formatter.
-struct Hex<'a>(&'a [u8]);
+/// A trace id as lowercase hex.
+struct Hex<'a>(&'a [u8; 16]);
 
 impl fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        let mut out = [0u8; 32];
+        hex_into(self.0, &mut out);
+        f.write_str(std::str::from_utf8(&out).expect("hex digits are ASCII"))
+    }
+}
+
+/// Writes `bytes` as lowercase hex into `out`, two digits a byte.
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
     }
 }
 

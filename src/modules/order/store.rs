@@ -245,13 +245,19 @@ const LOCK_CART: &str =
 
 /// Takes the write lock on the user's cart before reading it, so that concurrent changes to
 /// one cart (two tabs, a double click) apply one after the other instead of overwriting each
-/// other. On SQLite the writer already serialises them; on PostgreSQL this row lock does.
-/// Answers the cart's id, if the user has a cart.
+/// other. On SQLite the writer already serialises them (one write transaction at a time), so
+/// a plain read is enough there; on PostgreSQL this row lock does it. Answers the cart's id,
+/// if the user has a cart.
 async fn lock_cart(uow: &mut Uow, user: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(LOCK_CART)
-        .bind(user)
-        .fetch_optional(uow.conn())
-        .await
+    match uow.backend() {
+        Backend::Sqlite => cart_id(uow.conn(), user).await,
+        Backend::Postgres => {
+            sqlx::query_scalar(LOCK_CART)
+                .bind(user)
+                .fetch_optional(uow.conn())
+                .await
+        }
+    }
 }
 
 async fn record_history(
@@ -317,26 +323,34 @@ async fn place_cart(
     method_json: &str,
     now: i64,
 ) -> Result<Option<String>, sqlx::Error> {
-    let update = "UPDATE orders SET status = 'placed', updated_at = $1, placed_at = $1, \
-         payment_method = $2 WHERE user_id = $3 AND status = 'cart' RETURNING id";
-    let sql = match uow.backend() {
-        Backend::Postgres => format!(
-            "WITH moved AS ({update}), noted AS (INSERT INTO order_history \
-             (order_id, status, note, at) SELECT id, 'placed', NULL, $1 FROM moved) \
-             SELECT id FROM moved"
-        ),
-        Backend::Sqlite => update.to_string(),
-    };
-    let id: Option<String> = sqlx::query_scalar(&sql)
+    let set = "UPDATE orders SET status = 'placed', updated_at = $1, placed_at = $1, \
+         payment_method = $2";
+    if uow.backend() == Backend::Sqlite {
+        // The writer's transaction excludes every other change: find, then move. (A
+        // `RETURNING` clause would cost SQLite a temporary table per checkout.)
+        let Some(id) = cart_id(uow.conn(), user).await? else {
+            return Ok(None);
+        };
+        sqlx::query(&format!("{set} WHERE id = $3"))
+            .bind(now)
+            .bind(method_json)
+            .bind(&id)
+            .execute(uow.conn())
+            .await?;
+        record_history(uow, &id, "placed", None, now).await?;
+        return Ok(Some(id));
+    }
+    let sql = format!(
+        "WITH moved AS ({set} WHERE user_id = $3 AND status = 'cart' RETURNING id), \
+         noted AS (INSERT INTO order_history (order_id, status, note, at) \
+         SELECT id, 'placed', NULL, $1 FROM moved) SELECT id FROM moved"
+    );
+    sqlx::query_scalar(&sql)
         .bind(now)
         .bind(method_json)
         .bind(user)
         .fetch_optional(uow.conn())
-        .await?;
-    if let (Some(id), Backend::Sqlite) = (&id, uow.backend()) {
-        record_history(uow, id, "placed", None, now).await?;
-    }
-    Ok(id)
+        .await
 }
 
 fn empty_cart() -> ApiError {
