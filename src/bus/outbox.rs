@@ -183,7 +183,8 @@ async fn lead(db: &Db, retry: Duration) -> Option<PoolConnection<sqlx::Any>> {
 /// Rows published but not yet deleted. Waiting for a delete before the next publish put a
 /// commit on the path of every saga step, so deletes run beside the relay, one at a time, as
 /// housekeeping that rides with the module's next write ([`Db::write_later`]), and the relay
-/// passes over the rows they are about to remove. A crash before a delete commits sends those events again (the inbox drops them).
+/// passes over the rows they are about to remove. A crash before a delete commits sends those
+/// events again (the inbox drops them).
 #[derive(Default)]
 pub struct Published {
     /// Published rows, until their delete has committed.
