@@ -848,7 +848,7 @@ async fn saga_steps_in_one_batch_move_each_order_in_turn(url: String) {
         ],
         "one event per step that moved an order, in the batch's order"
     );
-    let request = &sent[0].data;
+    let request: serde_json::Value = sent[0].data().unwrap();
     assert_eq!(request["user_id"], "user-o1");
     assert_eq!(request["amount_minor"], 900);
     assert_eq!(
