@@ -881,11 +881,18 @@ async fn relayed_events_leave_the_outbox_with_or_without_other_writes(url: Strin
         Duration::from_secs(30),
         64,
     ));
-    let waiting = |db: ekart::db::Db| async move {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox")
+    // Waits (5 s at most) for the outbox to be empty.
+    let drained = |db: ekart::db::Db, what: &'static str| async move {
+        let started = std::time::Instant::now();
+        while sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox")
             .fetch_one(&db.read)
             .await
             .unwrap()
+            > 0
+        {
+            assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     };
     let event = |key: &str| Event::new(SOURCE, "ekart.test.happened", key, serde_json::json!({}));
 
@@ -901,14 +908,7 @@ async fn relayed_events_leave_the_outbox_with_or_without_other_writes(url: Strin
         .unwrap();
     assert_eq!(batch.events[0].event.id, first.id);
     batch.ack.send(Ok(())).unwrap();
-    let started = std::time::Instant::now();
-    while waiting(db.clone()).await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the published row was never deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drained(db.clone(), "the published row was never deleted").await;
 
     // Among writes, one of which fails: every row still goes, each event delivered once.
     let mut ids = Vec::new();
@@ -946,14 +946,7 @@ async fn relayed_events_leave_the_outbox_with_or_without_other_writes(url: Strin
         batch.ack.send(Ok(())).unwrap();
     }
     assert_eq!(delivered, ids, "each event once, in order");
-    let started = std::time::Instant::now();
-    while waiting(db.clone()).await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "published rows were left behind"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drained(db.clone(), "published rows were left behind").await;
     let late = tokio::time::timeout(Duration::from_millis(500), subscription.recv()).await;
     assert!(late.is_err(), "no event is published twice");
 }
