@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -47,6 +47,10 @@ use load::{add_and_check_out, free_port, send_json, token, transport, Sample};
 
 #[path = "support/baseline.rs"]
 mod baseline;
+
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::PgScratch;
 
 /// Largest quantity one restock call accepts (ekart's `StockDelta`).
 const RESTOCK_MAX: i64 = 1_000_000;
@@ -388,7 +392,9 @@ async fn run(args: &Args, scratch: Option<&PgScratch>) -> anyhow::Result<()> {
     let mut expected_shape = None;
     for target in targets(args) {
         let database = match (target.engine, scratch) {
-            (Engine::Postgres, Some(scratch)) => Database::Postgres(scratch.create(target).await?),
+            (Engine::Postgres, Some(scratch)) => {
+                Database::Postgres(scratch.create_named(target.name()).await?)
+            }
             _ => Database::Sqlite,
         };
         let place = dir.path().join(target.name());
@@ -969,92 +975,6 @@ async fn postgres_info(scratch: &PgScratch, shoppers: usize) -> anyhow::Result<P
         max_connections,
         ceiling_clients: shoppers.min(room),
     })
-}
-
-/// Scratch databases on a PostgreSQL server, one per target; [`PgScratch::drop_all`] drops
-/// every one made.
-struct PgScratch {
-    server: String,
-    made: Mutex<Vec<String>>,
-}
-
-impl PgScratch {
-    fn new(server: String) -> PgScratch {
-        PgScratch {
-            server,
-            made: Mutex::new(Vec::new()),
-        }
-    }
-
-    async fn admin(&self) -> anyhow::Result<PgConnection> {
-        // The URL may hold a password: it stays out of messages.
-        PgConnection::connect(&self.server)
-            .await
-            .context("connecting to the PostgreSQL server (--postgres-url)")
-    }
-
-    async fn create(&self, target: Target) -> anyhow::Result<String> {
-        self.create_named(target.name()).await
-    }
-
-    /// A new database for `purpose` (letters, digits, dashes); answers its URL.
-    async fn create_named(&self, purpose: &str) -> anyhow::Result<String> {
-        let name = format!(
-            "ekart_bench_{}_{}",
-            purpose.replace('-', "_"),
-            uuid::Uuid::new_v4().simple()
-        );
-        let mut conn = self.admin().await?;
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .with_context(|| format!("creating the scratch database {name}"))?;
-        conn.close().await?;
-        self.made.lock().unwrap().push(name.clone());
-        database_url(&self.server, &name)
-    }
-
-    async fn drop_all(&self) {
-        let names = std::mem::take(&mut *self.made.lock().unwrap());
-        if names.is_empty() {
-            return;
-        }
-        let mut conn = match self.admin().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                eprintln!("shop bench: scratch databases {names:?} left behind: {e:#}");
-                return;
-            }
-        };
-        for name in names {
-            // FORCE ends connections a killed server's pool may still hold.
-            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-            if let Err(e) = conn.execute(sql.as_str()).await {
-                eprintln!("shop bench: dropping the scratch database {name}: {e}");
-            }
-        }
-        let _ = conn.close().await;
-    }
-}
-
-/// `server` with its database (if any) replaced by `name`; user, host and query kept.
-fn database_url(server: &str, name: &str) -> anyhow::Result<String> {
-    let (main, query) = match server.split_once('?') {
-        Some((main, query)) => (main, Some(query)),
-        None => (server, None),
-    };
-    let authority = main
-        .find("://")
-        .context("the PostgreSQL URL has no scheme (postgres://…)")?
-        + 3;
-    let path = main[authority..]
-        .find('/')
-        .map_or(main.len(), |i| authority + i);
-    let mut url = format!("{}/{name}", &main[..path]);
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    Ok(url)
 }
 
 /// bench/callgrind.sh's client: sets up the shop at `base` (whose server runs under callgrind

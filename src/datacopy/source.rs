@@ -72,12 +72,15 @@ impl Source {
 
     /// Every table of the module (not SQLite's own, not the migrations' bookkeeping), parents
     /// before the tables whose foreign keys point at them, so inserting in this order never
-    /// breaks a constraint.
+    /// breaks a constraint. Full-text indexes (FTS5 virtual tables and their shadow tables)
+    /// are left out: they are SQLite's own index of rows that are copied, and the target
+    /// keeps its own (PostgreSQL's `tsvector` column fills itself). So are `derived_*` tables,
+    /// which the target's triggers keep as the copied rows arrive.
     pub fn tables(&self) -> anyhow::Result<Vec<Table>> {
         let mut stmt = self.conn.prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'table' \
+            "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' \
              AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> '_sqlx_migrations' \
-             ORDER BY name",
+             AND name NOT LIKE 'derived\\_%' ESCAPE '\\' ORDER BY name",
         )?;
         let names: Vec<String> = stmt
             .query_map([], |row| row.get(0))?

@@ -46,12 +46,14 @@ pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", quote(schema), quote(table))
 }
 
-/// The module's tables in the target (not the migrations' bookkeeping).
+/// The module's tables in the target (not the migrations' bookkeeping, nor the `derived_*`
+/// tables its own triggers keep).
 pub async fn tables(conn: &mut AnyConnection, schema: &str) -> anyhow::Result<Vec<String>> {
     let rows = sqlx::query(
         "SELECT table_name::text FROM information_schema.tables \
          WHERE table_schema::text = $1 AND table_type = 'BASE TABLE' \
-         AND table_name <> '_sqlx_migrations' ORDER BY table_name",
+         AND table_name <> '_sqlx_migrations' AND table_name::text NOT LIKE 'derived\\_%' \
+         ORDER BY table_name",
     )
     .bind(schema)
     .fetch_all(conn)

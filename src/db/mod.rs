@@ -12,17 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 
+pub mod bulk;
 mod direct;
+pub mod keyset;
+mod migrations;
 mod reader;
 mod writer;
 
 pub use direct::Conn;
+pub use migrations::Migrations;
 pub use reader::Reader;
 pub use writer::BoxFut;
 
@@ -53,7 +56,7 @@ impl Db {
     pub async fn open(
         settings: &DatabaseSettings,
         name: &'static str,
-        migrations: &Migrator,
+        migrations: &Migrations,
     ) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
         let db = if let Some(dir) = settings.url.strip_prefix("sqlite://") {
@@ -62,7 +65,7 @@ impl Db {
             Self::open_postgres(settings, name).await?
         };
         crate::bus::outbox::ensure_tables(&db).await?;
-        migrations.run(&db.write).await?;
+        migrations.for_backend(db.backend).run(&db.write).await?;
         Ok(db)
     }
 

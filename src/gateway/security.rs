@@ -117,6 +117,18 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Middleware: refuses an address carrying a NUL character (`%00`) with 400. No text of the
+/// shop may hold one (PostgreSQL's text cannot), so it is never a real request; refusing it
+/// at the door keeps every handler from meeting it as a database error.
+pub async fn no_nul_in_address(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let has_nul = |part: &str| part.contains("%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::bad_request("the address contains a NUL character (%00)").into_response();
+    }
+    next.run(request).await
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::{HeaderMap, HeaderValue};

@@ -57,11 +57,11 @@ async fn redelivered_event_has_one_effect(url: String) {
     let dbs = Databases::open(&settings).await.unwrap();
     let store = StockStore::new(dbs.stock.clone());
     stock::seed_demo_catalog(&store).await.unwrap();
-    let (items, ..) = store
+    let page = store
         .list(&serde_json::from_value(serde_json::json!({})).unwrap())
         .await
         .unwrap();
-    let product = &items[0];
+    let product = &page.items[0];
 
     let placed = Event::new(
         SOURCE,

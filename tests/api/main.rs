@@ -13,4 +13,6 @@ mod input;
 mod journeys;
 mod orders;
 mod pages;
+mod paging;
+mod search;
 mod sessions;

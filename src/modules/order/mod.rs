@@ -13,14 +13,18 @@ mod waiters;
 use std::sync::Arc;
 
 pub use routes::{api, router, OrderState};
-pub use store::OrderStore;
+pub use store::{OrderStore, PastLine, PastOrder};
 pub use waiters::Waiters;
 
 use crate::bus::inbox::Handler;
-use sqlx::migrate::Migrator;
+use crate::db::Migrations;
 
-/// The same SQL runs on SQLite and PostgreSQL.
-pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/order/migrations");
+/// The schema, with the indexes each engine reads the order list through.
+pub static MIGRATIONS: Migrations = Migrations {
+    both: sqlx::migrate!("src/modules/order/migrations"),
+    sqlite: sqlx::migrate!("src/modules/order/migrations/sqlite"),
+    postgres: sqlx::migrate!("src/modules/order/migrations/postgres"),
+};
 
 pub const CONSUMER: &str = "order";
 

@@ -126,12 +126,15 @@ pub struct OrderQuery {
     /// Only orders in this status. Without it, every order but carts.
     #[param(inline)]
     pub status: Option<OrderStatus>,
-    /// Part of the order's id or of the shopper's id (admins search everyone's orders).
+    /// An order number or its beginning, or part of a shopper's id (admins search everyone's
+    /// orders).
     #[param(max_length = 100)]
     pub q: Option<String>,
-    /// Page number, from 1.
+    /// Page number, from 1. For going far into the list, follow `next` instead.
     #[param(minimum = 1, maximum = 100000)]
     pub page: Option<u32>,
+    /// Where to go on from: the `next_cursor` of the previous page (same `status` and `q`).
+    pub cursor: Option<String>,
     /// Orders per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<u32>,
@@ -140,7 +143,16 @@ pub struct OrderQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderPage {
     pub items: Vec<Order>,
-    pub page: u32,
+    /// The page number asked for; absent on a page reached by `cursor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
     pub per_page: u32,
+    /// Orders in the list, counted up to 1,000.
     pub total: i64,
+    /// There are more than `total` orders (counting stopped at 1,000).
+    pub total_capped: bool,
+    /// The cursor of the page after this one; absent on the last page.
+    pub next_cursor: Option<String>,
+    /// The address of the page after this one; absent on the last page.
+    pub next: Option<String>,
 }

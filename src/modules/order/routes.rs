@@ -12,12 +12,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::catalog::Catalog;
-use super::model::{AddItem, Cart, Order, OrderPage, OrderQuery, SetQuantity};
-use super::store::{OrderStore, Placed};
+use super::model::{AddItem, Cart, Order, OrderPage, OrderQuery, OrderStatus, SetQuantity};
+use super::store::{OrderFilter, OrderStore, Placed, NEWEST_FIRST};
 use super::waiters::Waiters;
+use crate::db::keyset::Paging;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::CurrentUser;
-use crate::gateway::extract::{paging, ApiJson, ApiPath, ApiQuery};
+use crate::gateway::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::modules::payment::method::CheckoutRequest;
 
 #[derive(Clone)]
@@ -241,20 +242,31 @@ async fn list_orders(
     CurrentUser(user): CurrentUser,
     ApiQuery(q): ApiQuery<OrderQuery>,
 ) -> ApiResult<Json<OrderPage>> {
-    let (page, per_page) = paging(q.page, q.per_page)?;
     if q.q.as_ref().is_some_and(|q| q.chars().count() > 100) {
         return Err(ApiError::bad_request("q must be at most 100 characters"));
     }
     let owner = (!user.is_admin()).then_some(user.sub.as_str());
-    let (items, total) = s
-        .store
-        .list(owner, q.status, q.q.as_deref(), page, per_page)
-        .await?;
+    let filter = OrderFilter {
+        user: owner,
+        status: q.status,
+        q: q.q.as_deref(),
+    };
+    let scope = format!(
+        "orders:{}:{}:{}",
+        owner.unwrap_or(""),
+        q.status.map_or("", OrderStatus::as_str),
+        q.q.as_deref().unwrap_or("")
+    );
+    let paging = Paging::new(scope, NEWEST_FIRST, q.page, q.per_page, q.cursor.as_deref())?;
+    let (items, total, total_capped, next) = s.store.list(&filter, &paging).await?;
     Ok(Json(OrderPage {
         items,
-        page,
-        per_page,
+        page: paging.page(),
+        per_page: paging.per_page(),
         total,
+        total_capped,
+        next_cursor: next.cursor,
+        next: next.link,
     }))
 }
 

@@ -11,8 +11,10 @@ use super::events::{self, LineQuantity, OrderPlaced, PaymentMethod, SOURCE};
 use super::model::{Cart, Failure, Order, OrderLine, OrderStatus, StatusChange};
 use super::waiters::{Waiters, Waiting};
 use crate::bus::{outbox, topics, Event};
+use crate::db::bulk::{self, Cell};
+use crate::db::keyset::{self, Next, Order as ListOrder, Paging};
 use crate::db::{now_ms, placeholders, power_of_two_runs, rfc3339, Backend, Db, Uow};
-use crate::domain::Quantity;
+use crate::domain::{Currency, PriceMinor, Quantity};
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::Identity;
 use crate::modules::stock::events::{ReservedLine, StockReserved};
@@ -20,6 +22,39 @@ use crate::modules::stock::events::{ReservedLine, StockReserved};
 const COLUMNS: &str = "id, user_id, status, currency, total_minor, payment_method, \
     payment_reference, failure_kind, failure_reason, created_at, updated_at, placed_at, \
     completed_at, cancelled_at, refunded_at";
+
+/// The newest orders first; the id breaks ties in the same millisecond.
+pub const NEWEST_FIRST: ListOrder = ListOrder::descending(&["created_at", "id"]);
+
+/// An order completed before it came to this shop, for [`OrderStore::import`].
+pub struct PastOrder {
+    pub user_id: String,
+    pub currency: Currency,
+    pub payment_method: String,
+    pub placed_at: i64,
+    pub completed_at: i64,
+    pub lines: Vec<PastLine>,
+}
+
+pub struct PastLine {
+    pub product_id: String,
+    pub name: String,
+    pub quantity: Quantity,
+    pub unit_price_minor: PriceMinor,
+}
+
+/// A search by part of a shopper's id looks at the orders of this many shoppers at most.
+const MAX_SHOPPERS: usize = 100;
+
+/// Which orders a list shows.
+pub struct OrderFilter<'a> {
+    /// Only this shopper's (every shopper's for an admin).
+    pub user: Option<&'a str>,
+    /// Only orders in this status; without it, every order but carts.
+    pub status: Option<OrderStatus>,
+    /// An order number or its beginning, or part of a shopper's id.
+    pub q: Option<&'a str>,
+}
 
 #[derive(Clone)]
 pub struct OrderStore {
@@ -813,6 +848,97 @@ impl OrderStore {
             .await
     }
 
+    /// Adds orders completed elsewhere (an import from another shop, or a million orders for
+    /// `bench/scale.sh`) with their lines and history, in one transaction; answers their ids.
+    /// Stock and payments are not touched: these orders are history, not sales to make.
+    pub async fn import(&self, orders: Vec<PastOrder>) -> ApiResult<Vec<String>> {
+        let mut rows = Vec::with_capacity(orders.len());
+        let mut lines = vec![];
+        let mut history = vec![];
+        let mut ids = Vec::with_capacity(orders.len());
+        for order in orders {
+            if order.lines.is_empty() {
+                return Err(ApiError::validation(
+                    "an imported order needs at least one line",
+                ));
+            }
+            let id = uuid::Uuid::now_v7().to_string();
+            let mut total = 0i64;
+            for line in &order.lines {
+                // At most 1,000 units of at most 10^10 each: a line cannot overflow.
+                total = total
+                    .checked_add(line.unit_price_minor.get() * line.quantity.get())
+                    .ok_or_else(|| {
+                        ApiError::validation("an imported order's total is too large")
+                    })?;
+                lines.push(vec![
+                    Cell::from(id.as_str()),
+                    line.product_id.as_str().into(),
+                    line.name.as_str().into(),
+                    line.quantity.get().into(),
+                    line.unit_price_minor.get().into(),
+                    order.placed_at.into(),
+                ]);
+            }
+            for (status, at) in [
+                ("placed", order.placed_at),
+                ("completed", order.completed_at),
+            ] {
+                history.push(vec![
+                    Cell::from(id.as_str()),
+                    status.into(),
+                    Cell::Text(None),
+                    at.into(),
+                ]);
+            }
+            rows.push(vec![
+                Cell::from(id.as_str()),
+                order.user_id.into(),
+                "completed".into(),
+                order.currency.as_str().into(),
+                total.into(),
+                order.payment_method.into(),
+                order.placed_at.into(),
+                order.completed_at.into(),
+                order.placed_at.into(),
+                order.completed_at.into(),
+            ]);
+            ids.push(id);
+        }
+        self.db
+            .write(move |uow| {
+                Box::pin(async move {
+                    let columns = [
+                        "id",
+                        "user_id",
+                        "status",
+                        "currency",
+                        "total_minor",
+                        "payment_method",
+                        "created_at",
+                        "updated_at",
+                        "placed_at",
+                        "completed_at",
+                    ];
+                    bulk::insert(uow, "orders", &columns, &rows).await?;
+                    let columns = [
+                        "order_id",
+                        "product_id",
+                        "name",
+                        "quantity",
+                        "unit_price_minor",
+                        "added_at",
+                    ];
+                    bulk::insert(uow, "order_lines", &columns, &lines).await?;
+                    let columns = ["order_id", "status", "note", "at"];
+                    bulk::insert(uow, "order_history", &columns, &history).await?;
+                    Ok::<_, ApiError>(())
+                })
+            })
+            .await?;
+        Ok(ids)
+    }
+
     /// Cancels a completed order: stock takes the units back and payment refunds.
     pub async fn cancel(&self, who: &Identity, id: &str) -> ApiResult<Order> {
         let order = self.visible(who, id).await?;
@@ -830,63 +956,95 @@ impl OrderStore {
             .await
     }
 
+    /// A page of orders, newest first, with their count up to [`keyset::COUNT_CAP`]. Each
+    /// filter reads through its own index (migration 0002); a search by `q` is two indexed
+    /// reads joined: orders whose number starts with `q`, and the orders of the shoppers whose
+    /// id holds `q` (found in the short list of shoppers, not among the orders).
     pub async fn list(
         &self,
-        user: Option<&str>,
-        status: Option<OrderStatus>,
-        q: Option<&str>,
-        page: u32,
-        per_page: u32,
-    ) -> ApiResult<(Vec<Order>, i64)> {
-        let mut conditions = vec![];
+        filter: &OrderFilter<'_>,
+        paging: &Paging,
+    ) -> ApiResult<(Vec<Order>, i64, bool, Next)> {
         let mut binds: Vec<String> = vec![];
-        if let Some(user) = user {
+        let mut common = vec![];
+        if let Some(user) = filter.user {
             binds.push(user.to_string());
-            conditions.push(format!("user_id = ${}", binds.len()));
+            common.push(format!("user_id = ${}", binds.len()));
         }
-        if let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) {
-            binds.push(crate::db::like_pattern(q));
-            let n = binds.len();
-            conditions.push(format!(
-                "(LOWER(id) LIKE ${n} ESCAPE '\\' OR LOWER(user_id) LIKE ${n} ESCAPE '\\')"
-            ));
-        }
-        match status {
+        match filter.status {
             Some(s) => {
                 binds.push(s.as_str().to_string());
-                conditions.push(format!("status = ${}", binds.len()));
+                common.push(format!("status = ${}", binds.len()));
             }
-            None => conditions.push("status <> 'cart'".into()),
+            None => common.push("status <> 'cart'".into()),
         }
-        let filter = format!("WHERE {}", conditions.join(" AND "));
+        let mut branches = vec![];
+        match filter.q.map(str::trim).filter(|q| !q.is_empty()) {
+            Some(q) => {
+                let id = match self.db.backend {
+                    Backend::Sqlite => "id",
+                    Backend::Postgres => "(id COLLATE \"C\")",
+                };
+                let number = q.to_lowercase();
+                binds.push(number.clone());
+                binds.push(format!("{number}\u{10FFFF}"));
+                binds.push(crate::db::like_pattern(q));
+                let n = binds.len();
+                branches.push(format!("{id} >= ${} AND {id} < ${}", n - 2, n - 1));
+                branches.push(format!(
+                    "user_id IN (SELECT user_id FROM derived_shoppers \
+                     WHERE LOWER(user_id) LIKE ${n} ESCAPE '\\' LIMIT {MAX_SHOPPERS})"
+                ));
+            }
+            None => branches.push("1 = 1".into()),
+        }
+        let window = paging.window();
+        let select = |after: Option<String>| {
+            branches
+                .iter()
+                .map(|branch| {
+                    let conditions = common
+                        .iter()
+                        .chain([branch])
+                        .chain(after.as_ref())
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" AND ");
+                    format!("SELECT id, created_at FROM orders WHERE {conditions}")
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ")
+        };
+        let count_sql = keyset::capped_count(&select(None));
+        let first = binds.len() + 1;
+        let list_sql = format!(
+            "SELECT id, created_at FROM ({}) AS listed ORDER BY {} {}",
+            select(window.condition(first)),
+            window.order.order_by(""),
+            window.limits(first),
+        );
         let mut conn = self.db.read.acquire().await?;
-        let count_sql = format!("SELECT COUNT(*) FROM orders {filter}");
         let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
         for b in &binds {
             count = count.bind(b);
         }
-        let total = count.fetch_one(&mut conn).await?;
-        let sql = format!(
-            "SELECT id FROM orders {filter} ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
-            binds.len() + 1,
-            binds.len() + 2
-        );
-        let mut ids = sqlx::query_scalar::<_, String>(&sql);
+        let (total, capped) = keyset::capped(count.fetch_one(&mut conn).await?);
+        let mut list = sqlx::query(&list_sql);
         for b in &binds {
-            ids = ids.bind(b);
+            list = list.bind(b);
         }
-        let ids = ids
-            .bind(per_page as i64)
-            .bind((page as i64 - 1) * per_page as i64)
-            .fetch_all(&mut conn)
-            .await?;
-        let mut orders = Vec::with_capacity(ids.len());
-        for id in ids {
+        let mut rows = window.bind(list).fetch_all(&mut conn).await?;
+        let status = filter.status.map_or("", OrderStatus::as_str);
+        let q = filter.q.unwrap_or("");
+        let next = paging.next(&mut rows, "/api/orders", &[("status", status), ("q", q)])?;
+        let mut orders = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id")?;
             if let Some(o) = load(&mut conn, self.db.backend, &id).await? {
                 orders.push(o);
             }
         }
-        Ok((orders, total))
+        Ok((orders, total, capped, next))
     }
 
     async fn cancel_in(uow: &mut Uow, who: &Identity, order: Order) -> ApiResult<Order> {

@@ -13,10 +13,11 @@ pub use routes::{api, router};
 pub use store::{Payment, PaymentStore};
 
 use crate::bus::inbox::Handler;
-use sqlx::migrate::Migrator;
+use crate::db::Migrations;
 
 /// The same SQL runs on SQLite and PostgreSQL.
-pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/payment/migrations");
+pub static MIGRATIONS: Migrations =
+    Migrations::shared(sqlx::migrate!("src/modules/payment/migrations"));
 
 pub const CONSUMER: &str = "payment";
 

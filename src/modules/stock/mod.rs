@@ -5,6 +5,7 @@ pub mod events;
 mod handlers;
 pub mod model;
 mod routes;
+mod search;
 mod seed;
 mod store;
 
@@ -16,10 +17,14 @@ pub use seed::seed_demo_catalog;
 pub use store::StockStore;
 
 use crate::bus::inbox::Handler;
-use sqlx::migrate::Migrator;
+use crate::db::Migrations;
 
-/// The same SQL runs on SQLite and PostgreSQL.
-pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/stock/migrations");
+/// Common SQL, and full-text search in each engine's own terms.
+pub static MIGRATIONS: Migrations = Migrations {
+    both: sqlx::migrate!("src/modules/stock/migrations"),
+    sqlite: sqlx::migrate!("src/modules/stock/migrations/sqlite"),
+    postgres: sqlx::migrate!("src/modules/stock/migrations/postgres"),
+};
 
 /// The bus consumer name of this module.
 pub const CONSUMER: &str = "stock";

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::db::keyset::Order;
 use crate::domain::{Currency, PriceMinor, StockDelta, StockLevel};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -76,13 +77,26 @@ pub enum SortKey {
 }
 
 impl SortKey {
-    pub fn order_by(self) -> &'static str {
+    /// The columns of this order, all one way and ending in the unique id, so keyset paging
+    /// finds a page's start through one index (`db/keyset.rs`).
+    pub fn order(self) -> Order {
         match self {
-            SortKey::NameAsc => "name ASC, id ASC",
-            SortKey::NameDesc => "name DESC, id ASC",
-            SortKey::PriceAsc => "price_minor ASC, id ASC",
-            SortKey::PriceDesc => "price_minor DESC, id ASC",
-            SortKey::Newest => "created_at DESC, id ASC",
+            SortKey::NameAsc => Order::ascending(&["name", "id"]),
+            SortKey::NameDesc => Order::descending(&["name", "id"]),
+            SortKey::PriceAsc => Order::ascending(&["price_minor", "id"]),
+            SortKey::PriceDesc => Order::descending(&["price_minor", "id"]),
+            SortKey::Newest => Order::descending(&["created_at", "id"]),
+        }
+    }
+
+    /// The name a client gives for this order.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::NameAsc => "name",
+            SortKey::NameDesc => "-name",
+            SortKey::PriceAsc => "price",
+            SortKey::PriceDesc => "-price",
+            SortKey::Newest => "newest",
         }
     }
 }
@@ -91,12 +105,16 @@ impl SortKey {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ProductQuery {
-    /// Words to find in the name, SKU or description (case-insensitive).
+    /// Words to find in the name, SKU or description: each word as a prefix, case and accents
+    /// ignored, best match first (an exact SKU first of all) unless `sort` is given.
     #[param(max_length = 100)]
     pub q: Option<String>,
-    /// Page number, from 1.
+    /// Page number, from 1. For going far into the list, follow `next` instead.
     #[param(minimum = 1, maximum = 100000)]
     pub page: Option<u32>,
+    /// Where to go on from: the `next_cursor` of the previous page (with the same `q` and
+    /// `sort`). Any page reached this way costs what the first one costs.
+    pub cursor: Option<String>,
     /// Items per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<u32>,
@@ -108,7 +126,16 @@ pub struct ProductQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProductPage {
     pub items: Vec<Product>,
-    pub page: u32,
+    /// The page number asked for; absent on a page reached by `cursor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
     pub per_page: u32,
+    /// Products in the whole list; for a search, matches counted up to 1,000.
     pub total: i64,
+    /// A search matched more than `total` products (it stopped counting at 1,000).
+    pub total_capped: bool,
+    /// The cursor of the page after this one; absent on the last page.
+    pub next_cursor: Option<String>,
+    /// The address of the page after this one; absent on the last page.
+    pub next: Option<String>,
 }

@@ -21,7 +21,7 @@ pub fn router(store: StockStore) -> OpenApiRouter {
 pub fn api() -> OpenApiRouter<StockStore> {
     OpenApiRouter::new()
         .routes(routes!(list_products, create_product))
-        .routes(routes!(get_product, update_product))
+        .routes(routes!(get_product, update_product, delete_product))
         .routes(routes!(restock))
         .routes(routes!(reduce))
 }
@@ -33,13 +33,7 @@ async fn list_products(
     State(store): State<StockStore>,
     ApiQuery(query): ApiQuery<ProductQuery>,
 ) -> ApiResult<Json<ProductPage>> {
-    let (items, total, page, per_page) = store.list(&query).await?;
-    Ok(Json(ProductPage {
-        items,
-        page,
-        per_page,
-        total,
-    }))
+    Ok(Json(store.list(&query).await?))
 }
 
 /// Shows one product.
@@ -91,6 +85,21 @@ async fn update_product(
     let product = store.update(&id, patch).await?;
     tracing::info!(target: "audit", admin = %admin.sub, action = "update product", product = %id);
     Ok(Json(product))
+}
+
+/// Takes a product out of the catalog (admin); one that is in orders stays (409).
+#[utoipa::path(delete, path = "/api/products/{id}", tag = "catalog",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "product id")),
+    responses((status = 204), (status = 403), (status = 404), (status = 409)))]
+async fn delete_product(
+    State(store): State<StockStore>,
+    Admin(admin): Admin,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    store.delete(&id).await?;
+    tracing::info!(target: "audit", admin = %admin.sub, action = "delete product", product = %id);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Puts units on the shelf (admin).

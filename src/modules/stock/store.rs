@@ -7,10 +7,11 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::events::{ReservedLine, StockRejected, StockReserved};
-use super::model::{NewProduct, Product, ProductPatch, ProductQuery};
-use crate::db::{
-    like_pattern, now_ms, padded_to_power_of_two, placeholders, rfc3339, Backend, Db, Uow,
-};
+use super::model::{NewProduct, Product, ProductPage, ProductPatch, ProductQuery, SortKey};
+use super::search;
+use crate::db::bulk::{self, Cell};
+use crate::db::keyset::{self, Paging, Window};
+use crate::db::{now_ms, padded_to_power_of_two, placeholders, rfc3339, Backend, Db, Uow};
 use crate::domain;
 use crate::error::{ApiError, ApiResult};
 use crate::modules::order::events::LineQuantity;
@@ -58,39 +59,95 @@ impl StockStore {
         StockStore { db }
     }
 
-    pub async fn list(&self, query: &ProductQuery) -> ApiResult<(Vec<Product>, i64, u32, u32)> {
-        let (page, per_page) = crate::gateway::extract::paging(query.page, query.per_page)?;
+    /// A page of the catalog: all of it in the chosen order, or the products matching `q`
+    /// (best match first unless a sort is chosen). Numbered pages count their way in with
+    /// `OFFSET`; a `cursor` starts right after the previous page's last row (`db/keyset.rs`).
+    pub async fn list(&self, query: &ProductQuery) -> ApiResult<ProductPage> {
         let q = query.q.as_deref().map(str::trim).unwrap_or("");
         if q.chars().count() > 100 {
             return Err(ApiError::bad_request("q must be at most 100 characters"));
         }
-        let filter = if q.is_empty() {
-            ""
-        } else {
-            "WHERE LOWER(name) LIKE $1 ESCAPE '\\' OR LOWER(sku) LIKE $1 ESCAPE '\\' \
-             OR LOWER(description) LIKE $1 ESCAPE '\\'"
+        let order = match (q.is_empty(), query.sort) {
+            (_, Some(sort)) => sort.order(),
+            (true, None) => SortKey::default().order(),
+            (false, None) => search::RELEVANCE,
         };
-        let (limit_at, offset_at) = if q.is_empty() { (1, 2) } else { (2, 3) };
+        let sort = query.sort.map_or("", SortKey::as_str);
+        let paging = Paging::new(
+            format!("products:{sort}:{q}"),
+            order,
+            query.page,
+            query.per_page,
+            query.cursor.as_deref(),
+        )?;
+        let (mut rows, total, total_capped) = if q.is_empty() {
+            self.all(&paging.window()).await?
+        } else {
+            self.search(q, &paging.window()).await?
+        };
+        let next = paging.next(&mut rows, "/api/products", &[("q", q), ("sort", sort)])?;
+        Ok(ProductPage {
+            items: rows.iter().map(product).collect::<Result<_, _>>()?,
+            page: paging.page(),
+            per_page: paging.per_page(),
+            total,
+            total_capped,
+            next_cursor: next.cursor,
+            next: next.link,
+        })
+    }
+
+    /// The whole catalog, counted by the row its triggers keep (migration 0003).
+    async fn all(&self, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, i64, bool)> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM products {filter} ORDER BY {} LIMIT ${limit_at} OFFSET ${offset_at}",
-            query.sort.unwrap_or_default().order_by()
+            "SELECT {COLUMNS} FROM products {} ORDER BY {} {}",
+            window.filter(1),
+            window.order.order_by(""),
+            window.limits(1),
         );
-        let count_sql = format!("SELECT COUNT(*) FROM products {filter}");
-        let pattern = like_pattern(q);
-        let mut items = sqlx::query(&sql);
-        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-        if !q.is_empty() {
-            items = items.bind(&pattern);
-            count = count.bind(&pattern);
-        }
-        let rows = items
-            .bind(per_page as i64)
-            .bind((page as i64 - 1) * per_page as i64)
-            .fetch_all(&self.db.read)
+        let mut conn = self.db.read.acquire().await?;
+        let rows = window.bind(sqlx::query(&sql)).fetch_all(&mut conn).await?;
+        let total: i64 = sqlx::query_scalar("SELECT n FROM derived_counts WHERE name = 'products'")
+            .fetch_one(&mut conn)
             .await?;
-        let total = count.fetch_one(&self.db.read).await?;
-        let items = rows.iter().map(product).collect::<Result<_, _>>()?;
-        Ok((items, total, page, per_page))
+        Ok((rows, total, false))
+    }
+
+    /// The products matching `q` through the engine's full-text index (`search.rs`), counted
+    /// up to [`keyset::COUNT_CAP`].
+    async fn search(&self, q: &str, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, i64, bool)> {
+        let backend = self.db.backend;
+        let fts = search::fts5_query(q);
+        let words = match backend {
+            Backend::Sqlite => fts.is_some(),
+            Backend::Postgres => true,
+        };
+        let (key, with) = search::matches(backend, words);
+        let sql = format!(
+            "{with} SELECT * FROM (SELECT {COLUMNS}, -best.score AS rank \
+             FROM best JOIN products ON products.{key} = best.hit) AS found \
+             {} ORDER BY {} {}",
+            window.filter(4),
+            window.order.order_by(""),
+            window.limits(4),
+        );
+        let count_sql = format!("{with} {}", keyset::capped_count("SELECT 1 FROM best"));
+        let words = match backend {
+            Backend::Sqlite => fts.unwrap_or_default(),
+            Backend::Postgres => q.to_string(),
+        };
+        let upper = q.to_uppercase();
+        let mut conn = self.db.read.acquire().await?;
+        let rows = sqlx::query(&sql).bind(&words).bind(q).bind(&upper);
+        let rows = window.bind(rows).fetch_all(&mut conn).await?;
+        let matched: i64 = sqlx::query_scalar(&count_sql)
+            .bind(&words)
+            .bind(q)
+            .bind(&upper)
+            .fetch_one(&mut conn)
+            .await?;
+        let (total, capped) = keyset::capped(matched);
+        Ok((rows, total, capped))
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Product>, sqlx::Error> {
@@ -142,6 +199,52 @@ impl StockStore {
         Ok(created)
     }
 
+    /// Adds many products in one transaction, each checked as [`StockStore::create`] checks
+    /// it: an import from another shop, or a catalog of a million for `bench/scale.sh`. One
+    /// bad product (or a SKU in use) adds none of them. Answers their ids, in order.
+    pub async fn import(&self, products: Vec<NewProduct>) -> ApiResult<Vec<String>> {
+        let now = now_ms();
+        let mut rows = Vec::with_capacity(products.len());
+        let mut ids = Vec::with_capacity(products.len());
+        for new in products {
+            let sku = domain::sku(&new.sku).map_err(ApiError::validation)?;
+            let name =
+                domain::bounded_text("name", &new.name, 1, 200).map_err(ApiError::validation)?;
+            let description = domain::bounded_text("description", &new.description, 0, 5000)
+                .map_err(ApiError::validation)?;
+            let id = uuid::Uuid::now_v7().to_string();
+            rows.push(vec![
+                Cell::from(id.as_str()),
+                sku.into(),
+                name.into(),
+                description.into(),
+                new.price_minor.get().into(),
+                new.currency.as_str().into(),
+                new.quantity.get().into(),
+                0.into(),
+                now.into(),
+                now.into(),
+            ]);
+            ids.push(id);
+        }
+        let columns = COLUMNS.split(", ").collect::<Vec<_>>();
+        self.db
+            .write(move |uow| {
+                Box::pin(async move {
+                    match bulk::insert(uow, "products", &columns, &rows).await {
+                        Err(e) if is_unique_violation(&e) => Err(ApiError::conflict(
+                            "duplicate-sku",
+                            "SKU already in use",
+                            "a product of the import has a SKU that is already in use",
+                        )),
+                        other => Ok(other?),
+                    }
+                })
+            })
+            .await?;
+        Ok(ids)
+    }
+
     pub async fn update(&self, id: &str, patch: ProductPatch) -> ApiResult<Product> {
         let mut uow = self.db.begin().await?;
         let current = Self::get_in(&mut uow, id).await?;
@@ -183,6 +286,33 @@ impl StockStore {
         let product = Self::get_in(&mut uow, id).await?;
         uow.commit().await?;
         Ok(product)
+    }
+
+    /// Takes a product out of the catalog. A product that was ever in an order stays: its
+    /// reservations are the record of what was sold, so deleting it answers 409 (take its
+    /// units off the shelf instead).
+    pub async fn delete(&self, id: &str) -> ApiResult<()> {
+        let mut uow = self.db.begin().await?;
+        Self::get_in(&mut uow, id).await?;
+        let ordered: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE product_id = $1")
+                .bind(id)
+                .fetch_one(uow.conn())
+                .await?;
+        if ordered > 0 {
+            return Err(ApiError::conflict(
+                "product-in-orders",
+                "Product is in orders",
+                "this product is in orders, so it stays in the catalog; reduce its stock to 0 \
+                 to stop selling it",
+            ));
+        }
+        sqlx::query("DELETE FROM products WHERE id = $1")
+            .bind(id)
+            .execute(uow.conn())
+            .await?;
+        uow.commit().await?;
+        Ok(())
     }
 
     pub async fn restock(&self, id: &str, quantity: i64) -> ApiResult<Product> {

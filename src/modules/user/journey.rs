@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use utoipa::ToSchema;
 
+use crate::db::keyset::{self, Next, Order, Paging};
 use crate::db::{Backend, Db, Uow};
 
 /// A stored step. `kind` is `page`, `click` or `order`; `name` is the page's path, the
@@ -165,6 +166,9 @@ fn session(row: &AnyRow) -> Result<SessionSummary, sqlx::Error> {
     })
 }
 
+/// Newest sessions first; the id breaks ties.
+pub const NEWEST_FIRST: Order = Order::descending(&["started_at", "id"]);
+
 /// Reading journeys.
 #[derive(Clone)]
 pub struct JourneyStore {
@@ -176,32 +180,47 @@ impl JourneyStore {
         JourneyStore { db }
     }
 
-    /// Sessions newest first: one user's, or everyone's when `user` is None. With the total.
+    /// A page of sessions newest first: one user's, or everyone's when `user` is None, with
+    /// their count up to [`keyset::COUNT_CAP`].
     pub async fn sessions(
         &self,
         user: Option<&str>,
-        limit: i64,
-        offset: i64,
-    ) -> Result<(Vec<SessionSummary>, i64), sqlx::Error> {
-        let (filter, count_filter) = match user {
-            Some(_) => ("WHERE s.user_sub = $3", "WHERE s.user_sub = $1"),
-            None => ("", ""),
+        paging: &Paging,
+    ) -> Result<(Vec<SessionSummary>, i64, bool, Next), sqlx::Error> {
+        let window = paging.window();
+        let first = if user.is_some() { 2 } else { 1 };
+        let conditions: Vec<String> = user
+            .map(|_| "s.user_sub = $1".to_string())
+            .into_iter()
+            .chain(window.condition(first))
+            .collect();
+        let filter = match conditions.is_empty() {
+            true => String::new(),
+            false => format!("WHERE {}", conditions.join(" AND ")),
         };
         let list_sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.sub = s.user_sub \
-             {filter} ORDER BY s.started_at DESC, s.id DESC LIMIT $1 OFFSET $2"
+             {filter} ORDER BY {} {}",
+            window.order.order_by("s"),
+            window.limits(first),
         );
-        let count_sql = format!("SELECT COUNT(*) FROM sessions s {count_filter}");
-        let mut query = sqlx::query(&list_sql).bind(limit).bind(offset);
+        let count_sql = keyset::capped_count(match user {
+            Some(_) => "SELECT 1 FROM sessions WHERE user_sub = $1",
+            None => "SELECT 1 FROM sessions",
+        });
+        let mut query = sqlx::query(&list_sql);
         let mut count = sqlx::query_scalar(&count_sql);
         if let Some(user) = user {
             query = query.bind(user.to_string());
             count = count.bind(user.to_string());
         }
-        let rows = query.fetch_all(&self.db.read).await?;
-        let total = count.fetch_one(&self.db.read).await?;
+        let mut conn = self.db.read.acquire().await?;
+        let mut rows = window.bind(query).fetch_all(&mut conn).await?;
+        let (total, capped) = keyset::capped(count.fetch_one(&mut conn).await?);
+        let all = if user.is_none() { "true" } else { "" };
+        let next = paging.next(&mut rows, "/api/journeys", &[("all", all)])?;
         let sessions = rows.iter().map(session).collect::<Result<_, _>>()?;
-        Ok((sessions, total))
+        Ok((sessions, total, capped, next))
     }
 
     /// A session with its steps in the order they happened.

@@ -16,10 +16,11 @@ pub use routes::{api, router};
 pub use store::{Session, UserStore};
 
 use crate::bus::inbox::Handler;
-use sqlx::migrate::Migrator;
+use crate::db::Migrations;
 
 /// The same SQL runs on SQLite and PostgreSQL.
-pub static MIGRATIONS: Migrator = sqlx::migrate!("src/modules/user/migrations");
+pub static MIGRATIONS: Migrations =
+    Migrations::shared(sqlx::migrate!("src/modules/user/migrations"));
 
 /// The module's HTTP API (sign-in sessions included), as the gateway routes it to another
 /// process.

@@ -10,11 +10,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::journey::{Journey, JourneyStore, SessionSummary};
+use super::journey::{Journey, JourneyStore, SessionSummary, NEWEST_FIRST};
 use super::pdf;
+use crate::db::keyset::Paging;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::CurrentUser;
-use crate::gateway::extract::{paging, ApiPath, ApiQuery};
+use crate::gateway::extract::{ApiPath, ApiQuery};
 
 pub fn router(store: JourneyStore) -> OpenApiRouter {
     api().with_state(store)
@@ -33,9 +34,11 @@ pub fn api() -> OpenApiRouter<JourneyStore> {
 pub struct JourneyQuery {
     /// Admin only: every user's sessions, not just your own.
     pub all: Option<bool>,
-    /// Page number, from 1.
+    /// Page number, from 1. For going far into the list, follow `next` instead.
     #[param(minimum = 1, maximum = 100000)]
     pub page: Option<u32>,
+    /// Where to go on from: the `next_cursor` of the previous page (same `all`).
+    pub cursor: Option<String>,
     /// Sessions per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<u32>,
@@ -44,9 +47,18 @@ pub struct JourneyQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JourneyPage {
     pub items: Vec<SessionSummary>,
-    pub page: u32,
+    /// The page number asked for; absent on a page reached by `cursor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
     pub per_page: u32,
+    /// Sessions in the list, counted up to 1,000.
     pub total: i64,
+    /// There are more than `total` sessions (counting stopped at 1,000).
+    pub total_capped: bool,
+    /// The cursor of the page after this one; absent on the last page.
+    pub next_cursor: Option<String>,
+    /// The address of the page after this one; absent on the last page.
+    pub next: Option<String>,
 }
 
 /// The signed-in user's sessions, newest first (an admin may ask for everyone's).
@@ -58,19 +70,22 @@ async fn list_journeys(
     CurrentUser(user): CurrentUser,
     ApiQuery(q): ApiQuery<JourneyQuery>,
 ) -> ApiResult<Json<JourneyPage>> {
-    let (page, per_page) = paging(q.page, q.per_page)?;
     let all = q.all.unwrap_or(false);
     if all && !user.is_admin() {
         return Err(ApiError::forbidden("only an admin may see every session"));
     }
     let owner = (!all).then_some(user.sub.as_str());
-    let offset = (page as i64 - 1) * per_page as i64;
-    let (items, total) = store.sessions(owner, per_page as i64, offset).await?;
+    let scope = format!("journeys:{}", owner.unwrap_or(""));
+    let paging = Paging::new(scope, NEWEST_FIRST, q.page, q.per_page, q.cursor.as_deref())?;
+    let (items, total, total_capped, next) = store.sessions(owner, &paging).await?;
     Ok(Json(JourneyPage {
         items,
-        page,
-        per_page,
+        page: paging.page(),
+        per_page: paging.per_page(),
         total,
+        total_capped,
+        next_cursor: next.cursor,
+        next: next.link,
     }))
 }
 

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::db::bulk::{self, Cell};
 use crate::db::{now_ms, Db};
 use crate::gateway::auth::{Identity, Role};
 
@@ -81,6 +82,69 @@ impl UserStore {
             })
             .await?;
         Ok(session)
+    }
+
+    /// Adds shoppers and their past sessions in one transaction: an import, or a million
+    /// sessions for `bench/scale.sh`. Every shopper must be new; each session's shopper must
+    /// be among them or already known. Answers the sessions' ids.
+    pub async fn import_sessions(
+        &self,
+        shoppers: Vec<Identity>,
+        sessions: Vec<(String, i64)>,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let now = now_ms();
+        let users: Vec<Vec<Cell>> = shoppers
+            .into_iter()
+            .map(|who| {
+                let role = match who.role {
+                    Role::Admin => "admin",
+                    Role::Customer => "customer",
+                };
+                vec![
+                    who.sub.into(),
+                    who.name.into(),
+                    who.email.into(),
+                    role.into(),
+                    now.into(),
+                    now.into(),
+                ]
+            })
+            .collect();
+        let ids: Vec<String> = sessions
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let rows: Vec<Vec<Cell>> = sessions
+            .into_iter()
+            .zip(&ids)
+            .map(|((user, started_at), id)| {
+                vec![
+                    id.as_str().into(),
+                    user.into(),
+                    started_at.into(),
+                    started_at.into(),
+                ]
+            })
+            .collect();
+        self.db
+            .write(move |uow| {
+                Box::pin(async move {
+                    let columns = [
+                        "sub",
+                        "name",
+                        "email",
+                        "role",
+                        "created_at",
+                        "last_sign_in_at",
+                    ];
+                    bulk::insert(uow, "users", &columns, &users).await?;
+                    let columns = ["id", "user_sub", "started_at", "last_seen_at"];
+                    bulk::insert(uow, "sessions", &columns, &rows).await?;
+                    Ok::<_, sqlx::Error>(())
+                })
+            })
+            .await?;
+        Ok(ids)
     }
 
     /// Marks the user's session as ended (sign-out). Ending it twice keeps the first end.
