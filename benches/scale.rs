@@ -68,6 +68,9 @@ struct Args {
     postgres_url: Option<String>,
     #[arg(long, env = "BENCH_OUT", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/out/scale.json"))]
     out: std::path::PathBuf,
+    /// `cargo bench` appends `--bench` to a harness-less bench's arguments; accepted and ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 /// Shoppers the orders and sessions belong to.

@@ -9,6 +9,7 @@ mod checkout;
 mod concurrency;
 mod door;
 mod gateway;
+mod imports;
 mod input;
 mod journeys;
 mod orders;

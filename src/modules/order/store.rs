@@ -166,24 +166,25 @@ where
 
 /// `SELECT` expressions for an order's lines (and history) as JSON arrays of rows, so that an
 /// order is read in one statement: on PostgreSQL each statement is a round trip.
-fn children_sql(backend: Backend, with_history: bool) -> String {
+/// `order_id` is what the subqueries match the order by: `$1`, or a column of the outer query.
+fn children_sql(backend: Backend, with_history: bool, order_id: &str) -> String {
     let (lines, history) = match backend {
         Backend::Postgres => (
             "COALESCE((SELECT json_agg(json_build_array(product_id, name, quantity, \
              unit_price_minor) ORDER BY added_at, product_id) FROM order_lines \
-             WHERE order_id = $1)::text, '[]')",
+             WHERE order_id = {id})::text, '[]')",
             "COALESCE((SELECT json_agg(json_build_array(status, note, at) ORDER BY at) \
-             FROM order_history WHERE order_id = $1)::text, '[]')",
+             FROM order_history WHERE order_id = {id})::text, '[]')",
         ),
         Backend::Sqlite => (
             "(SELECT json_group_array(json_array(product_id, name, quantity, unit_price_minor)) \
-             FROM (SELECT * FROM order_lines WHERE order_id = $1 ORDER BY added_at, product_id))",
+             FROM (SELECT * FROM order_lines WHERE order_id = {id} ORDER BY added_at, product_id))",
             "(SELECT json_group_array(json_array(status, note, at)) \
-             FROM (SELECT * FROM order_history WHERE order_id = $1 ORDER BY at))",
+             FROM (SELECT * FROM order_history WHERE order_id = {id} ORDER BY at))",
         ),
     };
     let history = if with_history { history } else { "'[]'" };
-    format!("{lines} AS lines_json, {history} AS history_json")
+    format!("{lines} AS lines_json, {history} AS history_json").replace("{id}", order_id)
 }
 
 async fn load_with<C>(
@@ -195,7 +196,7 @@ async fn load_with<C>(
 where
     for<'e> &'e mut C: Executor<'e, Database = Any>,
 {
-    let children = children_sql(backend, with_history);
+    let children = children_sql(backend, with_history, "$1");
     let Some(row) = sqlx::query(&format!(
         "SELECT {COLUMNS}, {children} FROM orders WHERE id = $1"
     ))
@@ -205,6 +206,11 @@ where
     else {
         return Ok(None);
     };
+    order_from_row(&row).map(Some)
+}
+
+/// An order read with [`children_sql`]'s columns.
+fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
     let json = |column: &str| -> Result<String, sqlx::Error> { row.try_get(column) };
     let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
     let lines: Vec<(String, String, i64, i64)> =
@@ -243,7 +249,7 @@ where
         }),
         _ => None,
     };
-    Ok(Some(Order {
+    Ok(Order {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
         status: row.try_get("status")?,
@@ -257,11 +263,11 @@ where
         history,
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
-        placed_at: opt_time(&row, "placed_at")?,
-        completed_at: opt_time(&row, "completed_at")?,
-        cancelled_at: opt_time(&row, "cancelled_at")?,
-        refunded_at: opt_time(&row, "refunded_at")?,
-    }))
+        placed_at: opt_time(row, "placed_at")?,
+        completed_at: opt_time(row, "completed_at")?,
+        cancelled_at: opt_time(row, "cancelled_at")?,
+        refunded_at: opt_time(row, "refunded_at")?,
+    })
 }
 
 async fn cart_id<C>(conn: &mut C, user: &str) -> Result<Option<String>, sqlx::Error>
@@ -1037,11 +1043,25 @@ impl OrderStore {
         let status = filter.status.map_or("", OrderStatus::as_str);
         let q = filter.q.unwrap_or("");
         let next = paging.next(&mut rows, "/api/orders", &[("status", status), ("q", q)])?;
-        let mut orders = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            if let Some(o) = load(&mut conn, self.db.backend, &id).await? {
-                orders.push(o);
+        // The page's orders with their lines and history, in one statement.
+        let ids = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut orders = Vec::with_capacity(ids.len());
+        if !ids.is_empty() {
+            let children = children_sql(self.db.backend, true, "orders.id");
+            let sql = format!(
+                "SELECT {COLUMNS}, {children} FROM orders WHERE id IN ({}) ORDER BY {}",
+                placeholders(1, ids.len()),
+                NEWEST_FIRST.order_by("orders"),
+            );
+            let mut query = sqlx::query(&sql);
+            for id in &ids {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&mut conn).await? {
+                orders.push(order_from_row(&row)?);
             }
         }
         Ok((orders, total, capped, next))

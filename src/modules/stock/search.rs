@@ -7,7 +7,7 @@
 //! words (letters and digits), each quoted as a plain term, so `*`, quotes, `NEAR` or `AND`
 //! in what a shopper types are only text.
 
-use crate::db::keyset::Order;
+use crate::db::keyset::{self, Order};
 use crate::db::Backend;
 
 /// Best match first: `rank` is the negated score, so every column runs the same way and a
@@ -32,6 +32,13 @@ fn words(q: &str) -> impl Iterator<Item = &str> {
         .take(MAX_WORDS)
 }
 
+/// A search ranks at most this many of its matches (those the index yields first), and
+/// counts no further: one past [`keyset::COUNT_CAP`], so the count can say "more than 1,000".
+/// Ranking every match of a common word in a catalog of a million would read tens of
+/// thousands of rows per keystroke; like most shops' search, a search that broad shows the
+/// best of its first thousand matches and says there are more.
+pub const CANDIDATES: i64 = keyset::COUNT_CAP + 1;
+
 /// The matching products with their scores (higher is better; an exact SKU above all), as a
 /// `WITH` clause naming `best (hit, score)` where `hit` joins `products.{join_key}`. Binds `$1`
 /// (the words: FTS5 query on SQLite, the raw text PostgreSQL folds itself) and `$2`, `$3` (the
@@ -52,15 +59,23 @@ pub fn matches(backend: Backend, with_words: bool) -> (&'static str, String) {
         }
         Backend::Postgres => {
             // PostgreSQL folds the query with the same function as the index, then makes each
-            // word a quoted prefix term: `'eclair':* & 'choc':*`.
-            let words = "SELECT p.id, CAST(ts_rank(p.search, query.q) AS DOUBLE PRECISION) FROM products p, \
-                 (SELECT to_tsquery('simple', string_agg(quote_literal(w) || ':*', ' & ')) AS q \
-                  FROM (SELECT w FROM regexp_split_to_table(btrim(search_folded($1)), ' ') AS w \
-                        WHERE w <> '' LIMIT 8) AS ws) AS query \
-                 WHERE p.search @@ query.q";
+            // word a quoted prefix term: `'eclair':* & 'choc':*`. As a scalar subquery it is
+            // worked out once, before the scan, so the planner matches it against the GIN
+            // index (joined in as a row, it was compared with every product in turn).
+            let query =
+                "(SELECT to_tsquery('simple', string_agg(quote_literal(w) || ':*', ' & ')) \
+                 FROM (SELECT w FROM regexp_split_to_table(btrim(search_folded($1)), ' ') AS w \
+                       WHERE w <> '' LIMIT 8) AS ws)";
+            let words = format!(
+                "SELECT p.id, CAST(ts_rank(p.search, {query}) AS DOUBLE PRECISION) \
+                 FROM products p WHERE p.search @@ {query}"
+            );
             (
                 "id",
-                with_clause(with_words.then_some(words), &exact.replace("{key}", "id")),
+                with_clause(
+                    with_words.then_some(words.as_str()),
+                    &exact.replace("{key}", "id"),
+                ),
             )
         }
     }
@@ -68,7 +83,9 @@ pub fn matches(backend: Backend, with_words: bool) -> (&'static str, String) {
 
 fn with_clause(words: Option<&str>, exact: &str) -> String {
     let hits = match words {
-        Some(words) => format!("{words} UNION ALL {exact}"),
+        Some(words) => {
+            format!("SELECT * FROM ({words} LIMIT {CANDIDATES}) AS words UNION ALL {exact}")
+        }
         None => exact.to_string(),
     };
     format!(

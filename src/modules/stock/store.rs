@@ -131,7 +131,8 @@ impl StockStore {
             window.order.order_by(""),
             window.limits(4),
         );
-        let count_sql = format!("{with} {}", keyset::capped_count("SELECT 1 FROM best"));
+        // `best` holds at most [`search::CANDIDATES`] matches (and an exact SKU).
+        let count_sql = format!("{with} SELECT COUNT(*) FROM best");
         let words = match backend {
             Backend::Sqlite => fts.unwrap_or_default(),
             Backend::Postgres => q.to_string(),

@@ -1,0 +1,130 @@
+//! Bulk imports through the modules' stores (what `bench/scale.sh` seeds a million rows with):
+//! what they add is searchable, listed and counted at once, and a bad batch adds nothing.
+
+use ekart::app::Databases;
+use ekart::config::Settings;
+use ekart::gateway::auth::{Identity, Role};
+use ekart::modules::order::{OrderStore, PastLine, PastOrder};
+use ekart::modules::stock::model::NewProduct;
+use ekart::modules::stock::StockStore;
+use ekart::modules::user::UserStore;
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp};
+
+fn product(sku: &str, name: &str) -> NewProduct {
+    serde_json::from_value(json!({"sku": sku, "name": name, "price_minor": 700,
+        "currency": "INR", "quantity": 4}))
+    .unwrap()
+}
+
+async fn total(app: &TestApp, path: &str, token: Option<&str>) -> i64 {
+    let (status, page) = app.get(path, token).await;
+    assert!(status.is_success(), "{path}: {page}");
+    page["total"].as_i64().unwrap()
+}
+
+/// Opens the running shop's databases beside it, as an import tool would.
+async fn stores(settings: &Settings) -> (StockStore, OrderStore, UserStore) {
+    let dbs = Databases::open(settings).await.unwrap();
+    (
+        StockStore::new(dbs.stock),
+        OrderStore::new(dbs.orders),
+        UserStore::new(dbs.users),
+    )
+}
+
+async fn imported_rows_are_searched_listed_and_counted(backend: Backend) -> Option<()> {
+    let mut settings = None;
+    let app = TestApp::spawn_with(backend, |s| settings = Some(s.clone())).await?;
+    let (stock, orders, users) = stores(&settings.unwrap()).await;
+    let admin = app.token("admin", "admin").await;
+    let before = total(&app, "/api/products", None).await;
+
+    let ids = stock
+        .import(vec![
+            product("IMP-1", "Imported Samovar"),
+            product("IMP-2", "Imported Teacup"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(total(&app, "/api/products", None).await, before + 2);
+    assert_eq!(total(&app, "/api/products?q=samovar", None).await, 1);
+    // A SKU already in use, or a bad product, and the whole batch stays out.
+    assert!(stock
+        .import(vec![
+            product("IMP-3", "Imported Kettle"),
+            product("IMP-1", "Again")
+        ])
+        .await
+        .is_err());
+    assert!(stock
+        .import(vec![
+            product("IMP-4", "Imported Kettle"),
+            product("bad sku!", "Bad")
+        ])
+        .await
+        .is_err());
+    assert_eq!(total(&app, "/api/products", None).await, before + 2);
+    assert_eq!(total(&app, "/api/products?q=kettle", None).await, 0);
+
+    let zoe = "import|zoe";
+    let line = |id: &str| PastLine {
+        product_id: id.to_string(),
+        name: "Imported Samovar".into(),
+        quantity: 2.try_into().unwrap(),
+        unit_price_minor: 700.try_into().unwrap(),
+    };
+    let placed = orders
+        .import(
+            (0..3)
+                .map(|i| PastOrder {
+                    user_id: zoe.into(),
+                    currency: "INR".to_string().try_into().unwrap(),
+                    payment_method: "CASH".into(),
+                    placed_at: 1_700_000_000_000 + i,
+                    completed_at: 1_700_000_001_000 + i,
+                    lines: vec![line(&ids[0])],
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let (_, found) = app.get("/api/orders?q=zoe", Some(&admin)).await;
+    assert_eq!(found["total"], 3, "{found}");
+    let order = &found["items"][0];
+    assert_eq!(order["status"], "completed", "{order}");
+    assert_eq!(order["total_minor"], 1400, "{order}");
+    assert!(placed.contains(&order["id"].as_str().unwrap().to_string()));
+
+    let shopper = Identity {
+        sub: zoe.into(),
+        name: "Zoe".into(),
+        email: "zoe@example.com".into(),
+        role: Role::Customer,
+        session: None,
+        session_started_at: None,
+    };
+    let before = total(&app, "/api/journeys?all=true", Some(&admin)).await;
+    let sessions = users
+        .import_sessions(vec![shopper], vec![(zoe.into(), 1_700_000_000_000); 2])
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(
+        total(&app, "/api/journeys?all=true", Some(&admin)).await,
+        before + 2
+    );
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn imported_rows_on_sqlite() {
+    imported_rows_are_searched_listed_and_counted(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn imported_rows_on_postgres() {
+    imported_rows_are_searched_listed_and_counted(Backend::Postgres).await;
+}
