@@ -994,13 +994,29 @@ impl OrderStore {
                 let number = q.to_lowercase();
                 binds.push(number.clone());
                 binds.push(format!("{number}\u{10FFFF}"));
-                binds.push(crate::db::like_pattern(q));
                 let n = binds.len();
-                branches.push(format!("{id} >= ${} AND {id} < ${}", n - 2, n - 1));
-                branches.push(format!(
-                    "user_id IN (SELECT user_id FROM derived_shoppers \
-                     WHERE LOWER(user_id) LIKE ${n} ESCAPE '\\' LIMIT {MAX_SHOPPERS})"
-                ));
+                branches.push(format!("{id} >= ${} AND {id} < ${}", n - 1, n));
+                // Part of a shopper's id, through the trigram index of `derived_shoppers`
+                // (migration 0002), which needs three letters to look anything up.
+                if q.chars().count() >= 3 {
+                    let (shoppers, pattern) = match self.db.backend {
+                        Backend::Sqlite => (
+                            "rowid IN (SELECT rowid FROM derived_shopper_search \
+                             WHERE derived_shopper_search MATCH ${n})",
+                            format!("\"{}\"", q.replace('"', "\"\"")),
+                        ),
+                        Backend::Postgres => (
+                            "lower(user_id) LIKE ${n} ESCAPE '\\'",
+                            crate::db::like_pattern(q),
+                        ),
+                    };
+                    binds.push(pattern);
+                    let shoppers = shoppers.replace("${n}", &format!("${}", binds.len()));
+                    branches.push(format!(
+                        "user_id IN (SELECT user_id FROM derived_shoppers WHERE {shoppers} \
+                         LIMIT {MAX_SHOPPERS})"
+                    ));
+                }
             }
             None => branches.push("1 = 1".into()),
         }

@@ -123,16 +123,16 @@ impl StockStore {
             Backend::Postgres => true,
         };
         let (key, with) = search::matches(backend, words);
+        // The matches are counted in the same pass that ranks them (`matched`, on every row).
         let sql = format!(
-            "{with} SELECT * FROM (SELECT {COLUMNS}, -best.score AS rank \
+            "{with} SELECT * FROM (SELECT {COLUMNS}, -best.score AS rank, \
+             COUNT(*) OVER () AS matched \
              FROM best JOIN products ON products.{key} = best.hit) AS found \
              {} ORDER BY {} {}",
             window.filter(4),
             window.order.order_by(""),
             window.limits(4),
         );
-        // `best` holds at most [`search::CANDIDATES`] matches (and an exact SKU).
-        let count_sql = format!("{with} SELECT COUNT(*) FROM best");
         let words = match backend {
             Backend::Sqlite => fts.unwrap_or_default(),
             Backend::Postgres => q.to_string(),
@@ -141,12 +141,20 @@ impl StockStore {
         let mut conn = self.db.read.acquire().await?;
         let rows = sqlx::query(&sql).bind(&words).bind(q).bind(&upper);
         let rows = window.bind(rows).fetch_all(&mut conn).await?;
-        let matched: i64 = sqlx::query_scalar(&count_sql)
-            .bind(&words)
-            .bind(q)
-            .bind(&upper)
-            .fetch_one(&mut conn)
-            .await?;
+        let matched: i64 = match rows.first() {
+            Some(row) => row.try_get("matched")?,
+            // Past the last match (a numbered page too far, or a cursor after the end).
+            None if window.after.is_some() || window.offset > 0 => {
+                // `best` holds at most [`search::CANDIDATES`] matches (and an exact SKU).
+                sqlx::query_scalar(&format!("{with} SELECT COUNT(*) FROM best"))
+                    .bind(&words)
+                    .bind(q)
+                    .bind(&upper)
+                    .fetch_one(&mut conn)
+                    .await?
+            }
+            None => 0,
+        };
         let (total, capped) = keyset::capped(matched);
         Ok((rows, total, capped))
     }
