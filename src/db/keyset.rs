@@ -126,7 +126,7 @@ fn qualifier(table: &str) -> String {
 }
 
 /// The cursor of the position after a row with `keys`, in the list named by `scope`.
-pub fn encode(scope: &str, keys: Vec<Key>) -> String {
+fn encode(scope: &str, keys: Vec<Key>) -> String {
     let wire = Wire {
         s: scope.to_string(),
         a: keys,
@@ -136,7 +136,7 @@ pub fn encode(scope: &str, keys: Vec<Key>) -> String {
 
 /// The keys a cursor continues after, if it was given out by the list named by `scope`, whose
 /// order has `arity` columns.
-pub fn decode(cursor: &str, scope: &str, arity: usize) -> Result<Vec<Key>, ApiError> {
+fn decode(cursor: &str, scope: &str, arity: usize) -> Result<Vec<Key>, ApiError> {
     let forged = || ApiError::bad_request("the cursor is not one this list gave out");
     if cursor.len() > MAX_CURSOR {
         return Err(forged());
@@ -201,10 +201,6 @@ impl Paging {
             per_page,
             after,
         })
-    }
-
-    pub fn order(&self) -> Order {
-        self.order
     }
 
     pub fn per_page(&self) -> u32 {
@@ -298,7 +294,7 @@ impl Window<'_> {
 }
 
 /// The keys of `row` in the columns of an order, for the cursor that continues after it.
-pub fn keys_of(row: &AnyRow, columns: &[&str]) -> Result<Vec<Key>, sqlx::Error> {
+fn keys_of(row: &AnyRow, columns: &[&str]) -> Result<Vec<Key>, sqlx::Error> {
     columns
         .iter()
         .map(|&column| {
