@@ -68,6 +68,15 @@ struct Args {
     postgres_url: Option<String>,
     #[arg(long, env = "BENCH_OUT", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/out/scale.json"))]
     out: std::path::PathBuf,
+    /// Keeps the seeded shops in this directory (SQLite) and in databases named
+    /// `ekart_scale_<products>_<orders>` (PostgreSQL), and reuses them on the next run instead
+    /// of seeding again: a million rows take minutes to seed, a changed query seconds to
+    /// measure. A kept shop is migrated on start like any upgraded shop.
+    #[arg(long, env = "BENCH_KEEP")]
+    keep: Option<std::path::PathBuf>,
+    /// Measures only the requests whose name contains this text (e.g. `search`).
+    #[arg(long, env = "BENCH_ONLY", default_value = "")]
+    only: String,
     /// `cargo bench` appends `--bench` to a harness-less bench's arguments; accepted and ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -110,7 +119,7 @@ fn shopper(i: usize) -> String {
     format!("bench|shopper{i}")
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, serde::Deserialize, Clone)]
 struct Seeded {
     products: usize,
     orders: usize,
@@ -304,6 +313,9 @@ async fn measure(
     ];
     let mut out = vec![];
     for (request, path, as_admin) in requests {
+        if !request.contains(args.only.as_str()) {
+            continue;
+        }
         let url = Arc::new(format!("{base}{path}"));
         let auth = Arc::new(as_admin.then(|| admin.clone()));
         let client = http.clone();
@@ -480,13 +492,46 @@ async fn run(args: &Args, scratch: Option<&PgScratch>) -> anyhow::Result<()> {
     for database in databases {
         for (products, orders) in sizes {
             let dir = tempfile::tempdir()?;
-            let url = match (database, scratch) {
-                ("postgres", Some(scratch)) => scratch.create_named("scale").await?,
+            let kept = args
+                .keep
+                .as_ref()
+                .map(|keep| keep.join(format!("{database}-{products}-{orders}")));
+            let record = kept.as_ref().map(|kept| kept.join("seeded.json"));
+            let reuse = record.as_ref().filter(|record| record.exists());
+            let url = match (database, scratch, &kept) {
+                ("postgres", Some(scratch), Some(kept)) => {
+                    std::fs::create_dir_all(kept)?;
+                    let name = format!("ekart_scale_{products}_{orders}");
+                    scratch.create_kept(&name, reuse.is_none()).await?
+                }
+                ("postgres", Some(scratch), None) => scratch.create_named("scale").await?,
+                (_, _, Some(kept)) => {
+                    if reuse.is_none() && kept.exists() {
+                        // A seeding that did not finish: start over.
+                        std::fs::remove_dir_all(kept)?;
+                    }
+                    std::fs::create_dir_all(kept)?;
+                    format!("sqlite://{}/", kept.display())
+                }
                 _ => format!("sqlite://{}/", dir.path().display()),
             };
             let settings = settings(url);
-            eprintln!("{database}: seeding {products} products, {orders} orders and sessions…");
-            let s = seed(&settings, products, orders).await?;
+            let s = match reuse {
+                Some(record) => {
+                    eprintln!("{database}: reusing the shop of {}", record.display());
+                    serde_json::from_slice(&std::fs::read(record)?)?
+                }
+                None => {
+                    eprintln!(
+                        "{database}: seeding {products} products, {orders} orders and sessions…"
+                    );
+                    let s = seed(&settings, products, orders).await?;
+                    if let Some(record) = &record {
+                        std::fs::write(record, serde_json::to_vec(&s)?)?;
+                    }
+                    s
+                }
+            };
             eprintln!(
                 "{database}: seeded in {:.1} s (products {:.1} s, orders {:.1} s, sessions {:.1} s)",
                 s.products_s + s.orders_s + s.sessions_s,

@@ -48,6 +48,8 @@ use load::{add_and_check_out, free_port, send_json, token, transport, Sample};
 #[path = "support/baseline.rs"]
 mod baseline;
 
+// Shared with the scale bench, which also keeps seeded databases.
+#[allow(dead_code)]
 #[path = "support/scratch.rs"]
 mod scratch;
 use scratch::PgScratch;

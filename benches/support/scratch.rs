@@ -43,6 +43,29 @@ impl PgScratch {
         database_url(&self.server, &name)
     }
 
+    /// The database `name`, never dropped: a seeded shop kept between runs. Made anew when
+    /// `fresh` (a seeding that did not finish leaves nothing behind), else made only if it
+    /// does not exist yet. Answers its URL.
+    pub async fn create_kept(&self, name: &str, fresh: bool) -> anyhow::Result<String> {
+        let mut conn = self.admin().await?;
+        if fresh {
+            conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await?;
+        }
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await?;
+        if !exists {
+            conn.execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .with_context(|| format!("creating the database {name}"))?;
+        }
+        conn.close().await?;
+        database_url(&self.server, name)
+    }
+
     pub async fn drop_all(&self) {
         let names = std::mem::take(&mut *self.made.lock().unwrap());
         if names.is_empty() {

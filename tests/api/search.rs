@@ -242,3 +242,49 @@ on_both!(hostile_queries_are_only_text, |app: TestApp| async move {
     assert_eq!(status, StatusCode::OK);
     assert!(all["total"].as_i64().unwrap() > 20);
 });
+
+on_both!(
+    a_search_read_by_cursor_goes_tier_by_tier_newest_first_and_shows_each_match_once,
+    |app: TestApp| async move {
+        let admin = app.token("admin", "admin").await;
+        add(&app, &admin, "LMP-D1", "Desk Light", "A brass lamp.").await;
+        add(&app, &admin, "LMP-N1", "Brass Lamp", "Tall.").await;
+        add(&app, &admin, "BRASS", "Lamp Base", "Brass.").await;
+        add(&app, &admin, "LMP-D2", "Reading Light", "Lamp of brass.").await;
+        add(&app, &admin, "LMP-N2", "Small Brass Lamp", "Short.").await;
+        add(&app, &admin, "LMP-X", "Brass Hook", "No light.").await;
+
+        let mut seen = vec![];
+        let mut path = "/api/products?q=brass%20lamp&per_page=2".to_string();
+        loop {
+            let (status, page) = app.get(&path, None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert_eq!(page["total"], 5, "{page}");
+            for item in page["items"].as_array().unwrap() {
+                seen.push(item["sku"].as_str().unwrap().to_string());
+            }
+            match page["next"].as_str() {
+                Some(next) => path = next.to_string(),
+                None => break,
+            }
+        }
+        // Every word in the name first, then the words anywhere; newest first within each.
+        assert_eq!(seen, ["LMP-N2", "LMP-N1", "LMP-D2", "BRASS", "LMP-D1"]);
+        // A numbered page reads its way through the same order.
+        let (_, page) = app
+            .get("/api/products?q=brass%20lamp&per_page=2&page=2", None)
+            .await;
+        let page_skus: Vec<_> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["sku"].as_str().unwrap())
+            .collect();
+        assert_eq!(page_skus, ["LMP-D2", "BRASS"]);
+        // An exact SKU is matched by its words too, but shown once, first.
+        assert_eq!(
+            skus(&app, "brass").await,
+            ["BRASS", "LMP-X", "LMP-N2", "LMP-N1", "LMP-D2", "LMP-D1"]
+        );
+    }
+);

@@ -1,7 +1,14 @@
-//! Catalog search with each engine's own full-text index: FTS5 on SQLite, a weighted
-//! `tsvector` with GIN on PostgreSQL (migrations `0002_product_search`). Both fold case and
-//! accents, match every word of the query as a prefix (search as you type), rank a product's
-//! name above its SKU above its description, and put an exact SKU first.
+//! Catalog search with each engine's own full-text index: FTS5 on SQLite, `tsvector`s with
+//! GIN on PostgreSQL (migrations `0002_product_search`, `0004_search_by_tier`). Both fold case
+//! and accents and match every word of the query as a prefix (search as you type).
+//!
+//! Relevance is a tier, not a score: an exact SKU first, then products with every word in
+//! their name, then products with the words anywhere (SKU, description); newest first within
+//! a tier. A score such as `bm25()` or `ts_rank()` needs every match read and ranked before
+//! the first row can be shown (40,000 rows for "lamp" in a catalog of a million); a tier is
+//! one index read in the table's own order, stopped as soon as a page is full, so a search
+//! costs about what a page of the plain catalog costs. The same order on both engines by
+//! construction.
 //!
 //! The query is never handed to either engine's query language as written: it is cut into
 //! words (letters and digits), each quoted as a plain term, so `*`, quotes, `NEAR` or `AND`
@@ -10,88 +17,191 @@
 use crate::db::keyset::{self, Order};
 use crate::db::Backend;
 
-/// Best match first: `rank` is the negated score, so every column runs the same way and a
-/// search pages by cursor like any other list.
-pub const RELEVANCE: Order = Order::ascending(&["rank", "name", "id"]);
+/// Best tier first, newest first within it: `tier` is a [`Tier`], `seq` the order products
+/// were added in (SQLite's rowid, PostgreSQL's time-ordered UUIDv7 id).
+pub const RELEVANCE: Order = Order::descending(&["tier", "seq"]);
 
 /// At most this many words of a query count; the rest are ignored.
 const MAX_WORDS: usize = 8;
 
-/// The FTS5 query for `q`: each word a quoted prefix term, all required. `None` when `q` has no
-/// word at all (only punctuation), which matches nothing but an exact SKU.
-pub fn fts5_query(q: &str) -> Option<String> {
-    let terms: Vec<String> = words(q)
-        .map(|word| format!("\"{}\"*", word.replace('"', "\"\"")))
-        .collect();
-    (!terms.is_empty()).then(|| terms.join(" "))
-}
-
-fn words(q: &str) -> impl Iterator<Item = &str> {
-    q.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .take(MAX_WORDS)
-}
-
-/// A search ranks at most this many of its matches (those the index yields first), and
-/// counts no further: one past [`keyset::COUNT_CAP`], so the count can say "more than 1,000".
-/// Ranking every match of a common word in a catalog of a million would read tens of
-/// thousands of rows per keystroke; like most shops' search, a search that broad shows the
-/// best of its first thousand matches and says there are more.
+/// A sorted search (`q` with `sort`) orders at most this many matches (those the index
+/// yields first), and a search counts no further: one past [`keyset::COUNT_CAP`], so the
+/// count can say "more than 1,000".
 pub const CANDIDATES: i64 = keyset::COUNT_CAP + 1;
 
-/// The matching products with their scores (higher is better; an exact SKU above all), as a
-/// `WITH` clause naming `best (hit, score)` where `hit` joins `products.{join_key}`. Binds `$1`
-/// (the words: FTS5 query on SQLite, the raw text PostgreSQL folds itself) and `$2`, `$3` (the
-/// text as typed and upper-cased, for the SKU).
-pub fn matches(backend: Backend, with_words: bool) -> (&'static str, String) {
-    let exact = "SELECT {key}, CAST(1e12 AS DOUBLE PRECISION) FROM products WHERE sku IN ($2, $3)";
-    match backend {
-        Backend::Sqlite => {
-            let words = "SELECT rowid, -bm25(product_search, 10.0, 5.0, 1.0) FROM product_search \
-                         WHERE product_search MATCH $1";
-            (
-                "rowid",
-                with_clause(
-                    with_words.then_some(words),
-                    &exact.replace("{key}", "rowid"),
-                ),
-            )
+/// How well a product matches, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The query is the product's SKU.
+    Sku = 3,
+    /// Every word is in the product's name.
+    Name = 2,
+    /// Every word is somewhere: name, SKU or description (and not all in the name).
+    Elsewhere = 1,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Sku, Tier::Name, Tier::Elsewhere];
+
+    pub fn from_key(n: i64) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| *t as i64 == n)
+    }
+}
+
+/// A shopper's query, cut into words.
+pub struct Query {
+    /// As typed (trimmed) and upper-cased: an exact SKU.
+    pub sku: [String; 2],
+    words: Vec<String>,
+}
+
+impl Query {
+    pub fn parse(q: &str) -> Query {
+        let q = q.trim();
+        Query {
+            sku: [q.to_string(), q.to_uppercase()],
+            words: q
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .take(MAX_WORDS)
+                .map(str::to_string)
+                .collect(),
         }
-        Backend::Postgres => {
-            // PostgreSQL folds the query with the same function as the index, then makes each
-            // word a quoted prefix term: `'eclair':* & 'choc':*`. As a scalar subquery it is
-            // worked out once, before the scan, so the planner matches it against the GIN
-            // index (joined in as a row, it was compared with every product in turn).
-            let query =
-                "(SELECT to_tsquery('simple', string_agg(quote_literal(w) || ':*', ' & ')) \
-                 FROM (SELECT w FROM regexp_split_to_table(btrim(search_folded($1)), ' ') AS w \
-                       WHERE w <> '' LIMIT 8) AS ws)";
-            let words = format!(
-                "SELECT p.id, CAST(ts_rank(p.search, {query}) AS DOUBLE PRECISION) \
-                 FROM products p WHERE p.search @@ {query}"
-            );
-            (
-                "id",
-                with_clause(
-                    with_words.then_some(words.as_str()),
-                    &exact.replace("{key}", "id"),
-                ),
+    }
+
+    /// No word at all (only punctuation): it can match nothing but an exact SKU.
+    pub fn has_words(&self) -> bool {
+        !self.words.is_empty()
+    }
+
+    /// What `$1` of [`tier_sql`] binds for `tier`.
+    pub fn tier_match(&self, backend: Backend, tier: Tier) -> String {
+        match (backend, tier) {
+            (_, Tier::Sku) => self.sku[0].clone(),
+            (Backend::Sqlite, Tier::Name) => format!("name : ({})", self.fts5()),
+            (Backend::Sqlite, Tier::Elsewhere) => {
+                format!("({all}) NOT name : ({all})", all = self.fts5())
+            }
+            (Backend::Postgres, _) => self.tsquery(),
+        }
+    }
+
+    /// What `$1` of [`count_sql`] and [`candidates_sql`] binds: every word anywhere.
+    pub fn all_match(&self, backend: Backend) -> String {
+        match backend {
+            Backend::Sqlite => self.fts5(),
+            Backend::Postgres => self.tsquery(),
+        }
+    }
+
+    /// Each word a quoted FTS5 prefix term, all required; FTS5's tokenizer folds them.
+    fn fts5(&self) -> String {
+        self.words
+            .iter()
+            .map(|word| format!("\"{}\"*", word.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Each word folded as the index folds it (`search_folded`), a quoted prefix lexeme, all
+    /// required: `'eclair':* & 'choc':*`. Built here, not in SQL, so the planner sees the
+    /// query itself and knows how common its words are.
+    fn tsquery(&self) -> String {
+        self.words
+            .iter()
+            .map(|word| {
+                let lexeme = folded(word).replace('\\', "\\\\").replace('\'', "''");
+                format!("'{lexeme}':*")
+            })
+            .collect::<Vec<_>>()
+            .join(" & ")
+    }
+}
+
+/// What PostgreSQL's `search_folded` (migration `0002_product_search`) does to one word:
+/// Latin letters lose their accents, then everything is lower case.
+fn folded(word: &str) -> String {
+    word.chars()
+        .map(|c| {
+            ACCENTED
+                .chars()
+                .position(|a| a == c)
+                .and_then(|i| PLAIN.chars().nth(i))
+                .unwrap_or(c)
+        })
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// `search_folded`'s `translate` table, letter for letter.
+const ACCENTED: &str = "ÀàáÁÂâãÃÄäåÅĀāăĂĄąçÇćĆĈĉċĊČčďĎđĐÈèÉéÊêËëēĒĔĕĖėęĘĚěĜĝğĞĠġģĢĤĥĦħìÌÍíîÎÏïĨĩīĪĭĬĮįıIĵĴĶķĺĹļĻĽľĿŀŁłÑñŃńņŅŇňŉÒòÓóÔôÕõöÖØøŌōŏŎŐőŔŕŗŖŘřŚśŜŝşŞŠšșȘţŢťŤŧŦțȚÙùÚúûÛÜüũŨūŪŬŭůŮŰűųŲŴŵÝýŸÿŶŷŹźżŻŽž";
+const PLAIN: &str = "aaaaaaaaaaaaaaaaaaccccccccccddddeeeeeeeeeeeeeeeeeegggggggghhhhiiiiiiiiiiiiiiiiiijjkkllllllllllnnnnnnnnnoooooooooooooooooorrrrrrssssssssssttttttttuuuuuuuuuuuuuuuuuuuuwwyyyyyyzzzzzz";
+
+/// The products of one tier, newest first, with their `tier` and `seq` columns: `$1` the
+/// tier's match ([`Query::tier_match`]; for [`Tier::Sku`], the SKU as typed again), `$2`, `$3` the SKU as typed and upper-cased, `$4` the most rows to answer and,
+/// `after` a cursor, `$5` the `seq` to continue after. Products matching the SKU exactly are
+/// left out of the other tiers.
+pub fn tier_sql(backend: Backend, columns: &str, tier: Tier, after: bool) -> String {
+    let t = tier as i64;
+    match (backend, tier) {
+        (Backend::Sqlite, Tier::Sku) => format!(
+            "SELECT {columns}, {t} AS tier, rowid AS seq FROM products \
+             WHERE sku IN ($1, $2, $3) {} ORDER BY rowid DESC LIMIT $4",
+            if after { "AND rowid < $5" } else { "" },
+        ),
+        // FTS5 reads its doclists newest first and stops at the limit; two more than asked
+        // for, in case the exact SKU is among them.
+        (Backend::Sqlite, _) => format!(
+            "SELECT {columns}, {t} AS tier, rowid AS seq FROM products \
+             WHERE rowid IN (SELECT rowid FROM product_search WHERE product_search MATCH $1 {} \
+                             ORDER BY rowid DESC LIMIT $4 + 2) \
+             AND sku <> $2 AND sku <> $3 ORDER BY rowid DESC LIMIT $4",
+            if after { "AND rowid < $5" } else { "" },
+        ),
+        (Backend::Postgres, _) => {
+            let matches = match tier {
+                Tier::Sku => "sku IN ($1, $2, $3)",
+                Tier::Name => "name_search @@ $1::tsquery AND sku <> $2 AND sku <> $3",
+                Tier::Elsewhere => {
+                    "search @@ $1::tsquery AND NOT name_search @@ $1::tsquery \
+                     AND sku <> $2 AND sku <> $3"
+                }
+            };
+            format!(
+                "SELECT {columns}, {t} AS tier, id AS seq FROM products WHERE {matches} {} \
+                 ORDER BY id DESC LIMIT $4",
+                if after { "AND id < $5" } else { "" },
             )
         }
     }
 }
 
-fn with_clause(words: Option<&str>, exact: &str) -> String {
-    let hits = match words {
-        Some(words) => {
-            format!("SELECT * FROM ({words} LIMIT {CANDIDATES}) AS words UNION ALL {exact}")
-        }
-        None => exact.to_string(),
+/// Counts the products with every word anywhere ([`Query::all_match`] as `$1`), stopping one
+/// past [`keyset::COUNT_CAP`].
+pub fn count_sql(backend: Backend) -> String {
+    keyset::capped_count(match backend {
+        Backend::Sqlite => "SELECT 1 FROM product_search WHERE product_search MATCH $1",
+        Backend::Postgres => "SELECT 1 FROM products WHERE search @@ $1::tsquery",
+    })
+}
+
+/// The products a sorted search orders, as a `WITH` clause naming `best (hit)` where `hit`
+/// joins `products.{key}`: the first [`CANDIDATES`] the index yields with every word anywhere
+/// (`$1`, when `with_words`) and an exact SKU (`$2`, `$3`).
+pub fn candidates_sql(backend: Backend, with_words: bool) -> (&'static str, String) {
+    let (key, words) = match backend {
+        Backend::Sqlite => (
+            "rowid",
+            "SELECT rowid FROM product_search WHERE product_search MATCH $1",
+        ),
+        Backend::Postgres => ("id", "SELECT id FROM products WHERE search @@ $1::tsquery"),
     };
-    format!(
-        "WITH hits (hit, score) AS ({hits}), \
-         best (hit, score) AS (SELECT hit, MAX(score) FROM hits GROUP BY hit)"
-    )
+    let exact = format!("SELECT {key} FROM products WHERE sku IN ($2, $3)");
+    let hits = match with_words {
+        true => format!("SELECT * FROM ({words} LIMIT {CANDIDATES}) AS words UNION {exact}"),
+        false => exact,
+    };
+    (key, format!("WITH best (hit) AS ({hits})"))
 }
 
 #[cfg(test)]
@@ -100,21 +210,38 @@ mod tests {
 
     #[test]
     fn a_query_becomes_quoted_prefix_words_and_nothing_else() {
+        let q = Query::parse("  Éclair choc ");
+        assert_eq!(q.all_match(Backend::Sqlite), "\"Éclair\"* \"choc\"*");
+        assert_eq!(q.all_match(Backend::Postgres), "'eclair':* & 'choc':*");
         assert_eq!(
-            fts5_query("  Éclair choc "),
-            Some("\"Éclair\"* \"choc\"*".into())
+            q.tier_match(Backend::Sqlite, Tier::Elsewhere),
+            "(\"Éclair\"* \"choc\"*) NOT name : (\"Éclair\"* \"choc\"*)"
+        );
+        assert_eq!(q.sku, ["Éclair choc", "ÉCLAIR CHOC"]);
+        assert_eq!(
+            Query::parse("NEAR(a b) OR \"x\"*").all_match(Backend::Sqlite),
+            "\"NEAR\"* \"a\"* \"b\"* \"OR\"* \"x\"*"
         );
         assert_eq!(
-            fts5_query("NEAR(a b) OR \"x\"*"),
-            Some("\"NEAR\"* \"a\"* \"b\"* \"OR\"* \"x\"*".into())
+            Query::parse("a:* & !b | 'c'").all_match(Backend::Postgres),
+            "'a':* & 'b':* & 'c':*"
         );
-        assert_eq!(fts5_query("*** -- ''"), None);
+        assert!(!Query::parse("*** -- ''").has_words());
         assert_eq!(
-            fts5_query("a b c d e f g h i j")
-                .unwrap()
+            Query::parse("a b c d e f g h i j")
+                .all_match(Backend::Sqlite)
                 .matches('*')
                 .count(),
             MAX_WORDS
         );
+    }
+
+    #[test]
+    fn words_fold_as_the_postgres_index_folds_them() {
+        assert_eq!(ACCENTED.chars().count(), PLAIN.chars().count());
+        assert_eq!(folded("ÉCLAIR"), "eclair");
+        assert_eq!(folded("Crème"), "creme");
+        assert_eq!(folded("Łódź"), "lodz");
+        assert_eq!(folded("ΣΟΦΙΑ"), "σοφια");
     }
 }

@@ -50,6 +50,10 @@ fn product(row: &AnyRow) -> Result<Product, sqlx::Error> {
     })
 }
 
+fn forged_cursor() -> ApiError {
+    ApiError::bad_request("the cursor is not one this list gave out")
+}
+
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
 }
@@ -80,10 +84,10 @@ impl StockStore {
             query.per_page,
             query.cursor.as_deref(),
         )?;
-        let (mut rows, total, total_capped) = if q.is_empty() {
-            self.all(&paging.window()).await?
-        } else {
-            self.search(q, &paging.window()).await?
+        let (mut rows, total, total_capped) = match (q.is_empty(), query.sort) {
+            (true, _) => self.all(&paging.window()).await?,
+            (false, None) => self.search(q, &paging.window()).await?,
+            (false, Some(_)) => self.sorted_search(q, &paging.window()).await?,
         };
         let next = paging.next(&mut rows, "/api/products", &[("q", q), ("sort", sort)])?;
         Ok(ProductPage {
@@ -113,43 +117,104 @@ impl StockStore {
         Ok((rows, total, false))
     }
 
-    /// The products matching `q` through the engine's full-text index (`search.rs`), counted
-    /// up to [`keyset::COUNT_CAP`].
+    /// The products matching `q` through the engine's full-text index (`search.rs`), best
+    /// tier first, counted up to [`keyset::COUNT_CAP`]. Each tier is read newest first and
+    /// only as far as the page needs, from the cursor's tier on.
     async fn search(&self, q: &str, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, i64, bool)> {
         let backend = self.db.backend;
-        let fts = search::fts5_query(q);
-        let words = match backend {
-            Backend::Sqlite => fts.is_some(),
-            Backend::Postgres => true,
+        let query = search::Query::parse(q);
+        let (from, after) = match window.after {
+            None => (search::Tier::Sku, None),
+            Some([keyset::Key::Int(tier), seq]) => (
+                search::Tier::from_key(*tier).ok_or_else(forged_cursor)?,
+                Some(seq),
+            ),
+            Some(_) => return Err(forged_cursor()),
         };
-        let (key, with) = search::matches(backend, words);
-        // The matches are counted in the same pass that ranks them (`matched`, on every row).
+        // Numbered pages read their way in; past the counted matches there is nothing to show.
+        let wanted = (window.offset + window.limit) as usize;
+        let reachable = window.offset < search::CANDIDATES;
+        let persistent = backend == Backend::Sqlite;
+        let mut conn = self.db.read.acquire().await?;
+        let mut rows = Vec::with_capacity(wanted);
+        for tier in search::Tier::ALL {
+            if tier as i64 > from as i64 || rows.len() >= wanted || !reachable {
+                continue;
+            }
+            if tier != search::Tier::Sku && !query.has_words() {
+                break;
+            }
+            let after = if tier == from { after } else { None };
+            let sql = search::tier_sql(backend, COLUMNS, tier, after.is_some());
+            let mut read = sqlx::query(&sql)
+                .persistent(persistent)
+                .bind(query.tier_match(backend, tier))
+                .bind(&query.sku[0])
+                .bind(&query.sku[1])
+                .bind((wanted - rows.len()) as i64);
+            read = match after {
+                Some(keyset::Key::Int(seq)) => read.bind(*seq),
+                Some(keyset::Key::Text(seq)) => read.bind(seq.clone()),
+                Some(keyset::Key::Float(_)) => return Err(forged_cursor()),
+                None => read,
+            };
+            rows.extend(read.fetch_all(&mut conn).await?);
+        }
+        rows.drain(..(window.offset as usize).min(rows.len()));
+        let matched: i64 = if query.has_words() {
+            sqlx::query_scalar(&search::count_sql(backend))
+                .persistent(persistent)
+                .bind(query.all_match(backend))
+                .fetch_one(&mut conn)
+                .await?
+        } else {
+            sqlx::query_scalar("SELECT COUNT(*) FROM products WHERE sku IN ($1, $2)")
+                .bind(&query.sku[0])
+                .bind(&query.sku[1])
+                .fetch_one(&mut conn)
+                .await?
+        };
+        let (total, capped) = keyset::capped(matched);
+        Ok((rows, total, capped))
+    }
+
+    /// The products matching `q` in a chosen order: the first [`search::CANDIDATES`] matches
+    /// the index yields, sorted.
+    async fn sorted_search(
+        &self,
+        q: &str,
+        window: &Window<'_>,
+    ) -> ApiResult<(Vec<AnyRow>, i64, bool)> {
+        let backend = self.db.backend;
+        let query = search::Query::parse(q);
+        let (key, with) = search::candidates_sql(backend, query.has_words());
+        // The matches are counted in the same pass that sorts them (`matched`, on every row).
         let sql = format!(
-            "{with} SELECT * FROM (SELECT {COLUMNS}, -best.score AS rank, \
-             COUNT(*) OVER () AS matched \
+            "{with} SELECT * FROM (SELECT {COLUMNS}, COUNT(*) OVER () AS matched \
              FROM best JOIN products ON products.{key} = best.hit) AS found \
              {} ORDER BY {} {}",
             window.filter(4),
             window.order.order_by(""),
             window.limits(4),
         );
-        let words = match backend {
-            Backend::Sqlite => fts.unwrap_or_default(),
-            Backend::Postgres => q.to_string(),
-        };
-        let upper = q.to_uppercase();
+        let words = query.all_match(backend);
+        let persistent = backend == Backend::Sqlite;
         let mut conn = self.db.read.acquire().await?;
-        let rows = sqlx::query(&sql).bind(&words).bind(q).bind(&upper);
+        let rows = sqlx::query(&sql)
+            .persistent(persistent)
+            .bind(&words)
+            .bind(&query.sku[0])
+            .bind(&query.sku[1]);
         let rows = window.bind(rows).fetch_all(&mut conn).await?;
         let matched: i64 = match rows.first() {
             Some(row) => row.try_get("matched")?,
             // Past the last match (a numbered page too far, or a cursor after the end).
             None if window.after.is_some() || window.offset > 0 => {
-                // `best` holds at most [`search::CANDIDATES`] matches (and an exact SKU).
                 sqlx::query_scalar(&format!("{with} SELECT COUNT(*) FROM best"))
+                    .persistent(persistent)
                     .bind(&words)
-                    .bind(q)
-                    .bind(&upper)
+                    .bind(&query.sku[0])
+                    .bind(&query.sku[1])
                     .fetch_one(&mut conn)
                     .await?
             }
