@@ -186,7 +186,7 @@ on_both!(
         let admin = app.token("admin", "admin").await;
         let tea = app.product(&admin, "TEA", 250, 20).await;
         let mut placed = vec![];
-        for (shopper, n) in [("asha", 3), ("bela", 2)] {
+        for (shopper, n) in [("shopper-asha", 3), ("shopper-bela", 2)] {
             let token = app.token(shopper, "customer").await;
             for _ in 0..n {
                 app.add_to_cart(&token, &tea, 1).await;
@@ -234,9 +234,27 @@ on_both!(
         assert_eq!(counted["total"], 2);
         assert_eq!(counted["total_capped"], false);
         // A shopper pages through their own only.
-        let asha = app.token("asha", "customer").await;
+        // Part of several shoppers' ids: each one's orders, merged newest first, each once.
+        let path = "/api/orders?per_page=2&q=PPER-";
+        let found = walk(&app, Some(&admin), path, |_| async {}).await;
+        assert_complete("shoppers' orders", &ids(&found), &ids(&placed));
+        let times: Vec<&str> = found
+            .iter()
+            .map(|o| o["created_at"].as_str().unwrap())
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+        let (_, counted) = app.get(path, Some(&admin)).await;
+        assert_eq!(counted["total"], 5, "{counted}");
+        let (_, none) = app
+            .get("/api/orders?q=PPER-&status=cancelled", Some(&admin))
+            .await;
+        assert_eq!(none["total"], 0, "{none}");
+        // A shopper pages through their own only, and a search does not widen that.
+        let asha = app.token("shopper-asha", "customer").await;
         let own = walk(&app, Some(&asha), "/api/orders?per_page=2", |_| async {}).await;
         assert_eq!(own.len(), 3);
+        let own = walk(&app, Some(&asha), path, |_| async {}).await;
+        assert_eq!(own.len(), 3, "{own:?}");
 
         // Journeys: every session once.
         let (_, all) = app

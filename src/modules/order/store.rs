@@ -962,29 +962,29 @@ impl OrderStore {
             .await
     }
 
-    /// A page of orders, newest first, with their count up to [`keyset::COUNT_CAP`]. Each
-    /// filter reads through its own index (migration 0002); a search by `q` is two indexed
-    /// reads joined: orders whose number starts with `q`, and the orders of the shoppers whose
-    /// id holds `q` (found in the short list of shoppers, not among the orders).
+    /// A page of orders, newest first, with their count up to [`keyset::COUNT_CAP`].
+    ///
+    /// The list is one or more reads, each through an index in its own newest-first order
+    /// (migration 0002) and each stopped as soon as it holds a page: every order (or one
+    /// status's, or one shopper's); for a search, the orders whose number starts with `q`, and
+    /// each shopper's whose id holds `q` (found in the short list of shoppers, not among the
+    /// orders). Their union is sorted once, so a page costs the same however many orders match.
     pub async fn list(
         &self,
         filter: &OrderFilter<'_>,
         paging: &Paging,
     ) -> ApiResult<(Vec<Order>, i64, bool, Next)> {
+        let mut conn = self.db.read.acquire().await?;
         let mut binds: Vec<String> = vec![];
-        let mut common = vec![];
-        if let Some(user) = filter.user {
-            binds.push(user.to_string());
-            common.push(format!("user_id = ${}", binds.len()));
-        }
-        match filter.status {
-            Some(s) => {
-                binds.push(s.as_str().to_string());
-                common.push(format!("status = ${}", binds.len()));
-            }
-            None => common.push("status <> 'cart'".into()),
-        }
-        let mut branches = vec![];
+        let mut bind = |value: String| {
+            binds.push(value);
+            format!("${}", binds.len())
+        };
+        let status = match filter.status {
+            Some(s) => format!("status = {}", bind(s.as_str().to_string())),
+            None => "status <> 'cart'".into(),
+        };
+        let mut reads: Vec<String> = vec![];
         match filter.q.map(str::trim).filter(|q| !q.is_empty()) {
             Some(q) => {
                 let id = match self.db.backend {
@@ -992,60 +992,62 @@ impl OrderStore {
                     Backend::Postgres => "(id COLLATE \"C\")",
                 };
                 let number = q.to_lowercase();
-                binds.push(number.clone());
-                binds.push(format!("{number}\u{10FFFF}"));
-                let n = binds.len();
-                branches.push(format!("{id} >= ${} AND {id} < ${}", n - 1, n));
-                // Part of a shopper's id, through the trigram index of `derived_shoppers`
-                // (migration 0002), which needs three letters to look anything up.
-                if q.chars().count() >= 3 {
-                    let (shoppers, pattern) = match self.db.backend {
-                        Backend::Sqlite => (
-                            "rowid IN (SELECT rowid FROM derived_shopper_search \
-                             WHERE derived_shopper_search MATCH ${n})",
-                            format!("\"{}\"", q.replace('"', "\"\"")),
-                        ),
-                        Backend::Postgres => (
-                            "lower(user_id) LIKE ${n} ESCAPE '\\'",
-                            crate::db::like_pattern(q),
-                        ),
-                    };
-                    binds.push(pattern);
-                    let shoppers = shoppers.replace("${n}", &format!("${}", binds.len()));
-                    branches.push(format!(
-                        "user_id IN (SELECT user_id FROM derived_shoppers WHERE {shoppers} \
-                         LIMIT {MAX_SHOPPERS})"
-                    ));
+                let from = bind(number.clone());
+                let to = bind(format!("{number}\u{10FFFF}"));
+                let mut read = format!("{id} >= {from} AND {id} < {to}");
+                if let Some(user) = filter.user {
+                    read = format!("user_id = {} AND {read}", bind(user.to_string()));
+                }
+                reads.push(read);
+                for shopper in self.shoppers_matching(&mut conn, q).await? {
+                    if filter.user.is_none_or(|user| user == shopper) {
+                        reads.push(format!("user_id = {}", bind(shopper)));
+                    }
                 }
             }
-            None => branches.push("1 = 1".into()),
+            None => reads.push(match filter.user {
+                Some(user) => format!("user_id = {}", bind(user.to_string())),
+                None => "1 = 1".into(),
+            }),
         }
         let window = paging.window();
-        let select = |after: Option<String>| {
-            branches
+        let first = binds.len() + 1;
+        let after = window.condition(first);
+        let order_by = window.order.order_by("");
+        // Each read on its own, in its index's order, no further than `limit` rows.
+        let union = |after: Option<&String>, limit: i64, ordered: bool| {
+            reads
                 .iter()
-                .map(|branch| {
-                    let conditions = common
-                        .iter()
-                        .chain([branch])
-                        .chain(after.as_ref())
+                .enumerate()
+                .map(|(n, read)| {
+                    let conditions = [read, &status]
+                        .into_iter()
+                        .chain(after)
                         .map(String::as_str)
                         .collect::<Vec<_>>()
                         .join(" AND ");
-                    format!("SELECT id, created_at FROM orders WHERE {conditions}")
+                    let order = if ordered {
+                        format!("ORDER BY {order_by}")
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "SELECT * FROM (SELECT id, created_at FROM orders WHERE {conditions} \
+                         {order} LIMIT {limit}) AS read{n}"
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join(" UNION ")
         };
-        let count_sql = keyset::capped_count(&select(None));
-        let first = binds.len() + 1;
+        let count_sql = keyset::capped_count(&format!(
+            "SELECT id FROM ({}) AS matched",
+            union(None, keyset::COUNT_CAP + 1, false)
+        ));
         let list_sql = format!(
-            "SELECT id, created_at FROM ({}) AS listed ORDER BY {} {}",
-            select(window.condition(first)),
-            window.order.order_by(""),
+            "SELECT id, created_at FROM ({}) AS listed ORDER BY {order_by} {}",
+            union(after.as_ref(), window.limit + window.offset, true),
             window.limits(first),
         );
-        let mut conn = self.db.read.acquire().await?;
         let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
         for b in &binds {
             count = count.bind(b);
@@ -1081,6 +1083,33 @@ impl OrderStore {
             }
         }
         Ok((orders, total, capped, next))
+    }
+
+    /// The shoppers (at most [`MAX_SHOPPERS`]) whose id holds `q`, through the trigram index
+    /// of `derived_shoppers` (migration 0002), which needs three letters to look anything up.
+    async fn shoppers_matching(
+        &self,
+        conn: &mut crate::db::Conn,
+        q: &str,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        if q.chars().count() < 3 {
+            return Ok(vec![]);
+        }
+        let (sql, pattern) = match self.db.backend {
+            Backend::Sqlite => (
+                "SELECT user_id FROM derived_shoppers WHERE rowid IN \
+                 (SELECT rowid FROM derived_shopper_search WHERE derived_shopper_search MATCH $1)",
+                format!("\"{}\"", q.replace('"', "\"\"")),
+            ),
+            Backend::Postgres => (
+                "SELECT user_id FROM derived_shoppers WHERE lower(user_id) LIKE $1 ESCAPE '\\'",
+                crate::db::like_pattern(q),
+            ),
+        };
+        sqlx::query_scalar(&format!("{sql} ORDER BY user_id LIMIT {MAX_SHOPPERS}"))
+            .bind(pattern)
+            .fetch_all(conn)
+            .await
     }
 
     async fn cancel_in(uow: &mut Uow, who: &Identity, order: Order) -> ApiResult<Order> {
