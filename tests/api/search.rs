@@ -92,6 +92,10 @@ on_both!(
         assert_eq!(skus(&app, "eclair choc").await, ["PAT-ECL-1"]);
         assert_eq!(skus(&app, "Quokka").await, ["QKW-100", "QKW-200"]);
         assert_eq!(skus(&app, "quokkaware stone").await, ["QKW-100"]);
+        // Long words too, past the eight letters kept as beginnings of their own.
+        assert_eq!(skus(&app, "QUOKKAWAR").await, ["QKW-100", "QKW-200"]);
+        assert_eq!(skus(&app, "chocolat").await, ["PAT-ECL-1"]);
+        assert!(skus(&app, "quokkawares").await.is_empty());
         // The SKU is searched too, by its parts.
         assert_eq!(skus(&app, "qkw 200").await, ["QKW-200"]);
         // Words that are in no product, or only in the middle of one, find nothing.
