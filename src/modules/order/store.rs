@@ -1015,7 +1015,7 @@ impl OrderStore {
         let after = window.condition(first);
         let order_by = window.order.order_by("");
         // Each read on its own, in its index's order, no further than `limit` rows.
-        let union = |after: Option<&String>, limit: i64, ordered: bool| {
+        let union = |after: Option<&String>, limit: i64| {
             reads
                 .iter()
                 .enumerate()
@@ -1026,26 +1026,22 @@ impl OrderStore {
                         .map(String::as_str)
                         .collect::<Vec<_>>()
                         .join(" AND ");
-                    let order = if ordered {
-                        format!("ORDER BY {order_by}")
-                    } else {
-                        String::new()
-                    };
                     format!(
                         "SELECT * FROM (SELECT id, created_at FROM orders WHERE {conditions} \
-                         {order} LIMIT {limit}) AS read{n}"
+                         ORDER BY {order_by} LIMIT {limit}) AS read{n}"
                     )
                 })
                 .collect::<Vec<_>>()
                 .join(" UNION ")
         };
+        // The count is one read of the matches, whichever way each is found.
         let count_sql = keyset::capped_count(&format!(
-            "SELECT id FROM ({}) AS matched",
-            union(None, keyset::COUNT_CAP + 1, false)
+            "SELECT 1 FROM orders WHERE {status} AND ({})",
+            reads.join(" OR ")
         ));
         let list_sql = format!(
             "SELECT id, created_at FROM ({}) AS listed ORDER BY {order_by} {}",
-            union(after.as_ref(), window.limit + window.offset, true),
+            union(after.as_ref(), window.limit + window.offset),
             window.limits(first),
         );
         let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
