@@ -150,10 +150,11 @@ const ACCENTED: &str = "ÀàáÁÂâãÃÄäåÅĀāăĂĄąçÇćĆĈĉċĊČč
 const PLAIN: &str = "aaaaaaaaaaaaaaaaaaccccccccccddddeeeeeeeeeeeeeeeeeegggggggghhhhiiiiiiiiiiiiiiiiiijjkkllllllllllnnnnnnnnnoooooooooooooooooorrrrrrssssssssssttttttttuuuuuuuuuuuuuuuuuuuuwwyyyyyyzzzzzz";
 
 /// The products of one tier, newest first, with their `tier` and `seq` columns: `$1` the
-/// tier's match ([`Query::tier_match`]; for [`Tier::Sku`], the SKU as typed again), `$2`, `$3` the SKU as typed and upper-cased, `$4` the most rows to answer and,
-/// `after` a cursor, `$5` the `seq` to continue after. Products matching the SKU exactly are
-/// left out of the other tiers.
-pub fn tier_sql(backend: Backend, columns: &str, tier: Tier, after: bool) -> String {
+/// tier's match ([`Query::tier_match`]; for [`Tier::Sku`], the SKU as typed again), `$2`, `$3`
+/// the SKU as typed and upper-cased, `$4` the most rows to answer and, `after` a cursor, `$5`
+/// the `seq` to continue after. Products matching the SKU exactly are left out of the other
+/// tiers. `few` says the query matches at most [`CANDIDATES`] products in all.
+pub fn tier_sql(backend: Backend, columns: &str, tier: Tier, after: bool, few: bool) -> String {
     let t = tier as i64;
     match (backend, tier) {
         (Backend::Sqlite, Tier::Sku) => format!(
@@ -169,6 +170,18 @@ pub fn tier_sql(backend: Backend, columns: &str, tier: Tier, after: bool) -> Str
                              ORDER BY rowid DESC LIMIT $4 + 2) \
              AND sku <> $2 AND sku <> $3 ORDER BY rowid DESC LIMIT $4",
             if after { "AND rowid < $5" } else { "" },
+        ),
+        // The planner takes "anywhere but not in the name" as independent words and walks the
+        // newest products looking for matches that may not exist (536 ms at a million for
+        // `lamp`, whose matches are all in the name). When the count says the matches are
+        // few, they are collected from GIN first (the subquery is a fence the planner keeps)
+        // and only they are sorted.
+        (Backend::Postgres, Tier::Elsewhere) if few => format!(
+            "SELECT {columns}, {t} AS tier, id AS seq \
+             FROM (SELECT * FROM products WHERE search @@ $1::tsquery OFFSET 0) AS matched \
+             WHERE NOT name_search @@ $1::tsquery AND sku <> $2 AND sku <> $3 {} \
+             ORDER BY id DESC LIMIT $4",
+            if after { "AND id < $5" } else { "" },
         ),
         (Backend::Postgres, _) => {
             let matches = match tier {

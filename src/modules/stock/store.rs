@@ -136,16 +136,32 @@ impl StockStore {
         let reachable = window.offset < search::CANDIDATES;
         let persistent = backend == Backend::Sqlite;
         let mut conn = self.db.read.acquire().await?;
+        // Counted first: a query that matches nothing reads no tier, and one that matches
+        // few is read differently on PostgreSQL (`search::tier_sql`).
+        let matched: i64 = if query.has_words() {
+            sqlx::query_scalar(&search::count_sql(backend))
+                .persistent(persistent)
+                .bind(query.all_match(backend))
+                .fetch_one(&mut conn)
+                .await?
+        } else {
+            sqlx::query_scalar("SELECT COUNT(*) FROM products WHERE sku IN ($1, $2)")
+                .bind(&query.sku[0])
+                .bind(&query.sku[1])
+                .fetch_one(&mut conn)
+                .await?
+        };
+        let few = matched < search::CANDIDATES;
         let mut rows = Vec::with_capacity(wanted);
         for tier in search::Tier::ALL {
             if tier as i64 > from as i64 || rows.len() >= wanted || !reachable {
                 continue;
             }
-            if tier != search::Tier::Sku && !query.has_words() {
+            if tier != search::Tier::Sku && (!query.has_words() || matched == 0) {
                 break;
             }
             let after = if tier == from { after } else { None };
-            let sql = search::tier_sql(backend, COLUMNS, tier, after.is_some());
+            let sql = search::tier_sql(backend, COLUMNS, tier, after.is_some(), few);
             let mut read = sqlx::query(&sql)
                 .persistent(persistent)
                 .bind(query.tier_match(backend, tier))
@@ -161,19 +177,6 @@ impl StockStore {
             rows.extend(read.fetch_all(&mut conn).await?);
         }
         rows.drain(..(window.offset as usize).min(rows.len()));
-        let matched: i64 = if query.has_words() {
-            sqlx::query_scalar(&search::count_sql(backend))
-                .persistent(persistent)
-                .bind(query.all_match(backend))
-                .fetch_one(&mut conn)
-                .await?
-        } else {
-            sqlx::query_scalar("SELECT COUNT(*) FROM products WHERE sku IN ($1, $2)")
-                .bind(&query.sku[0])
-                .bind(&query.sku[1])
-                .fetch_one(&mut conn)
-                .await?
-        };
         let (total, capped) = keyset::capped(matched);
         Ok((rows, total, capped))
     }
