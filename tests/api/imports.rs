@@ -128,3 +128,80 @@ async fn imported_rows_on_sqlite() {
 async fn imported_rows_on_postgres() {
     imported_rows_are_searched_listed_and_counted(Backend::Postgres).await;
 }
+
+/// A word in twelve thousand products: the first page is the newest of them, and the total
+/// says how it was found. SQLite counts to 1,000 and says "more"; PostgreSQL, once its
+/// statistics know the word is that common, shows the planner's estimate as an estimate.
+async fn a_common_word_is_paged_and_its_total_says_what_it_is(backend: Backend) -> Option<()> {
+    let mut settings = None;
+    let app = TestApp::spawn_with(backend, |s| settings = Some(s.clone())).await?;
+    let settings = settings.unwrap();
+    let (stock, _, _) = stores(&settings).await;
+    let many = 12_000;
+    stock
+        .import(
+            (0..many)
+                .map(|i| product(&format!("LMP-{i}"), &format!("Lamp {i}")))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    if backend == Backend::Postgres {
+        // What autovacuum does soon after a load this size.
+        let dbs = Databases::open(&settings).await.unwrap();
+        sqlx::query("ANALYZE")
+            .execute(&dbs.stock.read)
+            .await
+            .unwrap();
+    }
+
+    let (_, page) = app.get("/api/products?q=lam&per_page=5", None).await;
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Lamp 11999",
+            "Lamp 11998",
+            "Lamp 11997",
+            "Lamp 11996",
+            "Lamp 11995"
+        ]
+    );
+    match backend {
+        Backend::Sqlite => {
+            assert_eq!(page["total"], 1000, "{page}");
+            assert_eq!(page["total_capped"], true);
+            assert_eq!(page["total_estimated"], false);
+        }
+        Backend::Postgres => {
+            let estimate = page["total"].as_i64().unwrap();
+            assert!((6_000..24_000).contains(&estimate), "{page}");
+            assert_eq!(page["total_capped"], false);
+            assert_eq!(page["total_estimated"], true);
+        }
+    }
+    // The next page goes on where the first stopped.
+    let next = page["next"].as_str().unwrap();
+    let (_, second) = app.get(next, None).await;
+    assert_eq!(second["items"][0]["name"], "Lamp 11994", "{second}");
+    // A word no product has is counted, exactly, on both.
+    let (_, none) = app.get("/api/products?q=lamq", None).await;
+    assert_eq!(none["total"], 0, "{none}");
+    assert_eq!(none["total_estimated"], false);
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_common_word_on_sqlite() {
+    a_common_word_is_paged_and_its_total_says_what_it_is(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_common_word_on_postgres() {
+    a_common_word_is_paged_and_its_total_says_what_it_is(Backend::Postgres).await;
+}

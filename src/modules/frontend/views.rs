@@ -35,11 +35,31 @@ pub struct Page<T> {
     pub page: u32,
     pub per_page: u32,
     pub total: i64,
+    /// More matched than `total` (a search stops counting at 1,000).
+    #[serde(default)]
+    pub total_capped: bool,
+    /// `total` is the database's estimate.
+    #[serde(default)]
+    pub total_estimated: bool,
 }
 
 impl<T> Page<T> {
+    /// Numbered pages to offer: a search's stop at its 1,000th match.
     pub fn pages(&self) -> u32 {
-        (((self.total.max(1) - 1) / self.per_page.max(1) as i64) + 1) as u32
+        let shown = match self.total_capped || self.total_estimated {
+            true => self.total.min(1000),
+            false => self.total,
+        };
+        (((shown.max(1) - 1) / self.per_page.max(1) as i64) + 1) as u32
+    }
+
+    /// The total as a shopper reads it: "12", "more than 1000", "about 41235".
+    pub fn total_text(&self) -> String {
+        match (self.total_capped, self.total_estimated) {
+            (true, _) => format!("more than {}", self.total),
+            (_, true) => format!("about {}", self.total),
+            _ => self.total.to_string(),
+        }
     }
 }
 

@@ -134,6 +134,9 @@ pub struct ProductPage {
     pub total: i64,
     /// A search matched more than `total` products (it stopped counting at 1,000).
     pub total_capped: bool,
+    /// `total` is the database's estimate, not a count: a search the planner expects to
+    /// match tens of thousands of products (PostgreSQL only).
+    pub total_estimated: bool,
     /// The cursor of the page after this one; absent on the last page.
     pub next_cursor: Option<String>,
     /// The address of the page after this one; absent on the last page.

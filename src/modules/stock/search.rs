@@ -201,6 +201,25 @@ pub fn tier_sql(backend: Backend, columns: &str, tier: Tier, after: bool, few: b
     }
 }
 
+/// The planner's plan for the products with every word anywhere ([`Query::all_match`] as
+/// `$1`, PostgreSQL only): its first line carries the estimated number of rows.
+pub const ESTIMATE_SQL: &str = "EXPLAIN SELECT 1 FROM products WHERE search @@ $1::tsquery";
+
+/// From this many expected matches on, a search shows the planner's estimate instead of a
+/// count. Ten times the cap: words the planner takes as independent but that rarely meet can
+/// make it expect several times what there is, not ten.
+pub const ESTIMATED_FROM: i64 = 10 * keyset::COUNT_CAP;
+
+/// The rows the top node of an `EXPLAIN` expects: `... (cost=0.00..1.00 rows=41235 width=0)`.
+pub fn estimated_rows(plan: &[String]) -> Option<i64> {
+    let line = plan.first()?;
+    let rows = &line[line.find(" rows=")? + " rows=".len()..];
+    rows.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Counts the products with every word anywhere ([`Query::all_match`] as `$1`), stopping one
 /// past [`keyset::COUNT_CAP`].
 pub fn count_sql(backend: Backend) -> String {
@@ -232,6 +251,17 @@ pub fn candidates_sql(backend: Backend, with_words: bool) -> (&'static str, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_estimate_is_read_from_the_plans_first_line() {
+        let plan = [
+            "Bitmap Heap Scan on products  (cost=399.57..78636.63 rows=41235 width=4)".into(),
+            "  ->  Bitmap Index Scan on products_search  (cost=0.00..389.27 rows=9 width=0)".into(),
+        ];
+        assert_eq!(estimated_rows(&plan), Some(41235));
+        assert_eq!(estimated_rows(&["Result".into()]), None);
+        assert_eq!(estimated_rows(&[]), None);
+    }
 
     #[test]
     fn a_query_becomes_quoted_prefix_words_and_nothing_else() {

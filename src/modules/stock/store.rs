@@ -58,6 +58,41 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
+/// How many products a list holds: exact, counted up to [`keyset::COUNT_CAP`], or estimated.
+struct Total {
+    n: i64,
+    capped: bool,
+    estimated: bool,
+}
+
+impl Total {
+    fn exact(n: i64) -> Total {
+        Total {
+            n,
+            capped: false,
+            estimated: false,
+        }
+    }
+
+    /// A count that stopped one past the cap.
+    fn counted(counted: i64) -> Total {
+        let (n, capped) = keyset::capped(counted);
+        Total {
+            n,
+            capped,
+            estimated: false,
+        }
+    }
+
+    fn estimated(n: i64) -> Total {
+        Total {
+            n,
+            capped: false,
+            estimated: true,
+        }
+    }
+}
+
 impl StockStore {
     pub fn new(db: Db) -> StockStore {
         StockStore { db }
@@ -84,7 +119,7 @@ impl StockStore {
             query.per_page,
             query.cursor.as_deref(),
         )?;
-        let (mut rows, total, total_capped) = match (q.is_empty(), query.sort) {
+        let (mut rows, total) = match (q.is_empty(), query.sort) {
             (true, _) => self.all(&paging.window()).await?,
             (false, None) => self.search(q, &paging.window()).await?,
             (false, Some(_)) => self.sorted_search(q, &paging.window()).await?,
@@ -94,15 +129,16 @@ impl StockStore {
             items: rows.iter().map(product).collect::<Result<_, _>>()?,
             page: paging.page(),
             per_page: paging.per_page(),
-            total,
-            total_capped,
+            total: total.n,
+            total_capped: total.capped,
+            total_estimated: total.estimated,
             next_cursor: next.cursor,
             next: next.link,
         })
     }
 
     /// The whole catalog, counted by the row its triggers keep (migration 0003).
-    async fn all(&self, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, i64, bool)> {
+    async fn all(&self, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, Total)> {
         let sql = format!(
             "SELECT {COLUMNS} FROM products {} ORDER BY {} {}",
             window.filter(1),
@@ -114,13 +150,13 @@ impl StockStore {
         let total: i64 = sqlx::query_scalar("SELECT n FROM derived_counts WHERE name = 'products'")
             .fetch_one(&mut conn)
             .await?;
-        Ok((rows, total, false))
+        Ok((rows, Total::exact(total)))
     }
 
     /// The products matching `q` through the engine's full-text index (`search.rs`), best
     /// tier first, counted up to [`keyset::COUNT_CAP`]. Each tier is read newest first and
     /// only as far as the page needs, from the cursor's tier on.
-    async fn search(&self, q: &str, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, i64, bool)> {
+    async fn search(&self, q: &str, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, Total)> {
         let backend = self.db.backend;
         let query = search::Query::parse(q);
         let (from, after) = match window.after {
@@ -138,7 +174,23 @@ impl StockStore {
         let mut conn = self.db.read.acquire().await?;
         // Counted first: a query that matches nothing reads no tier, and one that matches
         // few is read differently on PostgreSQL (`search::tier_sql`).
-        let matched: i64 = if query.has_words() {
+        // On PostgreSQL a query the planner expects to match very many products is not counted
+        // (the count reads every match's entry in GIN first: 6 ms for 40,000); its total is
+        // the planner's estimate, and says so.
+        let estimate = match backend {
+            Backend::Postgres if query.has_words() => {
+                let plan: Vec<String> = sqlx::query_scalar(search::ESTIMATE_SQL)
+                    .persistent(false)
+                    .bind(query.all_match(backend))
+                    .fetch_all(&mut conn)
+                    .await?;
+                search::estimated_rows(&plan).filter(|n| *n >= search::ESTIMATED_FROM)
+            }
+            _ => None,
+        };
+        let matched: i64 = if let Some(estimate) = estimate {
+            estimate
+        } else if query.has_words() {
             sqlx::query_scalar(&search::count_sql(backend))
                 .persistent(persistent)
                 .bind(query.all_match(backend))
@@ -177,17 +229,16 @@ impl StockStore {
             rows.extend(read.fetch_all(&mut conn).await?);
         }
         rows.drain(..(window.offset as usize).min(rows.len()));
-        let (total, capped) = keyset::capped(matched);
-        Ok((rows, total, capped))
+        let total = match estimate {
+            Some(n) => Total::estimated(n),
+            None => Total::counted(matched),
+        };
+        Ok((rows, total))
     }
 
     /// The products matching `q` in a chosen order: the first [`search::CANDIDATES`] matches
     /// the index yields, sorted.
-    async fn sorted_search(
-        &self,
-        q: &str,
-        window: &Window<'_>,
-    ) -> ApiResult<(Vec<AnyRow>, i64, bool)> {
+    async fn sorted_search(&self, q: &str, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, Total)> {
         let backend = self.db.backend;
         let query = search::Query::parse(q);
         let (key, with) = search::candidates_sql(backend, query.has_words());
@@ -223,8 +274,7 @@ impl StockStore {
             }
             None => 0,
         };
-        let (total, capped) = keyset::capped(matched);
-        Ok((rows, total, capped))
+        Ok((rows, Total::counted(matched)))
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Product>, sqlx::Error> {
