@@ -189,7 +189,7 @@ impl Paging {
         if cursor.is_some() && page.is_some() {
             return Err(ApiError::bad_request("give page or cursor, not both"));
         }
-        let (page, per_page) = crate::gateway::extract::paging(page, per_page)?;
+        let (page, per_page) = checked(page, per_page)?;
         let after = match cursor {
             Some(cursor) => Some(decode(cursor, &scope, order.columns.len())?),
             None => None,
@@ -307,6 +307,19 @@ fn keys_of(row: &AnyRow, columns: &[&str]) -> Result<Vec<Key>, sqlx::Error> {
             }
         })
         .collect()
+}
+
+/// A list's `page` (from 1, default 1) and `per_page` (1 to 100, default 20), checked the
+/// same way by every list the API serves.
+fn checked(page: Option<u32>, per_page: Option<u32>) -> Result<(u32, u32), ApiError> {
+    let (page, per_page) = (page.unwrap_or(1), per_page.unwrap_or(20));
+    if page == 0 || page > 100_000 {
+        return Err(ApiError::bad_request("page must be from 1 to 100000"));
+    }
+    if !(1..=100).contains(&per_page) {
+        return Err(ApiError::bad_request("per_page must be from 1 to 100"));
+    }
+    Ok((page, per_page))
 }
 
 #[cfg(test)]

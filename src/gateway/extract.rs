@@ -56,16 +56,3 @@ impl From<PathRejection> for ApiError {
         ApiError::bad_request(rejection.body_text())
     }
 }
-
-/// A list's `page` (from 1, default 1) and `per_page` (1 to 100, default 20), checked the
-/// same way by every list the API serves.
-pub fn paging(page: Option<u32>, per_page: Option<u32>) -> Result<(u32, u32), ApiError> {
-    let (page, per_page) = (page.unwrap_or(1), per_page.unwrap_or(20));
-    if page == 0 || page > 100_000 {
-        return Err(ApiError::bad_request("page must be from 1 to 100000"));
-    }
-    if !(1..=100).contains(&per_page) {
-        return Err(ApiError::bad_request("per_page must be from 1 to 100"));
-    }
-    Ok((page, per_page))
-}
