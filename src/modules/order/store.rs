@@ -1014,34 +1014,32 @@ impl OrderStore {
         let first = binds.len() + 1;
         let after = window.condition(first);
         let order_by = window.order.order_by("");
-        // Each read on its own, in its index's order, no further than `limit` rows.
-        let union = |after: Option<&String>, limit: i64| {
-            reads
-                .iter()
-                .enumerate()
-                .map(|(n, read)| {
-                    let conditions = [read, &status]
-                        .into_iter()
-                        .chain(after)
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" AND ");
-                    format!(
-                        "SELECT * FROM (SELECT id, created_at FROM orders WHERE {conditions} \
-                         ORDER BY {order_by} LIMIT {limit}) AS read{n}"
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" UNION ")
-        };
+        // Each read on its own, in its index's order, no further than the page reaches.
+        let limit = window.limit + window.offset;
+        let union = reads
+            .iter()
+            .enumerate()
+            .map(|(n, read)| {
+                let conditions = [read, &status]
+                    .into_iter()
+                    .chain(after.as_ref())
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                format!(
+                    "SELECT * FROM (SELECT id, created_at FROM orders WHERE {conditions} \
+                     ORDER BY {order_by} LIMIT {limit}) AS read{n}"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ");
         // The count is one read of the matches, whichever way each is found.
         let count_sql = keyset::capped_count(&format!(
             "SELECT 1 FROM orders WHERE {status} AND ({})",
             reads.join(" OR ")
         ));
         let list_sql = format!(
-            "SELECT id, created_at FROM ({}) AS listed ORDER BY {order_by} {}",
-            union(after.as_ref(), window.limit + window.offset),
+            "SELECT id, created_at FROM ({union}) AS listed ORDER BY {order_by} {}",
             window.limits(first),
         );
         let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
