@@ -31,6 +31,11 @@ use ekart::modules::user::UserStore;
 use serde::Serialize;
 use serde_json::json;
 
+/// The shop serves here in this process, so it gets the allocator the `ekart` binary ships
+/// with (`src/main.rs`); the clients share it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // Shared with the other benches; this one uses part of it.
 #[allow(dead_code)]
 #[path = "support/load.rs"]
