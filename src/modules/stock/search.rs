@@ -6,9 +6,9 @@
 //! their name, then products with the words anywhere (SKU, description); newest first within
 //! a tier. A score such as `bm25()` or `ts_rank()` needs every match read and ranked before
 //! the first row can be shown (40,000 rows for "lamp" in a catalog of a million); a tier is
-//! one index read in the table's own order, stopped as soon as a page is full, so a search
-//! costs about what a page of the plain catalog costs. The same order on both engines by
-//! construction.
+//! one index read in the table's own order, stopped as soon as a page is full, so what a
+//! search costs does not grow with how many products it matches. The same order on both
+//! engines by construction.
 //!
 //! The query is never handed to either engine's query language as written: it is cut into
 //! words (letters and digits), each quoted as a plain term, so `*`, quotes, `NEAR` or `AND`
