@@ -135,8 +135,8 @@ async fn imported_rows_on_postgres() {
 async fn a_common_word_is_paged_and_its_total_says_what_it_is(backend: Backend) -> Option<()> {
     let mut settings = None;
     let app = TestApp::spawn_with(backend, |s| settings = Some(s.clone())).await?;
-    let settings = settings.unwrap();
-    let (stock, _, _) = stores(&settings).await;
+    let dbs = Databases::open(&settings.unwrap()).await.unwrap();
+    let stock = StockStore::new(dbs.stock.clone());
     let many = 12_000;
     stock
         .import(
@@ -148,7 +148,6 @@ async fn a_common_word_is_paged_and_its_total_says_what_it_is(backend: Backend) 
         .unwrap();
     if backend == Backend::Postgres {
         // What autovacuum does soon after a load this size.
-        let dbs = Databases::open(&settings).await.unwrap();
         sqlx::query("ANALYZE")
             .execute(&dbs.stock.read)
             .await

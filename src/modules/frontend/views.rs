@@ -47,7 +47,7 @@ impl<T> Page<T> {
     /// Numbered pages to offer: a search's stop at its 1,000th match.
     pub fn pages(&self) -> u32 {
         let shown = match self.total_capped || self.total_estimated {
-            true => self.total.min(1000),
+            true => self.total.min(crate::db::keyset::COUNT_CAP),
             false => self.total,
         };
         (((shown.max(1) - 1) / self.per_page.max(1) as i64) + 1) as u32

@@ -234,8 +234,8 @@ impl StockStore {
                 .await?;
             return Ok(Total::exact(exact));
         }
+        let words = query.all_match(backend);
         if backend == Backend::Postgres {
-            let words = query.all_match(backend);
             let estimate = match self.estimates.get(&words) {
                 Some(known) => known,
                 None => {
@@ -246,7 +246,7 @@ impl StockStore {
                         .await?;
                     let estimate =
                         search::estimated_rows(&plan).filter(|n| *n >= search::ESTIMATED_FROM);
-                    self.estimates.insert(words, estimate);
+                    self.estimates.insert(words.clone(), estimate);
                     estimate
                 }
             };
@@ -256,7 +256,7 @@ impl StockStore {
         }
         let counted = sqlx::query_scalar(&search::count_sql(backend))
             .persistent(backend == Backend::Sqlite)
-            .bind(query.all_match(backend))
+            .bind(words)
             .fetch_one(&mut *conn)
             .await?;
         Ok(Total::counted(counted))
