@@ -25,19 +25,31 @@ async fn total(app: &TestApp, path: &str, token: Option<&str>) -> i64 {
 }
 
 /// Opens the running shop's databases beside it, as an import tool would.
-async fn stores(settings: &Settings) -> (StockStore, OrderStore, UserStore) {
-    let dbs = Databases::open(settings).await.unwrap();
+async fn open(settings: &Settings) -> Databases {
+    Databases::open(settings).await.unwrap()
+}
+
+fn stores(dbs: &Databases) -> (StockStore, OrderStore, UserStore) {
     (
-        StockStore::new(dbs.stock),
-        OrderStore::new(dbs.orders),
-        UserStore::new(dbs.users),
+        StockStore::new(dbs.stock.clone()),
+        OrderStore::new(dbs.orders.clone()),
+        UserStore::new(dbs.users.clone()),
     )
+}
+
+/// Closes what [`open`] opened, as an import tool does before it exits: pools left open
+/// when the test's runtime shuts down can keep it from finishing.
+async fn close(dbs: Databases) {
+    for db in dbs.all() {
+        db.close().await;
+    }
 }
 
 async fn imported_rows_are_searched_listed_and_counted(backend: Backend) -> Option<()> {
     let mut settings = None;
     let app = TestApp::spawn_with(backend, |s| settings = Some(s.clone())).await?;
-    let (stock, orders, users) = stores(&settings.unwrap()).await;
+    let dbs = open(&settings.unwrap()).await;
+    let (stock, orders, users) = stores(&dbs);
     let admin = app.token("admin", "admin").await;
     let before = total(&app, "/api/products", None).await;
 
@@ -116,6 +128,7 @@ async fn imported_rows_are_searched_listed_and_counted(backend: Backend) -> Opti
         total(&app, "/api/journeys?all=true", Some(&admin)).await,
         before + 2
     );
+    close(dbs).await;
     Some(())
 }
 
@@ -135,8 +148,8 @@ async fn imported_rows_on_postgres() {
 async fn a_common_word_is_paged_and_its_total_says_what_it_is(backend: Backend) -> Option<()> {
     let mut settings = None;
     let app = TestApp::spawn_with(backend, |s| settings = Some(s.clone())).await?;
-    let dbs = Databases::open(&settings.unwrap()).await.unwrap();
-    let stock = StockStore::new(dbs.stock.clone());
+    let dbs = open(&settings.unwrap()).await;
+    let (stock, _, _) = stores(&dbs);
     let many = 12_000;
     stock
         .import(
@@ -192,6 +205,7 @@ async fn a_common_word_is_paged_and_its_total_says_what_it_is(backend: Backend) 
     let (_, none) = app.get("/api/products?q=lamq", None).await;
     assert_eq!(none["total"], 0, "{none}");
     assert_eq!(none["total_estimated"], false);
+    close(dbs).await;
     Some(())
 }
 
