@@ -15,6 +15,8 @@
 //! Kafka-protocol broker (`BENCH_KAFKA_BROKERS`, e.g. a local tansu). Run:
 //! `bash bench/kafka.sh [--duration SECS]`. Prints a table; writes `bench/out/kafka.json`.
 
+// Shared with the other benches; this one uses part of it.
+#[allow(dead_code)]
 #[path = "support/load.rs"]
 mod load;
 

@@ -67,6 +67,11 @@ struct Args {
     /// Seconds of warm-up before each measurement.
     #[arg(long, env = "BENCH_WARMUP", default_value_t = 1.0)]
     warmup: f64,
+    /// Each request kind's `--duration` is split into this many windows, taken in turn with
+    /// the other kinds', so a drift of the machine over the run (caches, a neighbour, the
+    /// WAL) weighs on every kind alike and not on whichever ran last.
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 3)]
+    rounds: usize,
     /// A PostgreSQL server (e.g. postgres://postgres@127.0.0.1:5432/postgres) to measure
     /// too; scratch databases are made on it and dropped at the end.
     #[arg(long, env = "BENCH_POSTGRES_URL")]
@@ -149,6 +154,8 @@ async fn seed(settings: &Settings, products: usize, orders: usize) -> anyhow::Re
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         catalog.extend(ids);
     }
+    // What the stock module's upkeep does within minutes of an import (`stock::upkeep`).
+    stock.fold_search_index().await?;
     let products_s = started.elapsed().as_secs_f64();
 
     let store = OrderStore::new(dbs.orders.clone());
@@ -317,37 +324,46 @@ async fn measure(
             true,
         ),
     ];
-    let mut out = vec![];
-    for (request, path, as_admin) in requests {
-        if !request.contains(args.only.as_str()) {
-            continue;
+    let requests: Vec<_> = requests
+        .into_iter()
+        .filter(|(request, _, _)| request.contains(args.only.as_str()))
+        .collect();
+    let mut samples: Vec<Sample> = requests.iter().map(|_| Sample::default()).collect();
+    let rounds = args.rounds.max(1);
+    for _ in 0..rounds {
+        for ((_, path, as_admin), sample) in requests.iter().zip(&mut samples) {
+            let url = Arc::new(format!("{base}{path}"));
+            let auth = Arc::new(as_admin.then(|| admin.clone()));
+            let client = http.clone();
+            let window: Sample = drive(
+                args.clients,
+                Duration::from_secs_f64(args.warmup / rounds as f64),
+                Duration::from_secs_f64(args.duration / rounds as f64),
+                move |_| {
+                    let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
+                    async move {
+                        let mut req = client.get(url.as_str());
+                        if let Some(auth) = auth.as_ref() {
+                            req = req.header("authorization", auth);
+                        }
+                        let res = req.send().await.map_err(|e| load::transport("get", &e))?;
+                        let status = res.status();
+                        res.bytes().await.map_err(|e| load::transport("read", &e))?;
+                        if status.is_success() {
+                            Ok(())
+                        } else {
+                            Err(format!("get {status}"))
+                        }
+                    }
+                },
+            )
+            .await;
+            sample.merge(window);
         }
-        let url = Arc::new(format!("{base}{path}"));
-        let auth = Arc::new(as_admin.then(|| admin.clone()));
-        let client = http.clone();
-        let sample: Sample = drive(
-            args.clients,
-            Duration::from_secs_f64(args.warmup),
-            Duration::from_secs_f64(args.duration),
-            move |_| {
-                let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
-                async move {
-                    let mut req = client.get(url.as_str());
-                    if let Some(auth) = auth.as_ref() {
-                        req = req.header("authorization", auth);
-                    }
-                    let res = req.send().await.map_err(|e| load::transport("get", &e))?;
-                    let status = res.status();
-                    res.bytes().await.map_err(|e| load::transport("read", &e))?;
-                    if status.is_success() {
-                        Ok(())
-                    } else {
-                        Err(format!("get {status}"))
-                    }
-                }
-            },
-        )
-        .await;
+    }
+    let mut out = vec![];
+    for ((request, path, _), sample) in requests.into_iter().zip(samples) {
+        let sample = sample.sorted();
         let row = Row {
             database,
             rows,

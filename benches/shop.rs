@@ -41,6 +41,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
 
+// Shared with the other benches; this one uses part of it.
+#[allow(dead_code)]
 #[path = "support/load.rs"]
 mod load;
 use load::{add_and_check_out, free_port, send_json, token, transport, Sample};

@@ -105,6 +105,7 @@ impl Application {
         let mut databases = Vec::new();
         let mut api = Vec::new();
         let mut catalog: Option<Arc<dyn Catalog>> = None;
+        let mut housekeeping = Vec::new();
         if runs(Module::Stock) {
             let db = Db::open(d, "stock", &stock::MIGRATIONS).await?;
             let store = StockStore::new(db.clone());
@@ -116,6 +117,7 @@ impl Application {
             }
             let handler = stock::order_events_handler();
             spawn_consumer(&bus, db.clone(), stock::CONSUMER, topics::ORDER, handler).await?;
+            housekeeping.push(tokio::spawn(stock::upkeep::run(store.clone())));
             api.push(stock::router(store.clone()));
             catalog = Some(Arc::new(store));
             databases.push(db);
@@ -236,6 +238,7 @@ impl Application {
                     settings.bus.relay_batch,
                 ))
             })
+            .chain(housekeeping)
             .collect();
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))

@@ -23,6 +23,15 @@ impl Sample {
         self
     }
 
+    /// Adds another window's operations to this one (then [`Sample::sorted`] again).
+    pub fn merge(&mut self, other: Sample) {
+        self.seconds += other.seconds;
+        self.latencies_us.extend(other.latencies_us);
+        for (kind, n) in other.failures {
+            *self.failures.entry(kind).or_default() += n;
+        }
+    }
+
     pub fn ok(&self) -> u64 {
         self.latencies_us.len() as u64
     }

@@ -22,21 +22,21 @@ use crate::error::ApiError;
 /// Longest cursor accepted; real ones are far shorter.
 const MAX_CURSOR: usize = 2048;
 
-/// A list whose total would take a scan (a search, a filter) counts only this far, then
-/// says "more than this".
+/// A list whose total would take a scan (a filter) counts only this far, then says "more
+/// than this"; numbered pages reach this far into any list.
 pub const COUNT_CAP: i64 = 1000;
 
-/// `SELECT COUNT(*)` of the rows `select` answers, stopping one past [`COUNT_CAP`].
-pub fn capped_count(select: &str) -> String {
+/// `SELECT COUNT(*)` of the rows `select` answers, stopping one past `cap`.
+pub fn capped_count(select: &str, cap: i64) -> String {
     format!(
         "SELECT COUNT(*) FROM ({select} LIMIT {}) AS capped",
-        COUNT_CAP + 1
+        cap + 1
     )
 }
 
-/// A capped count as `(total, more_than_total)`.
-pub fn capped(counted: i64) -> (i64, bool) {
-    (counted.min(COUNT_CAP), counted > COUNT_CAP)
+/// A count that stopped one past `cap` as `(total, more_than_total)`.
+pub fn capped(counted: i64, cap: i64) -> (i64, bool) {
+    (counted.min(cap), counted > cap)
 }
 
 /// One sort value of the row a page continues after.

@@ -35,7 +35,7 @@ pub struct Page<T> {
     pub page: u32,
     pub per_page: u32,
     pub total: i64,
-    /// More matched than `total` (a search stops counting at 1,000).
+    /// More matched than `total` (a search stops counting at 100).
     #[serde(default)]
     pub total_capped: bool,
     /// `total` is the database's estimate.
@@ -44,16 +44,28 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    /// Numbered pages to offer: a search's stop at its 1,000th match.
+    /// Whether `total` is exactly how many there are.
+    pub fn counted(&self) -> bool {
+        !self.total_capped && !self.total_estimated
+    }
+
+    /// Numbered pages to offer: all of a counted list; of a longer one, as far as numbered
+    /// pages reach (`keyset::COUNT_CAP`).
     pub fn pages(&self) -> u32 {
-        let shown = match self.total_capped || self.total_estimated {
-            true => self.total.min(crate::db::keyset::COUNT_CAP),
-            false => self.total,
+        let shown = match self.counted() {
+            true => self.total,
+            false => crate::db::keyset::COUNT_CAP,
         };
         (((shown.max(1) - 1) / self.per_page.max(1) as i64) + 1) as u32
     }
 
-    /// The total as a shopper reads it: "12", "more than 1000", "about 41235".
+    /// Whether a page follows this one: within [`Page::pages`], and, when the total is not
+    /// counted, only after a full page.
+    pub fn has_next(&self) -> bool {
+        self.page < self.pages() && (self.counted() || self.items.len() >= self.per_page as usize)
+    }
+
+    /// The total as a shopper reads it: "12", "more than 100", "about 41000".
     pub fn total_text(&self) -> String {
         match (self.total_capped, self.total_estimated) {
             (true, _) => format!("more than {}", self.total),
@@ -243,4 +255,40 @@ pub fn time_text(ms: i64) -> String {
         .unwrap_or_default()
         .format("%Y-%m-%d %H:%M:%S UTC")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Page;
+
+    fn page(page: u32, items: usize, total: i64, capped: bool, estimated: bool) -> Page<()> {
+        Page {
+            items: vec![(); items],
+            page,
+            per_page: 20,
+            total,
+            total_capped: capped,
+            total_estimated: estimated,
+        }
+    }
+
+    #[test]
+    fn a_counted_list_pages_to_its_end_and_a_longer_one_as_far_as_pages_reach() {
+        let counted = page(1, 20, 45, false, false);
+        assert_eq!((counted.pages(), counted.total_text()), (3, "45".into()));
+        assert!(counted.has_next());
+        assert!(!page(3, 5, 45, false, false).has_next());
+        // "More than 100": pages go on past the fifth while they are full.
+        let capped = page(5, 20, 100, true, false);
+        assert_eq!(
+            (capped.pages(), capped.total_text()),
+            (50, "more than 100".into())
+        );
+        assert!(capped.has_next());
+        assert!(!page(7, 12, 100, true, false).has_next());
+        assert!(!page(50, 20, 100, true, false).has_next());
+        let estimated = page(1, 20, 41_000, false, true);
+        assert_eq!(estimated.total_text(), "about 41000");
+        assert!(estimated.has_next());
+    }
 }

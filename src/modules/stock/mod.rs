@@ -8,6 +8,7 @@ mod routes;
 mod search;
 mod seed;
 mod store;
+pub mod upkeep;
 
 use std::sync::Arc;
 

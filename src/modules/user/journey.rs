@@ -204,10 +204,13 @@ impl JourneyStore {
             window.order.order_by("s"),
             window.limits(first),
         );
-        let count_sql = keyset::capped_count(match user {
-            Some(_) => "SELECT 1 FROM sessions WHERE user_sub = $1",
-            None => "SELECT 1 FROM sessions",
-        });
+        let count_sql = keyset::capped_count(
+            match user {
+                Some(_) => "SELECT 1 FROM sessions WHERE user_sub = $1",
+                None => "SELECT 1 FROM sessions",
+            },
+            keyset::COUNT_CAP,
+        );
         let mut query = sqlx::query(&list_sql);
         let mut count = sqlx::query_scalar(&count_sql);
         if let Some(user) = user {
@@ -216,7 +219,7 @@ impl JourneyStore {
         }
         let mut conn = self.db.read.acquire().await?;
         let mut rows = window.bind(query).fetch_all(&mut conn).await?;
-        let (total, capped) = keyset::capped(count.fetch_one(&mut conn).await?);
+        let (total, capped) = keyset::capped(count.fetch_one(&mut conn).await?, keyset::COUNT_CAP);
         let all = if user.is_none() { "true" } else { "" };
         let next = paging.next(&mut rows, "/api/journeys", &[("all", all)])?;
         let sessions = rows.iter().map(session).collect::<Result<_, _>>()?;
