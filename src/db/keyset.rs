@@ -26,6 +26,12 @@ const MAX_CURSOR: usize = 2048;
 /// than this"; numbered pages reach this far into any list.
 pub const COUNT_CAP: i64 = 1000;
 
+/// A search (of products, of orders) counts its matches this far, then says "more than 100"
+/// (or shows an estimate). Counting further costs more than the rest of the search: at a
+/// million products, reading 1,001 matches of `brass lamp` from SQLite's index took 1.05 ms,
+/// 101 took 0.10 ms, a whole catalog page 0.10 ms.
+pub const SEARCH_COUNT_CAP: i64 = 100;
+
 /// `SELECT COUNT(*)` of the rows `select` answers, stopping one past `cap`.
 pub fn capped_count(select: &str, cap: i64) -> String {
     format!(

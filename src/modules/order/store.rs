@@ -46,6 +46,15 @@ pub struct PastLine {
 /// A search by part of a shopper's id looks at the orders of this many shoppers at most.
 const MAX_SHOPPERS: usize = 100;
 
+/// One way into the orders a list shows, read through its own index.
+enum Read {
+    /// The orders matching these conditions.
+    Where(String),
+    /// The orders of each shopper in this JSON list (a placeholder), each shopper's read on
+    /// its own (PostgreSQL).
+    EachShopperOf(String),
+}
+
 /// Which orders a list shows.
 pub struct OrderFilter<'a> {
     /// Only this shopper's (every shopper's for an admin).
@@ -984,7 +993,7 @@ impl OrderStore {
             Some(s) => format!("status = {}", bind(s.as_str().to_string())),
             None => "status <> 'cart'".into(),
         };
-        let mut reads: Vec<String> = vec![];
+        let mut reads: Vec<Read> = vec![];
         match filter.q.map(str::trim).filter(|q| !q.is_empty()) {
             Some(q) => {
                 let id = match self.db.backend {
@@ -998,18 +1007,36 @@ impl OrderStore {
                 if let Some(user) = filter.user {
                     read = format!("user_id = {} AND {read}", bind(user.to_string()));
                 }
-                reads.push(read);
-                for shopper in self.shoppers_matching(&mut conn, q).await? {
-                    if filter.user.is_none_or(|user| user == shopper) {
-                        reads.push(format!("user_id = {}", bind(shopper)));
+                reads.push(Read::Where(read));
+                let shoppers: Vec<String> = self
+                    .shoppers_matching(&mut conn, q)
+                    .await?
+                    .into_iter()
+                    .filter(|shopper| filter.user.is_none_or(|user| user == shopper))
+                    .collect();
+                match self.db.backend {
+                    // One statement whatever the shoppers, so PostgreSQL plans it once.
+                    Backend::Postgres if !shoppers.is_empty() => {
+                        let list = serde_json::to_string(&shoppers).map_err(ApiError::internal)?;
+                        reads.push(Read::EachShopperOf(bind(list)));
+                    }
+                    _ => {
+                        for shopper in shoppers {
+                            reads.push(Read::Where(format!("user_id = {}", bind(shopper))));
+                        }
                     }
                 }
             }
-            None => reads.push(match filter.user {
+            None => reads.push(Read::Where(match filter.user {
                 Some(user) => format!("user_id = {}", bind(user.to_string())),
                 None => "1 = 1".into(),
-            }),
+            })),
         }
+        // A search counts as far as a product search does.
+        let cap = match filter.q.is_some_and(|q| !q.trim().is_empty()) {
+            true => keyset::SEARCH_COUNT_CAP,
+            false => keyset::COUNT_CAP,
+        };
         let window = paging.window();
         let first = binds.len() + 1;
         let after = window.condition(first);
@@ -1020,16 +1047,25 @@ impl OrderStore {
             .iter()
             .enumerate()
             .map(|(n, read)| {
-                let conditions = [read, &status]
+                let conditions = [&status]
                     .into_iter()
                     .chain(after.as_ref())
                     .map(String::as_str)
                     .collect::<Vec<_>>()
                     .join(" AND ");
-                format!(
-                    "SELECT * FROM (SELECT id, created_at FROM orders WHERE {conditions} \
-                     ORDER BY {order_by} LIMIT {limit}) AS read{n}"
-                )
+                match read {
+                    Read::Where(read) => format!(
+                        "SELECT * FROM (SELECT id, created_at FROM orders \
+                         WHERE {read} AND {conditions} ORDER BY {order_by} LIMIT {limit}) AS read{n}"
+                    ),
+                    Read::EachShopperOf(list) => format!(
+                        "SELECT read{n}.id, read{n}.created_at \
+                         FROM json_array_elements_text({list}::json) AS shopper (id) \
+                         CROSS JOIN LATERAL (SELECT id, created_at FROM orders \
+                         WHERE user_id = shopper.id AND {conditions} \
+                         ORDER BY {order_by} LIMIT {limit}) AS read{n}"
+                    ),
+                }
             })
             .collect::<Vec<_>>()
             .join(" UNION ");
@@ -1039,10 +1075,16 @@ impl OrderStore {
         let count_sql = keyset::capped_count(
             &reads
                 .iter()
-                .map(|read| format!("SELECT id FROM orders WHERE {read} AND {status}"))
+                .map(|read| match read {
+                    Read::Where(read) => format!("SELECT id FROM orders WHERE {read} AND {status}"),
+                    Read::EachShopperOf(list) => format!(
+                        "SELECT id FROM orders WHERE {status} AND user_id IN \
+                         (SELECT json_array_elements_text({list}::json))"
+                    ),
+                })
                 .collect::<Vec<_>>()
                 .join(" UNION "),
-            keyset::COUNT_CAP,
+            cap,
         );
         let list_sql = format!(
             "SELECT id, created_at FROM ({union}) AS listed ORDER BY {order_by} {}",
@@ -1052,7 +1094,7 @@ impl OrderStore {
         for b in &binds {
             count = count.bind(b);
         }
-        let (total, capped) = keyset::capped(count.fetch_one(&mut conn).await?, keyset::COUNT_CAP);
+        let (total, capped) = keyset::capped(count.fetch_one(&mut conn).await?, cap);
         let mut list = sqlx::query(&list_sql);
         for b in &binds {
             list = list.bind(b);

@@ -28,12 +28,6 @@ const MAX_WORDS: usize = 8;
 /// yields first), one past [`keyset::COUNT_CAP`], as far as numbered pages reach.
 pub const CANDIDATES: i64 = keyset::COUNT_CAP + 1;
 
-/// A search counts its matches this far, then says "more than 100" (or, on PostgreSQL with
-/// far more, shows the planner's estimate). Counting further costs more than the rest of
-/// the search: at a million products, reading 1,001 matches of `brass lamp` from SQLite's
-/// index took 1.05 ms, 101 took 0.10 ms, a whole catalog page 0.10 ms.
-pub const COUNT_CAP: i64 = 100;
-
 /// How well a product matches, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
@@ -244,14 +238,14 @@ pub fn rounded(estimate: i64) -> i64 {
 pub const FOLD_PAGES: i64 = 100;
 
 /// Counts the products with every word anywhere ([`Query::all_match`] as `$1`), stopping one
-/// past [`COUNT_CAP`].
+/// past [`keyset::SEARCH_COUNT_CAP`].
 pub fn count_sql(backend: Backend) -> String {
     keyset::capped_count(
         match backend {
             Backend::Sqlite => "SELECT 1 FROM product_search WHERE product_search MATCH $1",
             Backend::Postgres => "SELECT 1 FROM products WHERE search @@ $1::tsquery",
         },
-        COUNT_CAP,
+        keyset::SEARCH_COUNT_CAP,
     )
 }
 

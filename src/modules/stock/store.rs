@@ -166,7 +166,7 @@ impl StockStore {
     }
 
     /// The products matching `q` through the engine's full-text index (`search.rs`), best
-    /// tier first, counted up to [`search::COUNT_CAP`]. Each tier is read newest first and
+    /// tier first, counted up to [`keyset::SEARCH_COUNT_CAP`]. Each tier is read newest first and
     /// only as far as the page needs, from the cursor's tier on.
     async fn search(&self, q: &str, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, Total)> {
         let backend = self.db.backend;
@@ -215,7 +215,7 @@ impl StockStore {
         Ok((rows, total))
     }
 
-    /// How many products match `query`, counted up to [`search::COUNT_CAP`], and whether
+    /// How many products match `query`, counted up to [`keyset::SEARCH_COUNT_CAP`], and whether
     /// they are few (at most about [`search::FEW`], PostgreSQL only: `search::tier_sql`). On
     /// PostgreSQL a query the planner expects to match very many products is not counted (the
     /// count reads every match's entry in GIN first: 6 ms for 40,000 at a million products);
@@ -259,7 +259,7 @@ impl StockStore {
             .bind(words)
             .fetch_one(&mut *conn)
             .await?;
-        let total = Total::counted(counted, search::COUNT_CAP);
+        let total = Total::counted(counted, keyset::SEARCH_COUNT_CAP);
         let few = !total.capped || expected.is_some_and(|n| n <= search::FEW);
         Ok((total, few))
     }
