@@ -1076,9 +1076,9 @@ impl OrderStore {
             .iter()
             .map(|read| match read {
                 Read::Where(read) => read.clone(),
-                Read::EachShopperOf(list) => format!(
-                    "user_id = ANY (ARRAY(SELECT json_array_elements_text({list}::json)))"
-                ),
+                Read::EachShopperOf(list) => {
+                    format!("user_id = ANY (ARRAY(SELECT json_array_elements_text({list}::json)))")
+                }
             })
             .collect::<Vec<_>>()
             .join(" OR ");
