@@ -205,8 +205,8 @@ pub fn tier_sql(backend: Backend, columns: &str, tier: Tier, after: bool, few: b
 pub const ESTIMATE_SQL: &str = "EXPLAIN SELECT 1 FROM products WHERE search @@ $1::tsquery";
 
 /// From this many expected matches on, a search shows the planner's estimate instead of a
-/// count: words the planner takes as independent but that rarely meet can make it expect
-/// several times what there is, not a hundred.
+/// count (a hundred times the count's cap): words the planner takes as independent but that
+/// rarely meet can make it expect several times what there is, not a hundred times.
 pub const ESTIMATED_FROM: i64 = 10_000;
 
 /// Up to this many expected matches, PostgreSQL reads the lower tier from the matches GIN
