@@ -14,7 +14,7 @@ use crate::bus::memory::MemoryBus;
 use crate::bus::outbox::run_relay;
 use crate::bus::{topics, Bus};
 use crate::config::{AuthMode, BusKind, Module, Settings};
-use crate::db::Db;
+use crate::db::{Backend, Db};
 use crate::gateway::auth::{Authenticator, Gate};
 use crate::gateway::limits::Limits;
 use crate::gateway::oidc::Oidc;
@@ -117,7 +117,9 @@ impl Application {
             }
             let handler = stock::order_events_handler();
             spawn_consumer(&bus, db.clone(), stock::CONSUMER, topics::ORDER, handler).await?;
-            housekeeping.push(tokio::spawn(stock::upkeep::run(store.clone())));
+            if db.backend == Backend::Sqlite {
+                housekeeping.push(tokio::spawn(stock::upkeep::run(store.clone())));
+            }
             api.push(stock::router(store.clone()));
             catalog = Some(Arc::new(store));
             databases.push(db);

@@ -994,7 +994,13 @@ impl OrderStore {
             None => "status <> 'cart'".into(),
         };
         let mut reads: Vec<Read> = vec![];
-        match filter.q.map(str::trim).filter(|q| !q.is_empty()) {
+        let q = filter.q.map(str::trim).filter(|q| !q.is_empty());
+        // A search counts as far as a product search does.
+        let cap = match q {
+            Some(_) => keyset::SEARCH_COUNT_CAP,
+            None => keyset::COUNT_CAP,
+        };
+        match q {
             Some(q) => {
                 let id = match self.db.backend {
                     Backend::Sqlite => "id",
@@ -1032,11 +1038,6 @@ impl OrderStore {
                 None => "1 = 1".into(),
             })),
         }
-        // A search counts as far as a product search does.
-        let cap = match filter.q.is_some_and(|q| !q.trim().is_empty()) {
-            true => keyset::SEARCH_COUNT_CAP,
-            false => keyset::COUNT_CAP,
-        };
         let window = paging.window();
         let first = binds.len() + 1;
         let after = window.condition(first);

@@ -1,4 +1,4 @@
-//! Housekeeping the stock module does on its own: keeping SQLite's full-text index in one
+//! Housekeeping the stock module does on its own (on SQLite): keeping the full-text index in one
 //! piece (`StockStore::fold_search_index`), so searches read one segment however the catalog
 //! was built, by one bulk import or by years of edits.
 
@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::StockStore;
 
-/// How often the index is looked at. Folding it rewrites all of it (about 25 s of steps at a
-/// million products), so a shop whose catalog changes all day pays that at most this often;
+/// How often the index is looked at. Folding it rewrites all of it (25–90 s of steps at a
+/// million products, by what else the machine was doing), so a shop whose catalog changes all day pays that at most this often;
 /// an index already whole costs one statement to find so.
 pub const FOLD_EVERY: Duration = Duration::from_secs(10 * 60);
 
