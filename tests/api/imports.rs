@@ -223,6 +223,106 @@ async fn a_common_word_is_paged_and_its_total_says_what_it_is(backend: Backend) 
     Some(())
 }
 
+/// Words common on their own can be rare together, or all among the oldest products. On
+/// PostgreSQL such a search expects many matches, so it walks the newest products for its page;
+/// the walk stops after a bounded number of products and the rest come from the index, so
+/// these answer in milliseconds with every match, newest first, and a total that says what it
+/// is (before, a walk for two words that never meet read the whole catalog).
+async fn words_rare_together_or_only_old_are_found(backend: Backend) -> Option<()> {
+    let mut settings = None;
+    let app = TestApp::spawn_with(backend, |s| settings = Some(s.clone())).await?;
+    let dbs = open(&settings.unwrap()).await;
+    let (stock, _, _) = stores(&dbs);
+    let many = 12_000;
+    // The oldest 2,000 are brass; the rest oak chairs and steel kettles, never an oak kettle.
+    let name = |i: usize| {
+        let material = match i {
+            i if i < 2_000 => "Brass",
+            i if i % 2 == 0 => "Oak",
+            _ => "Steel",
+        };
+        let noun = if i % 2 == 0 { "Chair" } else { "Kettle" };
+        format!("{material} {noun} {i}")
+    };
+    for batch in (0..many).collect::<Vec<_>>().chunks(many / 4) {
+        let products = batch
+            .iter()
+            .map(|i| product(&format!("MIX-{i}"), &name(*i)))
+            .collect();
+        stock.import(products).await.unwrap();
+    }
+    if backend == Backend::Postgres {
+        sqlx::query("ANALYZE")
+            .execute(&dbs.stock.read)
+            .await
+            .unwrap();
+    }
+    let names = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let (status, never) = app.get("/api/products?q=oak%20kettle", None).await;
+    assert_eq!(status, 200, "{never}");
+    assert_eq!(names(&never), Vec::<String>::new());
+    assert_eq!(never["total"], 0, "{never}");
+    assert_eq!(never["total_estimated"], false);
+    assert_eq!(never["next"], serde_json::Value::Null);
+
+    let (_, old) = app.get("/api/products?q=brass&per_page=3", None).await;
+    assert_eq!(
+        names(&old),
+        ["Brass Kettle 1999", "Brass Chair 1998", "Brass Kettle 1997"],
+        "{old}"
+    );
+    match backend {
+        Backend::Sqlite => assert_eq!(
+            (old["total"].clone(), old["total_capped"].clone()),
+            (100.into(), true.into())
+        ),
+        Backend::Postgres => {
+            let estimate = old["total"].as_i64().unwrap();
+            assert!((1_000..4_000).contains(&estimate), "{old}");
+            assert_eq!(old["total_estimated"], true, "{old}");
+        }
+    }
+    let (_, next) = app.get(old["next"].as_str().unwrap(), None).await;
+    assert_eq!(
+        names(&next),
+        ["Brass Chair 1996", "Brass Kettle 1995", "Brass Chair 1994"],
+        "{next}"
+    );
+    // The last brass products, read by cursor from near the end: the page is short.
+    let mut page = app
+        .get("/api/products?q=brass%20chair&per_page=100", None)
+        .await
+        .1;
+    let mut seen = names(&page);
+    while let Some(next) = page["next"].as_str().map(str::to_string) {
+        page = app.get(&next, None).await.1;
+        seen.extend(names(&page));
+    }
+    assert_eq!(seen.len(), 1_000, "every even brass product, once");
+    assert_eq!(seen.first().map(String::as_str), Some("Brass Chair 1998"));
+    assert_eq!(seen.last().map(String::as_str), Some("Brass Chair 0"));
+    close(dbs).await;
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rare_together_or_only_old_on_sqlite() {
+    words_rare_together_or_only_old_are_found(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rare_together_or_only_old_on_postgres() {
+    words_rare_together_or_only_old_are_found(Backend::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_common_word_on_sqlite() {
     a_common_word_is_paged_and_its_total_says_what_it_is(Backend::Sqlite).await;

@@ -73,7 +73,7 @@ impl Query {
         !self.words.is_empty()
     }
 
-    /// What `$1` of [`tier_sql`] binds for `tier`.
+    /// What [`tiers_sql`] binds as `tier`'s match (the SKU tier matches [`Query::sku`]).
     pub fn tier_match(&self, backend: Backend, tier: Tier) -> String {
         match (backend, tier) {
             (_, Tier::Sku) => self.sku[0].clone(),
@@ -85,12 +85,21 @@ impl Query {
         }
     }
 
-    /// What `$1` of [`count_sql`] and [`candidates_sql`] binds: every word anywhere.
+    /// What [`count_sql`] and [`candidates_sql`] bind as `$1`: every word anywhere.
     pub fn all_match(&self, backend: Backend) -> String {
         match backend {
             Backend::Sqlite => self.fts5(),
             Backend::Postgres => self.tsquery(),
         }
+    }
+
+    /// Each word as PostgreSQL's index holds it: folded, and no longer than the beginnings it
+    /// keeps (a longer word is looked up by its beginning, then matched as a prefix).
+    pub fn lexemes(&self) -> Vec<String> {
+        self.words
+            .iter()
+            .map(|word| folded(word).chars().take(PREFIX_LETTERS).collect())
+            .collect()
     }
 
     /// Each word a quoted FTS5 prefix term, all required; FTS5's tokenizer folds them.
@@ -148,55 +157,145 @@ fn folded(word: &str) -> String {
 const ACCENTED: &str = "ÀàáÁÂâãÃÄäåÅĀāăĂĄąçÇćĆĈĉċĊČčďĎđĐÈèÉéÊêËëēĒĔĕĖėęĘĚěĜĝğĞĠġģĢĤĥĦħìÌÍíîÎÏïĨĩīĪĭĬĮįıIĵĴĶķĺĹļĻĽľĿŀŁłÑñŃńņŅŇňŉÒòÓóÔôÕõöÖØøŌōŏŎŐőŔŕŗŖŘřŚśŜŝşŞŠšșȘţŢťŤŧŦțȚÙùÚúûÛÜüũŨūŪŬŭůŮŰűųŲŴŵÝýŸÿŶŷŹźżŻŽž";
 const PLAIN: &str = "aaaaaaaaaaaaaaaaaaccccccccccddddeeeeeeeeeeeeeeeeeegggggggghhhhiiiiiiiiiiiiiiiiiijjkkllllllllllnnnnnnnnnoooooooooooooooooorrrrrrssssssssssttttttttuuuuuuuuuuuuuuuuuuuuwwyyyyyyzzzzzz";
 
-/// The products of one tier, newest first, with their `tier` and `seq` columns: `$1` the
-/// tier's match ([`Query::tier_match`]; for [`Tier::Sku`], the SKU as typed again), `$2`, `$3`
-/// the SKU as typed and upper-cased, `$4` the most rows to answer and, `after` a cursor, `$5`
-/// the `seq` to continue after. Products matching the SKU exactly are left out of the other
-/// tiers. `few` says the query matches at most about [`FEW`] products in all.
-pub fn tier_sql(backend: Backend, columns: &str, tier: Tier, after: bool, few: bool) -> String {
+/// The placeholders of a search's read ([`tiers_sql`]): `$1`, `$2` the SKU as typed and
+/// upper-cased, `$3` the most rows to answer; then each tier's match
+/// ([`Query::tier_match`]) from `$4` on, one per tier read but the SKU's; then, when counted
+/// in the same statement, every word anywhere ([`Query::all_match`]); last, for a cursor, the
+/// `seq` to continue after in the first tier read.
+const FIRST_MATCH: usize = 4;
+
+/// The products of one tier, newest first, with their `tier` and `seq` columns: `$m` the
+/// tier's match, `$a` (with `after`) the `seq` to continue after, numbered as in
+/// [`FIRST_MATCH`]. Products matching the SKU exactly are left out of the other tiers. `few`
+/// says the query matches at most about [`FEW`] products in all.
+fn tier_sql(
+    backend: Backend,
+    columns: &str,
+    tier: Tier,
+    m: usize,
+    after: Option<usize>,
+    few: bool,
+) -> String {
     let t = tier as i64;
+    let key = match backend {
+        Backend::Sqlite => "rowid",
+        Backend::Postgres => "id",
+    };
+    let after = after.map_or(String::new(), |a| format!("AND {key} < ${a}"));
     match (backend, tier) {
-        (Backend::Sqlite, Tier::Sku) => format!(
-            "SELECT {columns}, {t} AS tier, rowid AS seq FROM products \
-             WHERE sku IN ($1, $2, $3) {} ORDER BY rowid DESC LIMIT $4",
-            if after { "AND rowid < $5" } else { "" },
+        (_, Tier::Sku) => format!(
+            "SELECT {columns}, {t} AS tier, {key} AS seq FROM products \
+             WHERE sku IN ($1, $2) {after} ORDER BY {key} DESC LIMIT $3"
         ),
         // FTS5 reads its doclists newest first and stops at the limit; two more than asked
         // for, in case the exact SKU is among them.
         (Backend::Sqlite, _) => format!(
             "SELECT {columns}, {t} AS tier, rowid AS seq FROM products \
-             WHERE rowid IN (SELECT rowid FROM product_search WHERE product_search MATCH $1 {} \
-                             ORDER BY rowid DESC LIMIT $4 + 2) \
-             AND sku <> $2 AND sku <> $3 ORDER BY rowid DESC LIMIT $4",
-            if after { "AND rowid < $5" } else { "" },
+             WHERE rowid IN (SELECT rowid FROM product_search WHERE product_search MATCH ${m} \
+                             {after} ORDER BY rowid DESC LIMIT $3 + 2) \
+             AND sku <> $1 AND sku <> $2 ORDER BY rowid DESC LIMIT $3"
         ),
-        // The planner takes "anywhere but not in the name" as independent words and walks the
-        // newest products looking for matches that may not exist (536 ms at a million for
-        // `lamp`, whose matches are all in the name). When the count says the matches are
-        // few, they are collected from GIN first (the subquery is a fence the planner keeps)
+        // Few matches: collected from GIN first (the subquery is a fence the planner keeps)
         // and only they are sorted.
-        (Backend::Postgres, Tier::Elsewhere) if few => format!(
+        (Backend::Postgres, _) if few => format!(
             "SELECT {columns}, {t} AS tier, id AS seq \
-             FROM (SELECT * FROM products WHERE search @@ $1::tsquery OFFSET 0) AS matched \
-             WHERE NOT name_search @@ $1::tsquery AND sku <> $2 AND sku <> $3 {} \
-             ORDER BY id DESC LIMIT $4",
-            if after { "AND id < $5" } else { "" },
+             FROM (SELECT * FROM products WHERE {gin} OFFSET 0) AS matched \
+             WHERE {rest} {after} ORDER BY id DESC LIMIT $3",
+            gin = postgres_index_match(tier, m),
+            rest = postgres_tier_match(tier, m),
         ),
+        // Many matches: walk the newest products, testing each, for at most `WALK` of them;
+        // then, if the page is not full, collect the matches older than those from GIN. GIN
+        // yields matches in no useful order, so collecting sorts every one of them (5 ms for
+        // 40,000); the walk finds a page of a common word in a few hundred products. Bounded,
+        // because words common on their own can be rare together, or all among the oldest
+        // products: unbounded, such a walk read all million products (a second or more).
+        // The second read runs only when the first leaves the page short (`Append` under a
+        // `LIMIT`), and so does the subquery finding where the walk ended.
         (Backend::Postgres, _) => {
-            let matches = match tier {
-                Tier::Sku => "sku IN ($1, $2, $3)",
-                Tier::Name => "name_search @@ $1::tsquery AND sku <> $2 AND sku <> $3",
-                Tier::Elsewhere => {
-                    "search @@ $1::tsquery AND NOT name_search @@ $1::tsquery \
-                     AND sku <> $2 AND sku <> $3"
-                }
-            };
+            let newest =
+                format!("SELECT * FROM products WHERE TRUE {after} ORDER BY id DESC LIMIT {WALK}");
             format!(
-                "SELECT {columns}, {t} AS tier, id AS seq FROM products WHERE {matches} {} \
-                 ORDER BY id DESC LIMIT $4",
-                if after { "AND id < $5" } else { "" },
+                "SELECT * FROM (SELECT {columns}, {t} AS tier, id AS seq FROM ({newest}) AS newest \
+                 WHERE {rest} ORDER BY id DESC LIMIT $3) AS walked \
+                 UNION ALL \
+                 SELECT * FROM (SELECT {columns}, {t} AS tier, id AS seq \
+                 FROM (SELECT * FROM products WHERE {gin} OFFSET 0) AS matched \
+                 WHERE {rest} AND id < (SELECT min(id) FROM ({newest}) AS walk) \
+                 ORDER BY id DESC LIMIT $3) AS collected",
+                gin = postgres_index_match(tier, m),
+                rest = postgres_tier_match(tier, m),
             )
         }
+    }
+}
+
+/// At most this many of the newest products are tested one by one for a PostgreSQL tier with
+/// many matches ([`tier_sql`]) before the rest are collected from GIN.
+const WALK: i64 = 10_000;
+
+/// What PostgreSQL's GIN finds a tier's candidates by (`$m` its tsquery).
+fn postgres_index_match(tier: Tier, m: usize) -> String {
+    match tier {
+        Tier::Name => format!("name_search @@ ${m}::tsquery"),
+        _ => format!("search @@ ${m}::tsquery"),
+    }
+}
+
+/// Everything a product must be to be in a PostgreSQL tier but the SKU's.
+fn postgres_tier_match(tier: Tier, m: usize) -> String {
+    let words = match tier {
+        Tier::Elsewhere => {
+            format!("search @@ ${m}::tsquery AND NOT name_search @@ ${m}::tsquery")
+        }
+        _ => format!("name_search @@ ${m}::tsquery"),
+    };
+    format!("{words} AND sku <> $1 AND sku <> $2")
+}
+
+/// A search's page in one statement: the `tiers` (best first) each read newest first and
+/// stopped at the page, one after another: a `UNION ALL` under a `LIMIT` stops reading as
+/// soon as the page is full (PostgreSQL's `Append`, SQLite's compound select), so a lower
+/// tier costs nothing when a better one fills the page, and its rows come in tier order.
+/// The cursor (`after`) applies to the first tier. With `counted`, each row carries
+/// `matched`: every word anywhere counted up to one past [`keyset::SEARCH_COUNT_CAP`].
+/// Placeholders as in [`FIRST_MATCH`].
+pub fn tiers_sql(
+    backend: Backend,
+    columns: &str,
+    tiers: &[Tier],
+    after: bool,
+    counted: bool,
+    few: bool,
+) -> String {
+    let mut next = FIRST_MATCH;
+    let mut placeholder = || {
+        next += 1;
+        next - 1
+    };
+    let matches: Vec<Option<usize>> = tiers
+        .iter()
+        .map(|tier| (*tier != Tier::Sku).then(&mut placeholder))
+        .collect();
+    let words = counted.then(&mut placeholder);
+    let after = after.then(&mut placeholder);
+    let reads = tiers
+        .iter()
+        .zip(matches)
+        .enumerate()
+        .map(|(n, (tier, m))| {
+            let after = if n == 0 { after } else { None };
+            let read = tier_sql(backend, columns, *tier, m.unwrap_or(0), after, few);
+            format!("SELECT * FROM ({read}) AS tier{}", *tier as i64)
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    match words {
+        Some(w) => format!(
+            "SELECT found.*, ({}) AS matched FROM ({reads} LIMIT $3) AS found",
+            count_sql(backend, w)
+        ),
+        None => format!("{reads} LIMIT $3"),
     }
 }
 
@@ -204,13 +303,9 @@ pub fn tier_sql(backend: Backend, columns: &str, tier: Tier, after: bool, few: b
 /// `$1`, PostgreSQL only): its first line carries the estimated number of rows.
 pub const ESTIMATE_SQL: &str = "EXPLAIN SELECT 1 FROM products WHERE search @@ $1::tsquery";
 
-/// From this many expected matches on, a search shows the planner's estimate instead of a
-/// count (a hundred times the count's cap): words the planner takes as independent but that
-/// rarely meet can make it expect several times what there is, not a hundred times.
-pub const ESTIMATED_FROM: i64 = 10_000;
-
-/// Up to this many expected matches, PostgreSQL reads the lower tier from the matches GIN
-/// finds (`tier_sql`'s `few`) rather than walking the newest products for them.
+/// Up to this many expected matches, PostgreSQL collects each tier's matches from GIN
+/// (`tiers_sql`'s `few`) and counts them; past it, it walks the newest products for a page
+/// and shows the planner's estimate as the total.
 pub const FEW: i64 = keyset::COUNT_CAP;
 
 /// The rows the top node of an `EXPLAIN` expects: `... (cost=0.00..1.00 rows=41235 width=0)`.
@@ -237,13 +332,17 @@ pub fn rounded(estimate: i64) -> i64 {
 /// about 15 ms of the writer's time, so checkouts barely wait behind a step.
 pub const FOLD_PAGES: i64 = 100;
 
-/// Counts the products with every word anywhere ([`Query::all_match`] as `$1`), stopping one
+/// Counts the products with every word anywhere ([`Query::all_match`] as `$words`), stopping one
 /// past [`keyset::SEARCH_COUNT_CAP`].
-pub fn count_sql(backend: Backend) -> String {
+pub fn count_sql(backend: Backend, words: usize) -> String {
     keyset::capped_count(
-        match backend {
-            Backend::Sqlite => "SELECT 1 FROM product_search WHERE product_search MATCH $1",
-            Backend::Postgres => "SELECT 1 FROM products WHERE search @@ $1::tsquery",
+        &match backend {
+            Backend::Sqlite => {
+                format!("SELECT 1 FROM product_search WHERE product_search MATCH ${words}")
+            }
+            Backend::Postgres => {
+                format!("SELECT 1 FROM products WHERE search @@ ${words}::tsquery")
+            }
         },
         keyset::SEARCH_COUNT_CAP,
     )
@@ -305,6 +404,8 @@ mod tests {
             "(\"Éclair\"* \"choc\"*) NOT name : (\"Éclair\"* \"choc\"*)"
         );
         assert_eq!(q.sku, ["Éclair choc", "ÉCLAIR CHOC"]);
+        assert_eq!(q.lexemes(), ["eclair", "choc"]);
+        assert_eq!(Query::parse("Chocolates").lexemes(), ["chocolat"]);
         assert_eq!(
             Query::parse("NEAR(a b) OR \"x\"*").all_match(Backend::Sqlite),
             "\"NEAR\"* \"a\"* \"b\"* \"OR\"* \"x\"*"
