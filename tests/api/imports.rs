@@ -238,10 +238,14 @@ async fn words_rare_together_or_only_old_are_found(backend: Backend) -> Option<(
     let name = |i: usize| {
         let material = match i {
             i if i < 2_000 => "Brass",
-            i if i % 2 == 0 => "Oak",
+            i if i.is_multiple_of(2) => "Oak",
             _ => "Steel",
         };
-        let noun = if i % 2 == 0 { "Chair" } else { "Kettle" };
+        let noun = if i.is_multiple_of(2) {
+            "Chair"
+        } else {
+            "Kettle"
+        };
         format!("{material} {noun} {i}")
     };
     for batch in (0..many).collect::<Vec<_>>().chunks(many / 4) {

@@ -245,6 +245,12 @@ on_both!(
         assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
         let (_, counted) = app.get(path, Some(&admin)).await;
         assert_eq!(counted["total"], 5, "{counted}");
+        // A numbered page past the last still says how many there are.
+        let (_, past) = app
+            .get("/api/orders?per_page=2&page=4&q=PPER-", Some(&admin))
+            .await;
+        assert_eq!(past["items"], json!([]), "{past}");
+        assert_eq!(past["total"], 5, "{past}");
         let (_, none) = app
             .get("/api/orders?q=PPER-&status=cancelled", Some(&admin))
             .await;

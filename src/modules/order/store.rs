@@ -50,9 +50,9 @@ const MAX_SHOPPERS: usize = 100;
 enum Read {
     /// The orders matching these conditions.
     Where(String),
-    /// The orders of each shopper in this JSON list (a placeholder), each shopper's read on
-    /// its own (PostgreSQL).
-    EachShopperOf(String),
+    /// The orders of each shopper in the statement's `shopper` table (PostgreSQL), each
+    /// shopper's read on its own.
+    EachShopper,
 }
 
 /// Which orders a list shows.
@@ -978,6 +978,7 @@ impl OrderStore {
     /// status's, or one shopper's); for a search, the orders whose number starts with `q`, and
     /// each shopper's whose id holds `q` (found in the short list of shoppers, not among the
     /// orders). Their union is sorted once, so a page costs the same however many orders match.
+    /// The page, its orders' lines and history and the count are one statement.
     pub async fn list(
         &self,
         filter: &OrderFilter<'_>,
@@ -994,6 +995,8 @@ impl OrderStore {
             None => "status <> 'cart'".into(),
         };
         let mut reads: Vec<Read> = vec![];
+        // What the statement's `WITH` defines.
+        let mut with = String::new();
         let q = filter.q.map(str::trim).filter(|q| !q.is_empty());
         // A search counts as far as a product search does.
         let cap = match q {
@@ -1014,20 +1017,30 @@ impl OrderStore {
                     read = format!("user_id = {} AND {read}", bind(user.to_string()));
                 }
                 reads.push(Read::Where(read));
-                let shoppers: Vec<String> = self
-                    .shoppers_matching(&mut conn, q)
-                    .await?
-                    .into_iter()
-                    .filter(|shopper| filter.user.is_none_or(|user| user == shopper))
-                    .collect();
                 match self.db.backend {
-                    // One statement whatever the shoppers, so PostgreSQL plans it once.
-                    Backend::Postgres if !shoppers.is_empty() => {
-                        let list = serde_json::to_string(&shoppers).map_err(ApiError::internal)?;
-                        reads.push(Read::EachShopperOf(bind(list)));
+                    // Found once by the same statement (through the trigram index of
+                    // migration 0002), and read shopper by shopper (`LATERAL`).
+                    Backend::Postgres if q.chars().count() >= 3 => {
+                        let pattern = bind(crate::db::like_pattern(q));
+                        let only = match filter.user {
+                            Some(user) => format!("AND user_id = {}", bind(user.to_string())),
+                            None => String::new(),
+                        };
+                        with = format!(
+                            "WITH shopper AS MATERIALIZED (SELECT user_id FROM derived_shoppers \
+                             WHERE lower(user_id) LIKE {pattern} ESCAPE '\\' {only} \
+                             ORDER BY user_id LIMIT {MAX_SHOPPERS}) "
+                        );
+                        reads.push(Read::EachShopper);
                     }
-                    _ => {
-                        for shopper in shoppers {
+                    Backend::Postgres => {}
+                    // SQLite has no `LATERAL`: each shopper is a read of its own.
+                    Backend::Sqlite => {
+                        let shoppers = self.shoppers_matching(&mut conn, q).await?;
+                        for shopper in shoppers
+                            .into_iter()
+                            .filter(|shopper| filter.user.is_none_or(|user| user == shopper))
+                        {
                             reads.push(Read::Where(format!("user_id = {}", bind(shopper))));
                         }
                     }
@@ -1059,77 +1072,83 @@ impl OrderStore {
                         "SELECT * FROM (SELECT id, created_at FROM orders \
                          WHERE {read} AND {conditions} ORDER BY {order_by} LIMIT {limit}) AS read{n}"
                     ),
-                    Read::EachShopperOf(list) => format!(
-                        "SELECT read{n}.id, read{n}.created_at \
-                         FROM json_array_elements_text({list}::json) AS shopper (id) \
+                    Read::EachShopper => format!(
+                        "SELECT read{n}.id, read{n}.created_at FROM shopper \
                          CROSS JOIN LATERAL (SELECT id, created_at FROM orders \
-                         WHERE user_id = shopper.id AND {conditions} \
+                         WHERE user_id = shopper.user_id AND {conditions} \
                          ORDER BY {order_by} LIMIT {limit}) AS read{n}"
                     ),
                 }
             })
             .collect::<Vec<_>>()
             .join(" UNION ");
-        // The count is one read of the matches, whichever way each is found (SQLite's
-        // multi-index OR, PostgreSQL's BitmapOr), stopped at the cap. A union of the ways,
-        // each from its index alone, reads every match to take out the orders found twice.
         let ways = reads
             .iter()
-            .map(|read| match read {
-                Read::Where(read) => read.clone(),
-                Read::EachShopperOf(list) => {
-                    format!("user_id = ANY (ARRAY(SELECT json_array_elements_text({list}::json)))")
-                }
+            .filter_map(|read| match read {
+                Read::Where(read) => Some(read.as_str()),
+                Read::EachShopper => None,
             })
             .collect::<Vec<_>>()
             .join(" OR ");
         let count_sql = keyset::capped_count(
-            &format!("SELECT 1 FROM orders WHERE {status} AND ({ways})"),
+            &match with.is_empty() {
+                // The count is one read of the matches, whichever way each is found (SQLite's
+                // multi-index OR, PostgreSQL's BitmapOr), stopped at the cap. A union of the
+                // ways, each from its index alone, reads every match to take out the orders
+                // found twice.
+                true => format!("SELECT 1 FROM orders WHERE {status} AND ({ways})"),
+                // Parts that cannot overlap, one after another under the cap, each shopper's
+                // orders read from its index until the cap: an `OR` would gather every order
+                // of every matching shopper before counting the first (1,100 orders, 1.2 ms).
+                false => format!(
+                    "SELECT 1 FROM orders WHERE {status} AND ({ways}) \
+                     AND NOT (user_id = ANY (ARRAY(SELECT user_id FROM shopper))) \
+                     UNION ALL SELECT 1 FROM shopper CROSS JOIN LATERAL (SELECT 1 FROM orders \
+                     WHERE user_id = shopper.user_id AND {status} LIMIT {}) AS theirs",
+                    cap + 1
+                ),
+            },
             cap,
         );
-        let list_sql = format!(
-            "SELECT id, created_at FROM ({union}) AS listed ORDER BY {order_by} {}",
+        // One statement: the page's orders with their lines and history, each row carrying
+        // the count (on PostgreSQL each statement is a round trip; on SQLite a trip to the
+        // connection's thread).
+        let children = children_sql(self.db.backend, true, "orders.id");
+        let page_sql = format!(
+            "{with}SELECT {COLUMNS}, {children}, ({count_sql}) AS matched FROM orders WHERE id IN \
+             (SELECT id FROM ({union}) AS listed ORDER BY {order_by} {}) ORDER BY {}",
             window.limits(first),
+            NEWEST_FIRST.order_by("orders"),
         );
-        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        let mut page = sqlx::query(&page_sql);
         for b in &binds {
-            count = count.bind(b);
+            page = page.bind(b);
         }
-        let (total, capped) = keyset::capped(count.fetch_one(&mut conn).await?, cap);
-        let mut list = sqlx::query(&list_sql);
-        for b in &binds {
-            list = list.bind(b);
-        }
-        let mut rows = window.bind(list).fetch_all(&mut conn).await?;
+        let mut rows = window.bind(page).fetch_all(&mut conn).await?;
+        let counted = match rows.first() {
+            Some(row) => row.try_get("matched")?,
+            // Read from the start, nothing matched.
+            None if window.after.is_none() && window.offset == 0 => 0,
+            None => {
+                let count_sql = format!("{with}{count_sql}");
+                let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+                for b in &binds {
+                    count = count.bind(b);
+                }
+                count.fetch_one(&mut conn).await?
+            }
+        };
+        let (total, capped) = keyset::capped(counted, cap);
         let status = filter.status.map_or("", OrderStatus::as_str);
         let q = filter.q.unwrap_or("");
         let next = paging.next(&mut rows, "/api/orders", &[("status", status), ("q", q)])?;
-        // The page's orders with their lines and history, in one statement.
-        let ids = rows
-            .iter()
-            .map(|row| row.try_get::<String, _>("id"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut orders = Vec::with_capacity(ids.len());
-        if !ids.is_empty() {
-            let children = children_sql(self.db.backend, true, "orders.id");
-            let sql = format!(
-                "SELECT {COLUMNS}, {children} FROM orders WHERE id IN ({}) ORDER BY {}",
-                placeholders(1, ids.len()),
-                NEWEST_FIRST.order_by("orders"),
-            );
-            let mut query = sqlx::query(&sql);
-            for id in &ids {
-                query = query.bind(id);
-            }
-            for row in query.fetch_all(&mut conn).await? {
-                orders.push(order_from_row(&row)?);
-            }
-        }
+        let orders = rows.iter().map(order_from_row).collect::<Result<_, _>>()?;
         Ok((orders, total, capped, next))
     }
 
     /// The shoppers (at most [`MAX_SHOPPERS`]) whose id holds `q`, through the trigram index
-    /// of `derived_shoppers` (migration 0002), which needs three letters to look anything up.
+    /// of `derived_shoppers` (SQLite's migration 0002), which needs three letters to look
+    /// anything up. (PostgreSQL finds them in the statement that reads their orders.)
     async fn shoppers_matching(
         &self,
         conn: &mut crate::db::Conn,
@@ -1138,21 +1157,14 @@ impl OrderStore {
         if q.chars().count() < 3 {
             return Ok(vec![]);
         }
-        let (sql, pattern) = match self.db.backend {
-            Backend::Sqlite => (
-                "SELECT user_id FROM derived_shoppers WHERE rowid IN \
-                 (SELECT rowid FROM derived_shopper_search WHERE derived_shopper_search MATCH $1)",
-                format!("\"{}\"", q.replace('"', "\"\"")),
-            ),
-            Backend::Postgres => (
-                "SELECT user_id FROM derived_shoppers WHERE lower(user_id) LIKE $1 ESCAPE '\\'",
-                crate::db::like_pattern(q),
-            ),
-        };
-        sqlx::query_scalar(&format!("{sql} ORDER BY user_id LIMIT {MAX_SHOPPERS}"))
-            .bind(pattern)
-            .fetch_all(conn)
-            .await
+        sqlx::query_scalar(&format!(
+            "SELECT user_id FROM derived_shoppers WHERE rowid IN \
+             (SELECT rowid FROM derived_shopper_search WHERE derived_shopper_search MATCH $1) \
+             ORDER BY user_id LIMIT {MAX_SHOPPERS}"
+        ))
+        .bind(format!("\"{}\"", q.replace('"', "\"\"")))
+        .fetch_all(conn)
+        .await
     }
 
     async fn cancel_in(uow: &mut Uow, who: &Identity, order: Order) -> ApiResult<Order> {
