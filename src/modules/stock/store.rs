@@ -24,10 +24,9 @@ const COLUMNS: &str =
 pub struct StockStore {
     pub(super) db: Db,
     /// The PostgreSQL planner's estimate of how many products a search matches (`None`: its
-    /// plan had none), by query. Planning one costs ~0.5 ms of the database's CPU (the
-    /// tsquery's selectivity reads the statistics' lexeme list), as much as the rest of the
-    /// search; the estimate changes only when the statistics do (`ANALYZE`, by autovacuum), so
-    /// it is kept a minute.
+    /// plan had none), by query. An `EXPLAIN` is a statement of its own, sent unprepared (two
+    /// round trips), and the estimate changes only when the statistics do (`ANALYZE`, by
+    /// autovacuum), so it is kept a minute.
     estimates: moka::sync::Cache<String, Option<i64>>,
     /// The words PostgreSQL's statistics know how common they are (`most_common_elems` of
     /// `products.search`), read once a minute: [`StockStore::count_first`].
