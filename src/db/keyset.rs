@@ -209,6 +209,7 @@ pub struct Paging {
 }
 
 /// Where the page after this one starts, if there is one.
+#[derive(Default)]
 pub struct Next {
     pub cursor: Option<String>,
     /// `path` with the list's parameters and the cursor.

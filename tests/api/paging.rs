@@ -245,6 +245,13 @@ on_both!(
         assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
         let (_, counted) = app.get(path, Some(&admin)).await;
         assert_eq!(counted["total"], 5, "{counted}");
+        // Too short to name a shopper and no order number: nothing, and no error.
+        let (status, nothing) = app.get("/api/orders?q=zz", Some(&admin)).await;
+        assert_eq!(status, StatusCode::OK, "{nothing}");
+        assert_eq!(
+            (nothing["items"].clone(), nothing["total"].clone()),
+            (json!([]), json!(0))
+        );
         // A numbered page past the last still says how many there are.
         let (_, past) = app
             .get("/api/orders?per_page=2&page=4&q=PPER-", Some(&admin))

@@ -1009,14 +1009,19 @@ impl OrderStore {
                     Backend::Sqlite => "id",
                     Backend::Postgres => "(id COLLATE \"C\")",
                 };
+                // An order number is a UUID: hex digits and dashes. Anything else is not looked
+                // up as one (planning a range where the index holds nothing near costs
+                // PostgreSQL an index probe, 0.18 ms, in each place the range appears).
                 let number = q.to_lowercase();
-                let from = bind(number.clone());
-                let to = bind(format!("{number}\u{10FFFF}"));
-                let mut read = format!("{id} >= {from} AND {id} < {to}");
-                if let Some(user) = filter.user {
-                    read = format!("user_id = {} AND {read}", bind(user.to_string()));
+                if number.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                    let from = bind(number.clone());
+                    let to = bind(format!("{number}\u{10FFFF}"));
+                    let mut read = format!("{id} >= {from} AND {id} < {to}");
+                    if let Some(user) = filter.user {
+                        read = format!("user_id = {} AND {read}", bind(user.to_string()));
+                    }
+                    reads.push(Read::Where(read));
                 }
-                reads.push(Read::Where(read));
                 match self.db.backend {
                     // Found once by the same statement (through the trigram index of
                     // migration 0002), and read shopper by shopper (`LATERAL`).
@@ -1052,6 +1057,10 @@ impl OrderStore {
             })),
         }
         let window = paging.window();
+        if reads.is_empty() {
+            // A search that is no order number and names no shopper.
+            return Ok((vec![], 0, false, Next::default()));
+        }
         let first = binds.len() + 1;
         let after = window.condition(first);
         let order_by = window.order.order_by("");
@@ -1100,13 +1109,21 @@ impl OrderStore {
                 // Parts that cannot overlap, one after another under the cap, each shopper's
                 // orders read from its index until the cap: an `OR` would gather every order
                 // of every matching shopper before counting the first (1,100 orders, 1.2 ms).
-                false => format!(
-                    "SELECT 1 FROM orders WHERE {status} AND ({ways}) \
-                     AND NOT (user_id = ANY (ARRAY(SELECT user_id FROM shopper))) \
-                     UNION ALL SELECT 1 FROM shopper CROSS JOIN LATERAL (SELECT 1 FROM orders \
-                     WHERE user_id = shopper.user_id AND {status} LIMIT {}) AS theirs",
-                    cap + 1
-                ),
+                false => {
+                    let theirs = format!(
+                        "SELECT 1 FROM shopper CROSS JOIN LATERAL (SELECT 1 FROM orders \
+                         WHERE user_id = shopper.user_id AND {status} LIMIT {}) AS theirs",
+                        cap + 1
+                    );
+                    match ways.is_empty() {
+                        true => theirs,
+                        false => format!(
+                            "SELECT 1 FROM orders WHERE {status} AND ({ways}) \
+                             AND NOT (user_id = ANY (ARRAY(SELECT user_id FROM shopper))) \
+                             UNION ALL {theirs}"
+                        ),
+                    }
+                }
             },
             cap,
         );
