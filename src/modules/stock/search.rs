@@ -73,16 +73,17 @@ impl Query {
         !self.words.is_empty()
     }
 
-    /// What [`tiers_sql`] binds as `tier`'s match (the SKU tier matches [`Query::sku`]).
-    pub fn tier_match(&self, backend: Backend, tier: Tier) -> String {
-        match (backend, tier) {
-            (_, Tier::Sku) => self.sku[0].clone(),
+    /// What [`tiers_sql`] binds as `tier`'s match; none for the SKU tier, which matches
+    /// [`Query::sku`] (`$1`, `$2`).
+    pub fn tier_match(&self, backend: Backend, tier: Tier) -> Option<String> {
+        Some(match (backend, tier) {
+            (_, Tier::Sku) => return None,
             (Backend::Sqlite, Tier::Name) => format!("name : ({})", self.fts5()),
             (Backend::Sqlite, Tier::Elsewhere) => {
                 format!("({all}) NOT name : ({all})", all = self.fts5())
             }
             (Backend::Postgres, _) => self.tsquery(),
-        }
+        })
     }
 
     /// What [`count_sql`] and [`candidates_sql`] bind as `$1`: every word anywhere.
@@ -400,9 +401,10 @@ mod tests {
             "'chocolat' & 'chocolates':*"
         );
         assert_eq!(
-            q.tier_match(Backend::Sqlite, Tier::Elsewhere),
+            q.tier_match(Backend::Sqlite, Tier::Elsewhere).unwrap(),
             "(\"Éclair\"* \"choc\"*) NOT name : (\"Éclair\"* \"choc\"*)"
         );
+        assert_eq!(q.tier_match(Backend::Postgres, Tier::Sku), None);
         assert_eq!(q.sku, ["Éclair choc", "ÉCLAIR CHOC"]);
         assert_eq!(q.lexemes(), ["eclair", "choc"]);
         assert_eq!(Query::parse("Chocolates").lexemes(), ["chocolat"]);

@@ -226,8 +226,11 @@ impl StockStore {
                 .bind(&query.sku[0])
                 .bind(&query.sku[1])
                 .bind(wanted);
-            for tier in tiers.iter().filter(|tier| **tier != search::Tier::Sku) {
-                read = read.bind(query.tier_match(backend, *tier));
+            for tier_match in tiers
+                .iter()
+                .filter_map(|tier| query.tier_match(backend, *tier))
+            {
+                read = read.bind(tier_match);
             }
             if counted {
                 read = read.bind(query.all_match(backend));
