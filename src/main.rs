@@ -165,28 +165,29 @@ fn data_copy(request: CopyRequest) -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // Listen for signals before the port opens: a SIGTERM that arrives the moment the shop
+    // accepts connections must stop it cleanly, not kill it with the default action.
+    let stop = shutdown_signal()?;
     let app = Application::build(settings).await?;
     let addr = app.local_addr();
     tracing::info!("Ekart is open at http://{addr}/ (API spec: http://{addr}/api/openapi.json)");
     println!("Ekart is open at http://{addr}/");
-    app.run_until(shutdown_signal()).await?;
+    app.run_until(stop).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Ctrl-C or SIGTERM (what systemd and Kubernetes send): stop taking requests, finish the
-/// ones in flight. Events not yet relayed stay in the outboxes for the next start.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// ones in flight. Events not yet relayed stay in the outboxes for the next start. The
+/// handlers are installed when this is called, not when the future is first polled.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
+    })
 }
