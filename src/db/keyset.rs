@@ -311,13 +311,18 @@ impl Window<'_> {
             .map_or_else(String::new, |c| format!("WHERE {c}"))
     }
 
-    /// `LIMIT … OFFSET …`, numbered after the cursor's placeholders (which start at `first`).
-    pub fn limits(&self, first: usize) -> String {
-        let n = first + self.after.map_or(0, <[Key]>::len);
-        format!("LIMIT ${n} OFFSET ${}", n + 1)
+    /// `LIMIT …` and, past the first rows, `OFFSET …`, as numbers in the statement's text.
+    /// As placeholders PostgreSQL's generic plan would guess a tenth of the rows for each,
+    /// cost it far above any custom plan and so plan the statement anew on every execution
+    /// (0.37 ms of planning against 0.58 ms of executing for the order search by shopper).
+    pub fn limits(&self) -> String {
+        match self.offset {
+            0 => format!("LIMIT {}", self.limit),
+            offset => format!("LIMIT {} OFFSET {offset}", self.limit),
+        }
     }
 
-    /// Binds the cursor's keys, then the limit and offset, in that order.
+    /// Binds the cursor's keys (placeholders from [`Window::condition`]'s `first`).
     pub fn bind<'q>(
         &self,
         mut query: Query<'q, Any, AnyArguments<'q>>,
@@ -329,7 +334,7 @@ impl Window<'_> {
                 Key::Text(v) => query.bind(v.clone()),
             };
         }
-        query.bind(self.limit).bind(self.offset)
+        query
     }
 }
 

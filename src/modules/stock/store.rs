@@ -172,7 +172,7 @@ impl StockStore {
             "SELECT {COLUMNS} FROM products {} ORDER BY {} {}",
             window.filter(1),
             window.order.order_by(""),
-            window.limits(1),
+            window.limits(),
         );
         let mut conn = self.db.read.acquire().await?;
         let rows = window.bind(sqlx::query(&sql)).fetch_all(&mut conn).await?;
@@ -375,7 +375,7 @@ impl StockStore {
              {} ORDER BY {} {}",
             window.filter(4),
             window.order.order_by(""),
-            window.limits(4),
+            window.limits(),
         );
         let words = query.all_match(backend);
         let mut conn = self.db.read.acquire().await?;

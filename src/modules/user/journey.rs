@@ -202,7 +202,7 @@ impl JourneyStore {
             "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.sub = s.user_sub \
              {filter} ORDER BY {} {}",
             window.order.order_by("s"),
-            window.limits(first),
+            window.limits(),
         );
         let count_sql = keyset::capped_count(
             match user {
