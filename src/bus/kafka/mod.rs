@@ -16,7 +16,7 @@
 //! use and retried, the relay keeps events in the outbox meanwhile, and `/readyz` says so.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,18 +25,25 @@ use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, Unknown
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use rskafka::BackoffConfig;
-use tokio::sync::{mpsc, oneshot, OnceCell};
+use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
 
 use super::{topics, Batch, Bus, Delivered, Event, Position, Positions, Subscription};
 use crate::config::KafkaSettings;
 
+mod sockets;
+
 /// Most bytes one fetch asks for.
 const FETCH_BYTES: i32 = 4 * 1024 * 1024;
-/// Fetches do not wait on the broker: tansu holds a waiting fetch for its whole wait even when
-/// records arrive, and serves one request at a time per connection. An empty fetch is
-/// followed by a short pause here instead.
+/// Fetches do not wait on the broker: tansu (0.6) sleeps after reading a fetch's records
+/// whether it found any or not (the whole wait below 250 ms, half of it above), so a waiting
+/// fetch always takes its wait. An empty fetch is followed by a pause here instead.
 const FETCH_WAIT_MS: i32 = 0;
-const IDLE_PAUSE: Duration = Duration::from_millis(20);
+/// The pause after an empty fetch starts short, for events that follow one another (a
+/// checkout's answer follows its request within milliseconds), and doubles with each empty
+/// fetch up to the longest, so an idle partition costs the broker a fetch every
+/// `LONGEST_PAUSE`. A publish from this process ends the pause at once (the doorbell).
+const SHORTEST_PAUSE: Duration = Duration::from_millis(1);
+const LONGEST_PAUSE: Duration = Duration::from_millis(20);
 
 pub struct KafkaBus {
     inner: Arc<Inner>,
@@ -48,7 +55,13 @@ struct Inner {
     /// Partition clients by topic, partition and use: producing and consuming each get their
     /// own, so a fetch never holds up a produce on the same connection.
     partitions: Mutex<HashMap<(String, i32, Use), Arc<PartitionClient>>>,
+    /// The readers of each topic and partition in this process, rung when this process
+    /// publishes to it.
+    doorbells: Mutex<HashMap<(String, i32), Doorbells>>,
 }
+
+/// The doorbells of one partition's readers; a reader that has stopped drops its own.
+type Doorbells = Vec<Weak<Notify>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Use {
@@ -63,6 +76,7 @@ impl KafkaBus {
                 settings,
                 client: OnceCell::new(),
                 partitions: Mutex::new(HashMap::new()),
+                doorbells: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -76,6 +90,15 @@ fn backoff() -> BackoffConfig {
         max_backoff: Duration::from_secs(2),
         base: 2.0,
         deadline: Some(Duration::from_secs(10)),
+    }
+}
+
+/// Keeps `TCP_NODELAY` on the connections to the brokers (see [`sockets`]): now, and every
+/// second for those rskafka remakes after an error.
+async fn keep_nodelay(brokers: Vec<String>) {
+    loop {
+        sockets::set_nodelay_to(&sockets::resolve(&brokers).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -103,6 +126,7 @@ impl Inner {
                     .backoff_config(backoff())
                     .build()
                     .await?;
+                tokio::spawn(keep_nodelay(self.settings.brokers.clone()));
                 // Asking first keeps a start with existing topics quiet (rskafka logs a
                 // refused creation as an error).
                 let existing: std::collections::HashSet<String> = client
@@ -159,6 +183,8 @@ impl Inner {
             .lock()
             .expect("partitions")
             .insert(key, client.clone());
+        // A partition's leader may be a broker not connected to before.
+        sockets::set_nodelay_to(&sockets::resolve(&self.settings.brokers).await);
         Ok(client)
     }
 
@@ -170,14 +196,31 @@ impl Inner {
         mut next: Option<i64>,
         batches: mpsc::Sender<Batch>,
     ) {
+        let bell = Arc::new(Notify::new());
+        self.doorbells
+            .lock()
+            .expect("doorbells")
+            .entry((topic.clone(), partition))
+            .or_default()
+            .push(Arc::downgrade(&bell));
         let mut wait = Duration::from_millis(100);
+        let mut pause = SHORTEST_PAUSE;
         loop {
             match self
                 .fetch_once(&topic, partition, &mut next, &batches)
                 .await
             {
-                Ok(true) => wait = Duration::from_millis(100),
-                Ok(false) => return,
+                Ok(Fetched::Records) => {
+                    wait = Duration::from_millis(100);
+                    pause = SHORTEST_PAUSE;
+                }
+                Ok(Fetched::Nothing) => {
+                    tokio::select! {
+                        _ = bell.notified() => pause = SHORTEST_PAUSE,
+                        _ = tokio::time::sleep(pause) => pause = (pause * 2).min(LONGEST_PAUSE),
+                    }
+                }
+                Ok(Fetched::Unsubscribed) => return,
                 Err(err) => {
                     tracing::warn!(topic = %topic, partition, error = %format!("{err:#}"),
                         retry_in_ms = wait.as_millis() as u64, "cannot read from Kafka");
@@ -188,14 +231,29 @@ impl Inner {
         }
     }
 
-    /// One fetch, handed over and committed; false once the subscriber is gone.
+    /// Rings the doorbells of this process's readers of a topic's partition.
+    fn ring(&self, topic: &str, partition: i32) {
+        let mut doorbells = self.doorbells.lock().expect("doorbells");
+        if let Some(bells) = doorbells.get_mut(&(topic.to_string(), partition)) {
+            bells.retain(|bell| match bell.upgrade() {
+                Some(bell) => {
+                    // Stored when no one waits: the next wait returns at once.
+                    bell.notify_one();
+                    true
+                }
+                None => false,
+            });
+        }
+    }
+
+    /// One fetch, handed over and committed.
     async fn fetch_once(
         &self,
         topic: &str,
         partition: i32,
         next: &mut Option<i64>,
         batches: &mpsc::Sender<Batch>,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Fetched> {
         let client = self.partition(topic, partition, Use::Consume).await?;
         let offset = match *next {
             Some(offset) => offset,
@@ -218,13 +276,12 @@ impl Inner {
                     "offset out of range; reading from the earliest"
                 );
                 *next = None;
-                return Ok(true);
+                return Ok(Fetched::Records);
             }
             Err(e) => return Err(e.into()),
         };
         let Some(last) = records.last().map(|r| r.offset) else {
-            tokio::time::sleep(IDLE_PAUSE).await;
-            return Ok(true);
+            return Ok(Fetched::Nothing);
         };
         let events: Vec<Delivered> = records
             .into_iter()
@@ -254,17 +311,27 @@ impl Inner {
                 ack,
             };
             if batches.send(batch).await.is_err() {
-                return Ok(false);
+                return Ok(Fetched::Unsubscribed);
             }
             match done.await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => return Err(err.context("the consumer could not handle a batch")),
-                Err(_) => return Ok(false),
+                Err(_) => return Ok(Fetched::Unsubscribed),
             }
         }
         *next = Some(last + 1);
-        Ok(true)
+        Ok(Fetched::Records)
     }
+}
+
+/// What one fetch came to.
+enum Fetched {
+    /// Records, handed over and committed (or an offset put right).
+    Records,
+    /// Nothing new yet.
+    Nothing,
+    /// The subscriber has gone: stop reading.
+    Unsubscribed,
 }
 
 #[async_trait]
@@ -287,6 +354,7 @@ impl Bus for KafkaBus {
         for (partition, records) in by_partition {
             let client = self.inner.partition(topic, partition, Use::Produce).await?;
             client.produce(records, Compression::NoCompression).await?;
+            self.inner.ring(topic, partition);
         }
         Ok(())
     }
