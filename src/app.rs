@@ -71,6 +71,8 @@ impl Application {
     /// the routes to the modules that run elsewhere.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         settings.validate()?;
+        // Before anything records: a handle taken before the recorder exists records nowhere.
+        crate::telemetry::metrics::install();
         let runs = |m: Module| settings.modules.runs(m);
         let d = &settings.database;
         let body_limit = settings.server.body_limit_bytes;
@@ -145,7 +147,8 @@ impl Application {
                 catalog: catalog.expect("validated: order runs with a stock module to ask"),
                 waiters,
                 checkout_wait: Duration::from_millis(settings.checkout.wait_ms),
-                poll_outcome: (settings.bus.kafka.instances > 1)
+                // Over Kafka another instance of the module may read the order's partition.
+                poll_outcome: (settings.bus.kind == BusKind::Kafka)
                     .then(|| Duration::from_millis(250)),
             }));
             databases.push(db);

@@ -210,10 +210,11 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// Replication factor of each topic the shop creates.
     pub replication: i16,
-    /// This process's number among the processes running the same modules, from 0. It reads
-    /// the partitions `p` with `p % instances == instance`.
+    /// With `instances` above 1, this process's number among the processes running the same
+    /// modules, from 0: it reads the partitions `p` with `p % instances == instance`.
     pub instance: i32,
-    /// How many processes run the same modules and share their topics' partitions.
+    /// 1 (the default): processes running the same module share its partitions by lease on
+    /// PostgreSQL (`bus::lease`). Above 1: how many processes split them by hand.
     pub instances: i32,
 }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Bus, Delivered, Event, Position, Positions};
+use super::lease::Leases;
+use super::{Bus, Delivered, Event, Position, PositionOf, Subscriber};
 use crate::db::{now_ms, padded_to_power_of_two, Backend, Db, Uow};
 use crate::telemetry::trace::{self, TraceContext};
 use tracing::Instrument;
@@ -200,21 +201,52 @@ pub async fn save_position(
     Ok(())
 }
 
-/// Where `consumer` stopped in `topic`, per partition, as its module's database says.
-pub async fn stored_positions(
+/// Where `consumer` stopped in one partition of `topic` (the offset it reads next), as its
+/// module's database says.
+pub async fn stored_position(
     db: &Db,
     consumer: &str,
     topic: &str,
-) -> Result<Positions, sqlx::Error> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT partition_no, next_offset FROM consumer_positions \
-         WHERE consumer = $1 AND topic = $2",
+    partition: i32,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT next_offset FROM consumer_positions \
+         WHERE consumer = $1 AND topic = $2 AND partition_no = $3",
     )
     .bind(consumer)
     .bind(topic)
-    .fetch_all(&db.read)
-    .await?;
-    Ok(rows.into_iter().map(|(p, o)| (p as i32, o)).collect())
+    .bind(partition as i64)
+    .fetch_optional(&db.read)
+    .await
+}
+
+/// `consumer` of `topic` as the bus sees it: its positions read from its module's database,
+/// and, on PostgreSQL, leases on the topic's partitions shared with the module's other
+/// instances through that database (`bus::lease`).
+pub fn subscriber(db: &Db, consumer: &str, topic: &str) -> Subscriber {
+    let positions: PositionOf = {
+        let (db, consumer, topic) = (db.clone(), consumer.to_string(), topic.to_string());
+        Arc::new(move |partition| {
+            let (db, consumer, topic) = (db.clone(), consumer.clone(), topic.clone());
+            Box::pin(async move { Ok(stored_position(&db, &consumer, &topic, partition).await?) })
+        })
+    };
+    let leases = (db.backend == Backend::Postgres).then(|| {
+        let db = db.clone();
+        Leases::new(
+            consumer,
+            topic,
+            Box::new(move || {
+                let db = db.clone();
+                Box::pin(async move { Ok(db.own_connection().await?) })
+            }),
+        )
+    });
+    Subscriber {
+        consumer: consumer.to_string(),
+        positions,
+        leases,
+    }
 }
 
 /// Subscribes `consumer` to `topic` from where it stopped and handles its batches until the
@@ -226,8 +258,7 @@ pub async fn spawn_consumer(
     topic: &'static str,
     handler: Arc<dyn Handler>,
 ) -> Result<(), sqlx::Error> {
-    let from = stored_positions(&db, consumer, topic).await?;
-    let mut subscription = bus.subscribe(topic, consumer, from);
+    let mut subscription = bus.subscribe(topic, subscriber(&db, consumer, topic));
     tokio::spawn(async move {
         while let Some(batch) = subscription.recv().await {
             let result =

@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Batch, Bus, Delivered, Event, Positions, Subscription};
+use super::{Batch, Bus, Delivered, Event, Subscriber, Subscription};
 
 /// A consumer's name and the channel its batches go to.
-type Subscriber = (String, mpsc::Sender<Batch>);
+type Consumer = (String, mpsc::Sender<Batch>);
 
 #[derive(Default)]
 pub struct MemoryBus {
-    subscribers: Mutex<HashMap<String, Vec<Subscriber>>>,
+    subscribers: Mutex<HashMap<String, Vec<Consumer>>>,
 }
 
 impl MemoryBus {
@@ -67,14 +67,14 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
-    fn subscribe(&self, topic: &str, consumer: &str, _from: Positions) -> Subscription {
+    fn subscribe(&self, topic: &str, subscriber: Subscriber) -> Subscription {
         let (tx, rx) = mpsc::channel(4);
         self.subscribers
             .lock()
             .expect("bus lock")
             .entry(topic.to_string())
             .or_default()
-            .push((consumer.to_string(), tx));
+            .push((subscriber.consumer, tx));
         rx
     }
 
@@ -91,8 +91,8 @@ mod tests {
     async fn publish_waits_for_every_subscriber_and_keeps_order() {
         let bus = MemoryBus::new();
         let subs = vec![
-            ("a", bus.subscribe("t", "a", Positions::new())),
-            ("b", bus.subscribe("t", "b", Positions::new())),
+            ("a", bus.subscribe("t", Subscriber::fresh("a"))),
+            ("b", bus.subscribe("t", Subscriber::fresh("b"))),
         ];
         let seen = Arc::new(Mutex::new(Vec::new()));
         for (name, mut sub) in subs {
@@ -125,7 +125,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_batch_fails_the_publish() {
         let bus = MemoryBus::new();
-        let mut sub = bus.subscribe("t", "a", Positions::new());
+        let mut sub = bus.subscribe("t", Subscriber::fresh("a"));
         tokio::spawn(async move {
             while let Some(batch) = sub.recv().await {
                 let _ = batch.ack.send(Err(anyhow::anyhow!("disk full")));

@@ -7,6 +7,7 @@
 
 pub mod inbox;
 pub mod kafka;
+pub mod lease;
 pub mod memory;
 pub mod outbox;
 
@@ -114,16 +115,45 @@ pub struct Batch {
 
 pub type Subscription = mpsc::Receiver<Batch>;
 
+/// Where a consumer stopped in one partition of a topic (the offset it reads next), as its
+/// module's database says at the moment it is asked: asked when this instance starts reading
+/// the partition, which may be long after the process started (a lease taken over).
+pub type PositionOf = Arc<
+    dyn Fn(i32) -> futures::future::BoxFuture<'static, anyhow::Result<Option<i64>>> + Send + Sync,
+>;
+
+/// Who subscribes, and what a backend with a durable log needs to know of it.
+pub struct Subscriber {
+    /// The module's name for itself as a consumer.
+    pub consumer: String,
+    /// Where it stopped, per partition.
+    pub positions: PositionOf,
+    /// How its instances share the topic's partitions, when they share them by lease
+    /// (PostgreSQL); without, the backend's own settings say which partitions it reads.
+    pub leases: Option<lease::Leases>,
+}
+
+impl Subscriber {
+    /// A consumer with nothing stored: reads every partition from its start.
+    pub fn fresh(consumer: &str) -> Subscriber {
+        Subscriber {
+            consumer: consumer.to_string(),
+            positions: Arc::new(|_| Box::pin(async { Ok(None) })),
+            leases: None,
+        }
+    }
+}
+
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes events in order. Returns once the bus holds them durably: for the in-process
     /// backend that means every subscriber has committed them, for Kafka that the broker has.
     async fn publish(&self, topic: &str, events: Vec<Event>) -> anyhow::Result<()>;
 
-    /// Subscribes `consumer` (a module) to `topic`, resuming at `from` (its stored positions;
-    /// a partition without one is read from its start). Must be called before the relays
-    /// start. Backends without a durable log ignore `from`.
-    fn subscribe(&self, topic: &str, consumer: &str, from: Positions) -> Subscription;
+    /// Subscribes a consumer (a module) to `topic`, each partition resumed at its stored
+    /// position (a partition without one is read from its start). Must be called before the
+    /// relays start. Backends without a durable log ignore positions and leases.
+    fn subscribe(&self, topic: &str, subscriber: Subscriber) -> Subscription;
 
     /// Whether the bus can take events now (for `/readyz`).
     async fn ready(&self) -> bool;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
+use sqlx::{AnyPool, ConnectOptions, Executor};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::{DatabaseSettings, SqliteSynchronous};
@@ -20,11 +20,13 @@ use crate::config::{DatabaseSettings, SqliteSynchronous};
 pub mod bulk;
 mod direct;
 pub mod keyset;
+mod locks;
 mod migrations;
 mod reader;
 mod writer;
 
 pub use direct::Conn;
+pub use locks::advisory_key;
 pub use migrations::Migrations;
 pub use reader::Reader;
 pub use writer::BoxFut;
@@ -52,6 +54,12 @@ pub struct Db {
 }
 
 impl Db {
+    /// A connection of the module's database outside its pools, for what lives as long as a
+    /// session does (the bus's partition leases, advisory locks).
+    pub async fn own_connection(&self) -> sqlx::Result<sqlx::AnyConnection> {
+        Ok(self.write.acquire().await?.detach())
+    }
+
     /// Opens (creating if needed) the database of module `name` and applies its migrations.
     pub async fn open(
         settings: &DatabaseSettings,
@@ -64,8 +72,18 @@ impl Db {
         } else {
             Self::open_postgres(settings, name).await?
         };
-        crate::bus::outbox::ensure_tables(&db).await?;
-        migrations.for_backend(db.backend).run(&db.write).await?;
+        // Instances of a module starting at once make its schema and tables once.
+        db.exclusively("migrate", async {
+            if db.backend == Backend::Postgres {
+                db.write
+                    .execute(format!("CREATE SCHEMA IF NOT EXISTS {name}").as_str())
+                    .await?;
+            }
+            crate::bus::outbox::ensure_tables(&db).await?;
+            migrations.for_backend(db.backend).run(&db.write).await?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await??;
         Ok(db)
     }
 
@@ -123,13 +141,8 @@ impl Db {
     }
 
     async fn open_postgres(settings: &DatabaseSettings, name: &'static str) -> anyhow::Result<Db> {
+        // The schema is made in `Db::open`, once among instances starting at once.
         let options = quiet(AnyConnectOptions::from_str(&settings.url)?);
-        {
-            let mut conn = AnyConnection::connect_with(&options).await?;
-            conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {name}").as_str())
-                .await?;
-            conn.close().await?;
-        }
         let pool = |max: u32, setup: String| {
             AnyPoolOptions::new()
                 .max_connections(max)

@@ -873,7 +873,7 @@ async fn relayed_events_leave_the_outbox_with_or_without_other_writes(url: Strin
     let dbs = Databases::open(&settings).await.unwrap();
     let db = dbs.payment.clone();
     let bus = MemoryBus::new();
-    let mut subscription = bus.subscribe("ekart.test", "test", Default::default());
+    let mut subscription = bus.subscribe("ekart.test", ekart::bus::Subscriber::fresh("test"));
     let relay_bus: Arc<dyn Bus> = bus.clone();
     tokio::spawn(run_relay(
         db.clone(),

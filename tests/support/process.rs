@@ -19,6 +19,13 @@ impl Shop {
     /// Starts `ekart serve ARGS` on `port` with built-in defaults plus `env` (`EKART_*`), and
     /// waits until `/readyz` answers 200.
     pub async fn start(port: u16, args: &[&str], env: &[(&str, String)]) -> Shop {
+        let shop = Shop::spawn(port, args, env);
+        shop.wait_ready().await;
+        shop
+    }
+
+    /// Starts `ekart serve ARGS` as [`Shop::start`] does, without waiting for it.
+    pub fn spawn(port: u16, args: &[&str], env: &[(&str, String)]) -> Shop {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ekart"));
         command
             .args(["--config", "/nonexistent/ekart.toml", "serve"])
@@ -32,15 +39,14 @@ impl Shop {
         for (key, value) in env {
             command.env(key, value);
         }
-        let shop = Shop {
+        Shop {
             child: command.spawn().expect("ekart starts"),
             base: format!("http://127.0.0.1:{port}"),
-        };
-        shop.wait_ready().await;
-        shop
+        }
     }
 
-    async fn wait_ready(&self) {
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {

@@ -4,9 +4,9 @@
 //! key; nothing lives in record headers. A key always maps to the same partition, so one
 //! order's (or session's) events stay in order. The outbox relay is the only producer.
 //!
-//! rskafka has no consumer groups: partitions are shared among the processes running the same
-//! modules by configuration (`instance` of `instances` reads each partition `p` with
-//! `p % instances == instance`). A subscriber reads its partitions of its topic, from
+//! rskafka has no consumer groups: the processes running the same module share its partitions
+//! by lease in the module's database, or by configuration (`assignment.rs`). A subscriber
+//! reads its partitions of its topic, each from
 //! the positions its module stored with the effects of what it handled (or from the start),
 //! and hands the records to its module a fetch at a time, waiting for the module's commit
 //! before it reads further. A restart therefore resumes exactly where the commits stopped;
@@ -27,9 +27,10 @@ use rskafka::record::Record;
 use rskafka::BackoffConfig;
 use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
 
-use super::{topics, Batch, Bus, Delivered, Event, Position, Positions, Subscription};
+use super::{topics, Batch, Bus, Delivered, Event, Position, Subscriber, Subscription};
 use crate::config::KafkaSettings;
 
+mod assignment;
 mod sockets;
 
 /// Most bytes one fetch asks for.
@@ -188,14 +189,10 @@ impl Inner {
         Ok(client)
     }
 
-    /// Reads one partition for one subscriber until the subscriber goes away.
-    async fn consume(
-        self: Arc<Self>,
-        topic: String,
-        partition: i32,
-        mut next: Option<i64>,
-        batches: mpsc::Sender<Batch>,
-    ) {
+    /// Reads one partition for one subscriber until the subscriber goes away or the reader
+    /// is told to stop (between batches: a batch handed over is committed first).
+    async fn consume(self: Arc<Self>, mut reader: assignment::Reader, mut next: Option<i64>) {
+        let (topic, partition) = (reader.topic.clone(), reader.partition);
         let bell = Arc::new(Notify::new());
         self.doorbells
             .lock()
@@ -205,28 +202,31 @@ impl Inner {
             .push(Arc::downgrade(&bell));
         let mut wait = Duration::from_millis(100);
         let mut pause = SHORTEST_PAUSE;
-        loop {
-            match self
-                .fetch_once(&topic, partition, &mut next, &batches)
-                .await
-            {
+        while !reader.stopped() {
+            let rest = match self.fetch_once(&reader, &mut next).await {
                 Ok(Fetched::Records) => {
                     wait = Duration::from_millis(100);
                     pause = SHORTEST_PAUSE;
+                    continue;
                 }
                 Ok(Fetched::Nothing) => {
-                    tokio::select! {
-                        _ = bell.notified() => pause = SHORTEST_PAUSE,
-                        _ = tokio::time::sleep(pause) => pause = (pause * 2).min(LONGEST_PAUSE),
-                    }
+                    let rest = pause;
+                    pause = (pause * 2).min(LONGEST_PAUSE);
+                    rest
                 }
                 Ok(Fetched::Unsubscribed) => return,
                 Err(err) => {
                     tracing::warn!(topic = %topic, partition, error = %format!("{err:#}"),
                         retry_in_ms = wait.as_millis() as u64, "cannot read from Kafka");
-                    tokio::time::sleep(wait).await;
+                    let rest = wait;
                     wait = (wait * 2).min(Duration::from_secs(5));
+                    rest
                 }
+            };
+            tokio::select! {
+                _ = bell.notified() => pause = SHORTEST_PAUSE,
+                _ = reader.stop.changed() => {}
+                _ = tokio::time::sleep(rest) => {}
             }
         }
     }
@@ -249,11 +249,10 @@ impl Inner {
     /// One fetch, handed over and committed.
     async fn fetch_once(
         &self,
-        topic: &str,
-        partition: i32,
+        reader: &assignment::Reader,
         next: &mut Option<i64>,
-        batches: &mpsc::Sender<Batch>,
     ) -> anyhow::Result<Fetched> {
+        let (topic, partition) = (reader.topic.as_str(), reader.partition);
         let client = self.partition(topic, partition, Use::Consume).await?;
         let offset = match *next {
             Some(offset) => offset,
@@ -264,7 +263,11 @@ impl Inner {
             .fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS)
             .await
         {
-            Ok((records, _high_watermark)) => records,
+            Ok((records, high_watermark)) => {
+                let read_to = records.last().map_or(offset, |r| r.offset + 1);
+                reader.lag((high_watermark - read_to).max(0));
+                records
+            }
             Err(KafkaError::ServerError {
                 protocol_error: ProtocolError::OffsetOutOfRange,
                 ..
@@ -310,7 +313,7 @@ impl Inner {
                 events: Arc::new(events),
                 ack,
             };
-            if batches.send(batch).await.is_err() {
+            if reader.batches.send(batch).await.is_err() {
                 return Ok(Fetched::Unsubscribed);
             }
             match done.await {
@@ -366,23 +369,14 @@ impl Bus for KafkaBus {
         Ok(())
     }
 
-    fn subscribe(&self, topic: &str, _consumer: &str, from: Positions) -> Subscription {
+    fn subscribe(&self, topic: &str, subscriber: Subscriber) -> Subscription {
         let (batches, subscription) = mpsc::channel(4);
-        let KafkaSettings {
-            partitions,
-            instance,
-            instances,
-            ..
-        } = self.inner.settings;
-        for partition in (0..partitions).filter(|p| p % instances == instance) {
-            let next = from.get(&partition).copied();
-            tokio::spawn(self.inner.clone().consume(
-                topic.to_string(),
-                partition,
-                next,
-                batches.clone(),
-            ));
-        }
+        tokio::spawn(assignment::supervise(
+            self.inner.clone(),
+            topic.to_string(),
+            subscriber,
+            batches,
+        ));
         subscription
     }
 

@@ -175,8 +175,13 @@ const DEMO: &[(&str, &str, &str, i64, i64)] = &[
     ),
 ];
 
-/// Fills an empty catalog with the demo products; does nothing if any product exists.
+/// Fills an empty catalog with the demo products; does nothing if any product exists. One
+/// instance at a time: two starting at once on an empty catalog seed it once.
 pub async fn seed_demo_catalog(store: &StockStore) -> anyhow::Result<usize> {
+    store.db().exclusively("seed-demo", seed(store)).await?
+}
+
+async fn seed(store: &StockStore) -> anyhow::Result<usize> {
     if !store.is_empty().await? {
         return Ok(0);
     }

@@ -127,6 +127,11 @@ impl StockStore {
         }
     }
 
+    /// The stock module's database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// A page of the catalog: all of it in the chosen order, or the products matching `q`
     /// (best match first unless a sort is chosen). Numbered pages count their way in with
     /// `OFFSET`; a `cursor` starts right after the previous page's last row (`db/keyset.rs`).
@@ -833,9 +838,10 @@ impl StockStore {
     }
 
     pub async fn is_empty(&self) -> Result<bool, sqlx::Error> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products")
-            .fetch_one(&self.db.read)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT 1 FROM products LIMIT 1) AS present")
+                .fetch_one(&self.db.read)
+                .await?;
         Ok(n == 0)
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::journey::{self, Step};
-use crate::bus::inbox::{save_position, stored_positions, AfterCommit, Handler};
+use crate::bus::inbox::{save_position, subscriber, AfterCommit, Handler};
 use crate::bus::{topics, Bus, Event};
 use crate::db::{padded_to_power_of_two, placeholders, Db, Uow};
 use crate::modules::frontend::events::{self as journey_events, JourneyStep};
@@ -66,8 +66,8 @@ pub async fn store_journey_batch(
 
 /// Consumes `ekart.journey`, from where it stopped, until the process ends.
 pub async fn spawn_journey_consumer(bus: &Arc<dyn Bus>, db: Db) -> Result<(), sqlx::Error> {
-    let from = stored_positions(&db, CONSUMER, topics::JOURNEY).await?;
-    let mut subscription = bus.subscribe(topics::JOURNEY, CONSUMER, from);
+    let mut subscription =
+        bus.subscribe(topics::JOURNEY, subscriber(&db, CONSUMER, topics::JOURNEY));
     tokio::spawn(async move {
         while let Some(batch) = subscription.recv().await {
             let result = store_journey_batch(&db, batch.events.clone()).await;
