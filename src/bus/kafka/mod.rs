@@ -72,14 +72,16 @@ enum Use {
 
 impl KafkaBus {
     pub fn new(settings: KafkaSettings) -> Arc<KafkaBus> {
-        Arc::new(KafkaBus {
-            inner: Arc::new(Inner {
-                settings,
-                client: OnceCell::new(),
-                partitions: Mutex::new(HashMap::new()),
-                doorbells: Mutex::new(HashMap::new()),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            settings,
+            client: OnceCell::new(),
+            partitions: Mutex::new(HashMap::new()),
+            doorbells: Mutex::new(HashMap::new()),
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(keep_nodelay(Arc::downgrade(&inner)));
+        }
+        Arc::new(KafkaBus { inner })
     }
 }
 
@@ -94,11 +96,19 @@ fn backoff() -> BackoffConfig {
     }
 }
 
-/// Keeps `TCP_NODELAY` on the connections to the brokers (see [`sockets`]): now, and every
-/// second for those rskafka remakes after an error.
-async fn keep_nodelay(brokers: Vec<String>) {
-    loop {
-        sockets::set_nodelay_to(&sockets::resolve(&brokers).await);
+/// Keeps `TCP_NODELAY` on the connections to the brokers (see [`sockets`]) every second, for
+/// those rskafka remakes on its own after an error, for as long as the bus is in use. The
+/// brokers' names are looked up again every [`RESOLVE_EVERY`] sweeps.
+async fn keep_nodelay(bus: Weak<Inner>) {
+    const RESOLVE_EVERY: u32 = 30;
+    let mut brokers = std::collections::HashSet::new();
+    for sweep in 0.. {
+        let Some(inner) = bus.upgrade() else { return };
+        if sweep % RESOLVE_EVERY == 0 || brokers.is_empty() {
+            brokers = sockets::resolve(&inner.settings.brokers).await;
+        }
+        drop(inner);
+        sockets::set_nodelay_to(&brokers);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -127,7 +137,7 @@ impl Inner {
                     .backoff_config(backoff())
                     .build()
                     .await?;
-                tokio::spawn(keep_nodelay(self.settings.brokers.clone()));
+                sockets::set_nodelay_to(&sockets::resolve(&self.settings.brokers).await);
                 // Asking first keeps a start with existing topics quiet (rskafka logs a
                 // refused creation as an error).
                 let existing: std::collections::HashSet<String> = client
