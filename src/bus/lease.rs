@@ -41,6 +41,9 @@ pub struct Leases {
     group: String,
     connect: Connect,
     session: Option<Session>,
+    /// Partitions whose leases went with a connection given up outside a round, to report
+    /// as lost in the next one.
+    dropped: Vec<i32>,
 }
 
 /// The connection holding the locks, and what it holds.
@@ -69,12 +72,19 @@ impl Leases {
             group: format!("{consumer}/{topic}"),
             connect,
             session: None,
+            dropped: Vec::new(),
         }
     }
 
     /// Joins (again, after a lost connection) and settles this instance's share of
     /// `partitions`.
     pub async fn round(&mut self, partitions: i32) -> Round {
+        if !self.dropped.is_empty() {
+            return Round {
+                lost: std::mem::take(&mut self.dropped),
+                ..Round::default()
+            };
+        }
         match self.settle(partitions).await {
             Ok(round) => round,
             Err(err) => {
@@ -157,9 +167,14 @@ impl Leases {
                     session.owned.remove(partition);
                 }
                 Err(err) => {
-                    // The next round finds the connection gone and reports what it held.
+                    // Closing the session lets go of every lease it held; the next round
+                    // reports them lost and joins again.
                     tracing::warn!(group = %self.group, partition, error = %err,
-                        "could not release a partition lease");
+                        "could not release a partition lease; leaving the group");
+                    if let Some(session) = self.session.take() {
+                        self.dropped = session.owned.into_iter().collect();
+                        let _ = session.conn.close().await;
+                    }
                     return;
                 }
             }

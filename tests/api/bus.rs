@@ -954,3 +954,61 @@ on_both_databases!(
     relayed_events_leave_the_outbox_with_or_without_other_writes,
     multi_thread
 );
+
+/// Partition leases (`bus::lease`) in one PostgreSQL database: a lone instance takes every
+/// partition; a second one makes the first give half up, which the second takes once they are
+/// released; when the first leaves, the second takes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_share_partitions_and_pass_on_those_of_an_instance_that_leaves() {
+    use ekart::bus::lease::Leases;
+    let Some(server) = postgres_url() else { return };
+    let url = scratch_postgres(&server).await;
+    let leases = || {
+        let url = url.clone();
+        Leases::new(
+            "order",
+            "ekart.stock",
+            Box::new(move || {
+                let url = url.clone();
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    Ok(sqlx::AnyConnection::connect(&url).await?)
+                })
+            }),
+        )
+    };
+    let (mut first, mut second) = (leases(), leases());
+
+    let alone = first.round(4).await;
+    assert_eq!((alone.taken, alone.members), (vec![0, 1, 2, 3], 1));
+    let joined = second.round(4).await;
+    assert_eq!(joined.members, 2);
+    assert!(
+        joined.taken.is_empty(),
+        "every partition is leased: {joined:?}"
+    );
+    let shared = first.round(4).await;
+    assert_eq!(shared.give, [3, 2], "{shared:?}");
+    // Until it releases them (its readers stopped), they stay the first one's.
+    assert!(second.round(4).await.taken.is_empty());
+    first.release(&shared.give).await;
+    assert_eq!(second.round(4).await.taken, [2, 3]);
+    let settled = first.round(4).await;
+    assert!(
+        settled.taken.is_empty() && settled.give.is_empty(),
+        "{settled:?}"
+    );
+
+    // PostgreSQL lets go of a closed session's locks as its backend ends, a moment later.
+    first.leave().await;
+    let mut taken = vec![];
+    for _ in 0..50 {
+        let round = second.round(4).await;
+        taken.extend(round.taken);
+        if round.members == 1 && taken.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(taken, [0, 1]);
+}

@@ -30,8 +30,9 @@ pub(super) struct Reader {
 }
 
 impl Reader {
+    /// Told to stop, or its supervisor is gone.
     pub fn stopped(&self) -> bool {
-        *self.stop.borrow()
+        *self.stop.borrow() || self.stop.has_changed().is_err()
     }
 
     /// Records between what this reader has handed over and the partition's end.
@@ -144,7 +145,9 @@ impl Readers {
                 "topic" => self.topic.clone(), "partition" => partition.to_string()),
         };
         let task = tokio::spawn(self.inner.clone().consume(reader, next));
-        self.running.insert(partition, Reading { stop, task });
+        if let Some(earlier) = self.running.insert(partition, Reading { stop, task }) {
+            earlier.task.abort();
+        }
         self.owned(partition).set(1.0);
         Ok(())
     }
