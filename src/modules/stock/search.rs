@@ -205,29 +205,6 @@ fn tier_sql(
             gin = postgres_index_match(tier, m),
             rest = postgres_tier_match(tier, m),
         ),
-        // Many matches by name: the same walk as below, through the narrow copy of each
-        // product's name vector (migration 0005), read from its index alone; then the page's
-        // products by key.
-        (Backend::Postgres, Tier::Name) => {
-            let newest = format!(
-                "SELECT id, name_search FROM derived_product_names WHERE TRUE {after} \
-                 ORDER BY id DESC LIMIT {WALK}"
-            );
-            format!(
-                "SELECT * FROM (SELECT {columns}, {t} AS tier, id AS seq \
-                 FROM (SELECT id FROM ({newest}) AS newest WHERE name_search @@ ${m}::tsquery \
-                       ORDER BY id DESC LIMIT $3 + 2) AS walked_names \
-                 JOIN products USING (id) WHERE sku <> $1 AND sku <> $2 \
-                 ORDER BY id DESC LIMIT $3) AS walked \
-                 UNION ALL \
-                 SELECT * FROM (SELECT {columns}, {t} AS tier, id AS seq \
-                 FROM (SELECT * FROM products WHERE {gin} OFFSET 0) AS matched \
-                 WHERE {rest} AND id < (SELECT min(id) FROM ({newest}) AS walk) \
-                 ORDER BY id DESC LIMIT $3) AS collected",
-                gin = postgres_index_match(tier, m),
-                rest = postgres_tier_match(tier, m),
-            )
-        }
         // Many matches: walk the newest products, testing each, for at most `WALK` of them;
         // then, if the page is not full, collect the matches older than those from GIN. GIN
         // yields matches in no useful order, so collecting sorts every one of them (5 ms for
@@ -237,18 +214,44 @@ fn tier_sql(
         // The second read runs only when the first leaves the page short (`Append` under a
         // `LIMIT`), and so does the subquery finding where the walk ended.
         (Backend::Postgres, _) => {
-            let newest =
-                format!("SELECT * FROM products WHERE TRUE {after} ORDER BY id DESC LIMIT {WALK}");
+            let rest = postgres_tier_match(tier, m);
+            let (newest, walked) = match tier {
+                // The name tier walks the narrow copy of each product's name vector (migration
+                // 0005), read from its index alone; then the page's products by key.
+                Tier::Name => {
+                    let newest = format!(
+                        "SELECT id, name_search FROM derived_product_names WHERE TRUE {after} \
+                         ORDER BY id DESC LIMIT {WALK}"
+                    );
+                    let walked = format!(
+                        "SELECT {columns}, {t} AS tier, id AS seq \
+                         FROM (SELECT id FROM ({newest}) AS newest \
+                               WHERE name_search @@ ${m}::tsquery \
+                               ORDER BY id DESC LIMIT $3 + 2) AS walked_names \
+                         JOIN products USING (id) WHERE sku <> $1 AND sku <> $2 \
+                         ORDER BY id DESC LIMIT $3"
+                    );
+                    (newest, walked)
+                }
+                _ => {
+                    let newest = format!(
+                        "SELECT * FROM products WHERE TRUE {after} ORDER BY id DESC LIMIT {WALK}"
+                    );
+                    let walked = format!(
+                        "SELECT {columns}, {t} AS tier, id AS seq FROM ({newest}) AS newest \
+                         WHERE {rest} ORDER BY id DESC LIMIT $3"
+                    );
+                    (newest, walked)
+                }
+            };
             format!(
-                "SELECT * FROM (SELECT {columns}, {t} AS tier, id AS seq FROM ({newest}) AS newest \
-                 WHERE {rest} ORDER BY id DESC LIMIT $3) AS walked \
+                "SELECT * FROM ({walked}) AS walked \
                  UNION ALL \
                  SELECT * FROM (SELECT {columns}, {t} AS tier, id AS seq \
                  FROM (SELECT * FROM products WHERE {gin} OFFSET 0) AS matched \
                  WHERE {rest} AND id < (SELECT min(id) FROM ({newest}) AS walk) \
                  ORDER BY id DESC LIMIT $3) AS collected",
                 gin = postgres_index_match(tier, m),
-                rest = postgres_tier_match(tier, m),
             )
         }
     }
