@@ -69,6 +69,9 @@ struct Args {
     /// Kafka-protocol brokers, `host:port`.
     #[arg(long, env = "BENCH_KAFKA_BROKERS", default_value = "127.0.0.1:19292")]
     brokers: String,
+    /// Partitions per topic (`bus.kafka.partitions`).
+    #[arg(long, env = "BENCH_PARTITIONS", default_value_t = 4)]
+    partitions: u32,
     #[arg(long, env = "BENCH_EKART_BIN", default_value = env!("CARGO_BIN_EXE_ekart"))]
     ekart_bin: PathBuf,
     #[arg(long, env = "BENCH_OUT", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/out/kafka.json"))]
@@ -92,12 +95,50 @@ impl Layout {
     }
 }
 
-/// Processes of one layout; killed when dropped.
-struct Processes(Vec<Child>);
+/// Processes of one layout, with their addresses; killed when dropped.
+struct Processes(Vec<(Child, String)>, String);
+
+/// The broker requests the processes made so far: fetches that brought records, empty
+/// fetches and produces, from each process's `/metrics`.
+#[derive(Default, Clone, Copy)]
+struct BrokerRequests {
+    records: f64,
+    empty: f64,
+    produces: f64,
+}
+
+impl Processes {
+    async fn broker_requests(&self, http: &reqwest::Client) -> anyhow::Result<BrokerRequests> {
+        let mut sum = BrokerRequests::default();
+        for (_, base) in &self.0 {
+            let text = http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            for line in text.lines() {
+                let Some((name, value)) = line.rsplit_once(' ') else {
+                    continue;
+                };
+                let value: f64 = value.parse().unwrap_or(0.0);
+                if name.starts_with("ekart_kafka_produces_total") {
+                    sum.produces += value;
+                } else if name.starts_with("ekart_kafka_fetches_total") {
+                    match name.contains("result=\"empty\"") {
+                        true => sum.empty += value,
+                        false => sum.records += value,
+                    }
+                }
+            }
+        }
+        Ok(sum)
+    }
+}
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for (child, _) in &mut self.0 {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -116,6 +157,15 @@ async fn scratch_database(server: &str) -> anyhow::Result<String> {
         .rsplit_once('/')
         .context("postgres url has a database")?;
     Ok(format!("{base}/{name}"))
+}
+
+/// Drops a database [`scratch_database`] made, with whatever is still connected to it.
+async fn drop_scratch(server: &str, url: &str) -> anyhow::Result<()> {
+    let (_, name) = url.rsplit_once('/').context("a database name")?;
+    let mut conn = sqlx::AnyConnection::connect(server).await?;
+    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await?;
+    Ok(())
 }
 
 fn topic_prefix() -> String {
@@ -137,7 +187,7 @@ async fn start(
         .map(|b| format!("\"{b}\""))
         .collect();
     let mut env = vec![
-        ("EKART_DATABASE__URL", database),
+        ("EKART_DATABASE__URL", database.clone()),
         ("EKART_AUTH__MODE", "dev".to_string()),
         // The bench measures throughput, not the rate limiter.
         ("EKART_LIMITS__ENABLED", "false".into()),
@@ -152,6 +202,7 @@ async fn start(
             format!("[{}]", brokers.join(",")),
         ),
         ("EKART_BUS__KAFKA__TOPIC_PREFIX", topic_prefix()),
+        ("EKART_BUS__KAFKA__PARTITIONS", args.partitions.to_string()),
         ("EKART_MODULES__STOCK__INSTANCES", at(ports[2])),
         ("EKART_MODULES__PAYMENT__INSTANCES", at(ports[2])),
         ("EKART_MODULES__ORDER__INSTANCES", at(ports[1])),
@@ -172,7 +223,7 @@ async fn start(
         ],
         _ => vec![(ports[0], None)],
     };
-    let mut processes = Processes(Vec::new());
+    let mut processes = Processes(Vec::new(), database.clone());
     for (port, modules) in groups {
         let mut command = Command::new(&args.ekart_bin);
         for (key, _) in std::env::vars_os() {
@@ -191,12 +242,13 @@ async fn start(
         if let Some(modules) = modules {
             command.args(["--modules", modules]);
         }
-        processes.0.push(
+        let base = format!("http://127.0.0.1:{port}");
+        processes.0.push((
             command
                 .spawn()
                 .with_context(|| format!("starting {}", args.ekart_bin.display()))?,
-        );
-        let base = format!("http://127.0.0.1:{port}");
+            base.clone(),
+        ));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = http.get(format!("{base}/readyz")).send().await;
@@ -215,6 +267,8 @@ async fn start(
 struct CheckoutRow {
     layout: Layout,
     sample: Sample,
+    /// Broker requests per checkout, over the warm-up and the measured run.
+    per_checkout: BrokerRequests,
 }
 
 async fn checkouts(
@@ -247,6 +301,8 @@ async fn checkouts(
     let base: Arc<str> = base.into();
     let client = http.clone();
     eprintln!("{}: checkouts", layout.name());
+    let before = processes.broker_requests(http).await?;
+    let started = Instant::now();
     let sample = load::drive(
         args.shoppers,
         Duration::from_secs_f64(args.warmup),
@@ -258,8 +314,22 @@ async fn checkouts(
         },
     )
     .await;
+    let after = processes.broker_requests(http).await?;
+    // Checkouts over the whole drive, the warm-up's at the measured rate.
+    let checkouts = (sample.ops_per_sec() * started.elapsed().as_secs_f64()).max(1.0);
+    let per_checkout = BrokerRequests {
+        records: (after.records - before.records) / checkouts,
+        empty: (after.empty - before.empty) / checkouts,
+        produces: (after.produces - before.produces) / checkouts,
+    };
+    let database = processes.1.clone();
     drop(processes);
-    Ok(CheckoutRow { layout, sample })
+    drop_scratch(&args.postgres, &database).await?;
+    Ok(CheckoutRow {
+        layout,
+        sample,
+        per_checkout,
+    })
 }
 
 struct JourneyRow {
@@ -286,6 +356,7 @@ async fn journeys(kind: BusKind, args: &Args) -> anyhow::Result<JourneyRow> {
     settings.bus.kind = kind;
     settings.bus.kafka.brokers = args.brokers.split(',').map(str::to_string).collect();
     settings.bus.kafka.topic_prefix = topic_prefix();
+    settings.bus.kafka.partitions = args.partitions as i32;
     let db = Db::open(
         &settings.database,
         "users",
@@ -397,6 +468,9 @@ async fn journeys(kind: BusKind, args: &Args) -> anyhow::Result<JourneyRow> {
         .await
         .context("probe events never arrived")???;
     lag.seconds = seconds;
+    drop(recorder);
+    drop(db);
+    drop_scratch(&args.postgres, &settings.database.url).await?;
     Ok(JourneyRow {
         bus: name,
         events_per_sec: total as f64 / seconds,
@@ -429,26 +503,40 @@ fn main() -> anyhow::Result<()> {
     let base = &checkout_rows[0].sample;
     println!();
     println!(
-        "{:<40} {:>10} {:>9} {:>9} {:>8} {:>9} {:>9}",
-        "checkouts (add + checkout, CASH)", "ops/s", "p50 ms", "p99 ms", "failed", "ops ×", "p99 ×"
+        "{:<40} {:>10} {:>9} {:>9} {:>8} {:>9} {:>9} {:>22}",
+        "checkouts (add + checkout, CASH)",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+        "ops ×",
+        "p99 ×",
+        "broker requests/checkout"
     );
     let mut report_checkouts = Vec::new();
     for row in &checkout_rows {
         let s = &row.sample;
         let (p50, p99) = (s.percentile_ms(0.5), s.percentile_ms(0.99));
+        let requests = row.per_checkout;
         println!(
-            "{:<40} {:>10.0} {:>9.1} {:>9.1} {:>8} {:>9.2} {:>9.2}",
+            "{:<40} {:>10.0} {:>9.1} {:>9.1} {:>8} {:>9.2} {:>9.2} {:>22}",
             row.layout.name(),
             s.ops_per_sec(),
             p50,
             p99,
             s.failed(),
             s.ops_per_sec() / base.ops_per_sec(),
-            p99 / base.percentile_ms(0.99)
+            p99 / base.percentile_ms(0.99),
+            format!(
+                "{:.1} fetch + {:.1} empty + {:.1} produce",
+                requests.records, requests.empty, requests.produces
+            )
         );
         report_checkouts.push(json!({
             "layout": row.layout.name(), "ops_per_sec": s.ops_per_sec(), "p50_ms": p50,
             "p99_ms": p99, "ok": s.ok(), "failures": s.failures,
+            "broker_requests_per_checkout": {"fetch_with_records": requests.records,
+                "fetch_empty": requests.empty, "produce": requests.produces},
             "ops_ratio_to_in_process": s.ops_per_sec() / base.ops_per_sec(),
             "p99_ratio_to_in_process": p99 / base.percentile_ms(0.99),
         }));

@@ -294,8 +294,14 @@ impl Inner {
             Err(e) => return Err(e.into()),
         };
         let Some(last) = records.last().map(|r| r.offset) else {
+            metrics::counter!("ekart_kafka_fetches_total", "topic" => topic.to_string(),
+                "result" => "empty")
+            .increment(1);
             return Ok(Fetched::Nothing);
         };
+        metrics::counter!("ekart_kafka_fetches_total", "topic" => topic.to_string(),
+            "result" => "records")
+        .increment(1);
         let events: Vec<Delivered> = records
             .into_iter()
             .filter_map(|r| {
@@ -372,6 +378,8 @@ impl Bus for KafkaBus {
             .map(|(partition, records)| async move {
                 let client = self.inner.partition(topic, partition, Use::Produce).await?;
                 client.produce(records, Compression::NoCompression).await?;
+                metrics::counter!("ekart_kafka_produces_total", "topic" => topic.to_string())
+                    .increment(1);
                 self.inner.ring(topic, partition);
                 Ok::<_, anyhow::Error>(())
             });
