@@ -428,9 +428,23 @@ impl StockStore {
         let name = domain::bounded_text("name", &new.name, 1, 200).map_err(ApiError::validation)?;
         let description = domain::bounded_text("description", &new.description, 0, 5000)
             .map_err(ApiError::validation)?;
+        self.db
+            .write(move |uow| {
+                Box::pin(async move { Self::create_in(uow, sku, name, description, new).await })
+            })
+            .await
+    }
+
+    /// Adds one product whose SKU, name and description [`StockStore::create`] has checked.
+    async fn create_in(
+        uow: &mut Uow,
+        sku: String,
+        name: String,
+        description: String,
+        new: NewProduct,
+    ) -> ApiResult<Product> {
         let id = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
-        let mut uow = self.db.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO products (id, sku, name, description, price_minor, currency, on_hand, \
              reserved, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)",
@@ -449,9 +463,7 @@ impl StockStore {
             Err(e) if is_unique_violation(&e) => return Err(duplicate_sku(&sku)),
             other => other?,
         };
-        let created = Self::get_in(&mut uow, &id).await?;
-        uow.commit().await?;
-        Ok(created)
+        Self::get_in(uow, &id).await
     }
 
     /// Adds many products in one transaction, each checked as [`StockStore::create`] checks
@@ -546,8 +558,14 @@ impl StockStore {
     }
 
     pub async fn update(&self, id: &str, patch: ProductPatch) -> ApiResult<Product> {
-        let mut uow = self.db.begin().await?;
-        let current = Self::get_in(&mut uow, id).await?;
+        let id = id.to_string();
+        self.db
+            .write(move |uow| Box::pin(async move { Self::update_in(uow, &id, patch).await }))
+            .await
+    }
+
+    async fn update_in(uow: &mut Uow, id: &str, patch: ProductPatch) -> ApiResult<Product> {
+        let current = Self::get_in(uow, id).await?;
         let sku = match &patch.sku {
             Some(s) => domain::sku(s).map_err(ApiError::validation)?,
             None => current.sku,
@@ -583,17 +601,21 @@ impl StockStore {
             Err(e) if is_unique_violation(&e) => return Err(duplicate_sku(&sku)),
             other => other?,
         };
-        let product = Self::get_in(&mut uow, id).await?;
-        uow.commit().await?;
-        Ok(product)
+        Self::get_in(uow, id).await
     }
 
     /// Takes a product out of the catalog. A product that was ever in an order stays: its
     /// reservations are the record of what was sold, so deleting it answers 409 (take its
     /// units off the shelf instead).
     pub async fn delete(&self, id: &str) -> ApiResult<()> {
-        let mut uow = self.db.begin().await?;
-        Self::get_in(&mut uow, id).await?;
+        let id = id.to_string();
+        self.db
+            .write(move |uow| Box::pin(async move { Self::delete_in(uow, &id).await }))
+            .await
+    }
+
+    async fn delete_in(uow: &mut Uow, id: &str) -> ApiResult<()> {
+        Self::get_in(uow, id).await?;
         let ordered: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE product_id = $1")
                 .bind(id)
@@ -611,13 +633,18 @@ impl StockStore {
             .bind(id)
             .execute(uow.conn())
             .await?;
-        uow.commit().await?;
         Ok(())
     }
 
     pub async fn restock(&self, id: &str, quantity: i64) -> ApiResult<Product> {
-        let mut uow = self.db.begin().await?;
-        let current = Self::get_in(&mut uow, id).await?;
+        let id = id.to_string();
+        self.db
+            .write(move |uow| Box::pin(async move { Self::restock_in(uow, &id, quantity).await }))
+            .await
+    }
+
+    async fn restock_in(uow: &mut Uow, id: &str, quantity: i64) -> ApiResult<Product> {
+        let current = Self::get_in(uow, id).await?;
         if current.on_hand + quantity > domain::StockLevel::MAX * 100 {
             return Err(ApiError::validation(
                 "that would put too many units on hand",
@@ -629,15 +656,19 @@ impl StockStore {
             .bind(id)
             .execute(uow.conn())
             .await?;
-        let product = Self::get_in(&mut uow, id).await?;
-        uow.commit().await?;
-        Ok(product)
+        Self::get_in(uow, id).await
     }
 
     /// Takes units off the shelf (damaged, lost). Units reserved for orders stay.
     pub async fn reduce(&self, id: &str, quantity: i64) -> ApiResult<Product> {
-        let mut uow = self.db.begin().await?;
-        let current = Self::get_in(&mut uow, id).await?;
+        let id = id.to_string();
+        self.db
+            .write(move |uow| Box::pin(async move { Self::reduce_in(uow, &id, quantity).await }))
+            .await
+    }
+
+    async fn reduce_in(uow: &mut Uow, id: &str, quantity: i64) -> ApiResult<Product> {
+        let current = Self::get_in(uow, id).await?;
         let done = sqlx::query(
             "UPDATE products SET on_hand = on_hand - $1, updated_at = $2 \
              WHERE id = $3 AND on_hand - reserved >= $1",
@@ -658,9 +689,7 @@ impl StockStore {
             )
             .with("available", current.available));
         }
-        let product = Self::get_in(&mut uow, id).await?;
-        uow.commit().await?;
-        Ok(product)
+        Self::get_in(uow, id).await
     }
 
     /// Reserves stock for several placed orders at once, in their order, with a fixed handful
