@@ -46,8 +46,11 @@ pub struct PastLine {
 /// A search by part of a shopper's id looks at the orders of this many shoppers at most.
 const MAX_SHOPPERS: usize = 100;
 /// A search by the beginning of an order number looks at this many orders at most (on
-/// PostgreSQL), those with the highest numbers: the newest, as numbers are time-ordered.
-const MAX_NUMBERED: usize = 1_000;
+/// PostgreSQL), those with the highest numbers: the newest, as numbers are time-ordered. A
+/// prefix that matches more is too vague to page through; its count still says "more than
+/// 100" ([`keyset::SEARCH_COUNT_CAP`]). Each of them is sorted by time for the page, so the
+/// bound is what a vague prefix costs: 1,000 took 0.64 ms of a 1.25 ms statement.
+const MAX_NUMBERED: usize = 200;
 
 /// One way into the orders a list shows, read through its own index.
 enum Read {
