@@ -97,7 +97,7 @@ fn storefront_in_a_real_browser() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("the browser tests cannot run: {why}");
         }
-        eprintln!("skipping the browser tests: {why}");
+        helpers::skipped(&why);
         return;
     }
     let shop = start_shop(|_| vec![("EKART_AUTH__MODE", "dev".into())]);

@@ -22,10 +22,22 @@ pub fn required_env(name: &str) -> Option<String> {
             panic!("{name} must be set when CI=true")
         }
         _ => {
-            eprintln!("{name} is not set: skipping what needs it");
+            skipped(&format!("set {name}"));
             None
         }
     }
+}
+
+/// Says that the running test is skipped, and why, where the person running the tests sees it:
+/// straight to the process's stderr, past the harness's capture (which would show it only for
+/// a failing test, so a skipped test would read as a passed one).
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(std::io::stderr().lock(), "skipped: {test}: {why}");
 }
 
 /// The PostgreSQL server tests use, from `TEST_POSTGRES_URL`.
