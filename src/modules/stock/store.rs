@@ -512,7 +512,7 @@ impl StockStore {
         Ok(ids)
     }
 
-    /// Folds SQLite's full-text index into one segment, [`search::FOLD_PAGES`] pages at a
+    /// Folds SQLite's full-text index into one segment, `search::FOLD_PAGES` pages at a
     /// time, each step a write of its own through the module's writer; answers how many steps
     /// did work (0: the index was whole). PostgreSQL's GIN needs no folding.
     ///
