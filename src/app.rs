@@ -118,7 +118,7 @@ impl Application {
                 }
             }
             let handler = stock::order_events_handler();
-            spawn_consumer(&bus, db.clone(), stock::CONSUMER, topics::ORDER, handler).await?;
+            spawn_consumer(&bus, db.clone(), stock::CONSUMER, topics::ORDER, handler);
             if db.backend == Backend::Sqlite {
                 housekeeping.push(tokio::spawn(stock::upkeep::run(store.clone())));
             }
@@ -131,7 +131,7 @@ impl Application {
         if runs(Module::Payment) {
             let db = Db::open(d, "payment", &payment::MIGRATIONS).await?;
             let handler = payment::order_events_handler(Arc::new(Simulator));
-            spawn_consumer(&bus, db.clone(), payment::CONSUMER, topics::ORDER, handler).await?;
+            spawn_consumer(&bus, db.clone(), payment::CONSUMER, topics::ORDER, handler);
             api.push(payment::router(PaymentStore::new(db.clone())));
             databases.push(db);
         }
@@ -140,7 +140,7 @@ impl Application {
             let waiters = Arc::new(Waiters::default());
             let saga = order::saga_handler(waiters.clone());
             for topic in [topics::STOCK, topics::PAYMENT] {
-                spawn_consumer(&bus, db.clone(), order::CONSUMER, topic, saga.clone()).await?;
+                spawn_consumer(&bus, db.clone(), order::CONSUMER, topic, saga.clone());
             }
             api.push(order::router(OrderState {
                 store: OrderStore::new(db.clone()),
@@ -157,9 +157,9 @@ impl Application {
             let db = Db::open(d, "users", &user::MIGRATIONS).await?;
             let users = UserStore::new(db.clone());
             sessions = Sessions::local(users.clone(), &settings.auth);
-            user::spawn_journey_consumer(&bus, db.clone()).await?;
+            user::spawn_journey_consumer(&bus, db.clone());
             let handler = user::order_events_handler();
-            spawn_consumer(&bus, db.clone(), user::CONSUMER, topics::ORDER, handler).await?;
+            spawn_consumer(&bus, db.clone(), user::CONSUMER, topics::ORDER, handler);
             api.push(user::router(JourneyStore::new(db.clone())));
             api.push(gateway::auth::session_router(users.clone()));
             if let Some(provider) = &provider {

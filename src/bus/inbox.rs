@@ -249,27 +249,47 @@ pub fn subscriber(db: &Db, consumer: &str, topic: &str) -> Subscriber {
     }
 }
 
-/// Subscribes `consumer` to `topic` from where it stopped and handles its batches until the
-/// process ends. A batch that fails is answered with the error, so the bus sends it again.
-pub async fn spawn_consumer(
+/// Subscribes `consumer` to `topic` from where it stopped and handles its batches with
+/// `handler` (each batch's new events in one transaction with their inbox entries) until the
+/// process ends.
+pub fn spawn_consumer(
     bus: &Arc<dyn Bus>,
     db: Db,
     consumer: &'static str,
     topic: &'static str,
     handler: Arc<dyn Handler>,
-) -> Result<(), sqlx::Error> {
-    let mut subscription = bus.subscribe(topic, subscriber(&db, consumer, topic));
+) {
+    let reader = db.clone();
+    consume(bus, &reader, consumer, topic, move |events| {
+        let (db, handler) = (db.clone(), handler.clone());
+        async move { handle_batch(&db, consumer, topic, events, handler).await }
+    });
+}
+
+/// The one consumer loop: subscribes `consumer` to `topic` from the positions stored in `db`
+/// and hands each batch to `handle`, one at a time, until the process ends. A batch that
+/// fails is answered with the error, so the bus sends it again; `handle` must commit a batch's
+/// effects, its inbox entries and its log position together (see [`handle_batch`]).
+pub fn consume<F, Fut, T>(
+    bus: &Arc<dyn Bus>,
+    db: &Db,
+    consumer: &'static str,
+    topic: &'static str,
+    handle: F,
+) where
+    F: Fn(Arc<Vec<Delivered>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send,
+{
+    let mut subscription = bus.subscribe(topic, subscriber(db, consumer, topic));
     tokio::spawn(async move {
         while let Some(batch) = subscription.recv().await {
-            let result =
-                handle_batch(&db, consumer, topic, batch.events.clone(), handler.clone()).await;
+            let result = handle(batch.events.clone()).await.map(|_| ());
             if let Err(err) = &result {
                 tracing::warn!(consumer, topic, error = %format!("{err:#}"), "event batch failed");
                 // Give a struggling database a moment before the publisher retries.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let _ = batch.ack.send(result.map(|_| ()));
+            let _ = batch.ack.send(result);
         }
     });
-    Ok(())
 }

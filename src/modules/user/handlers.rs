@@ -3,12 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::journey::{self, Step};
-use crate::bus::inbox::{save_position, subscriber, AfterCommit, Handler};
+use crate::bus::inbox::{consume, save_position, AfterCommit, Handler};
 use crate::bus::{topics, Bus, Event};
 use crate::db::{padded_to_power_of_two, placeholders, Db, Uow};
 use crate::modules::frontend::events::{self as journey_events, JourneyStep};
@@ -65,20 +64,12 @@ pub async fn store_journey_batch(
 }
 
 /// Consumes `ekart.journey`, from where it stopped, until the process ends.
-pub async fn spawn_journey_consumer(bus: &Arc<dyn Bus>, db: Db) -> Result<(), sqlx::Error> {
-    let mut subscription =
-        bus.subscribe(topics::JOURNEY, subscriber(&db, CONSUMER, topics::JOURNEY));
-    tokio::spawn(async move {
-        while let Some(batch) = subscription.recv().await {
-            let result = store_journey_batch(&db, batch.events.clone()).await;
-            if let Err(err) = &result {
-                tracing::warn!(error = %format!("{err:#}"), "journey batch failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let _ = batch.ack.send(result.map(|_| ()));
-        }
+pub fn spawn_journey_consumer(bus: &Arc<dyn Bus>, db: Db) {
+    let store = db.clone();
+    consume(bus, &db, CONSUMER, topics::JOURNEY, move |events| {
+        let db = store.clone();
+        async move { store_journey_batch(&db, events).await }
     });
-    Ok(())
 }
 
 /// Puts the checkout's outcomes into the journey of the session that placed the order.
