@@ -143,6 +143,18 @@ on_both!(
                 "Order failed"
             ]
         );
+        // The step keeps the amount, not a sentence about it: each view says it its own way.
+        let completed = journey["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["label"] == "Order completed")
+            .unwrap();
+        assert_eq!(
+            (&completed["amount_minor"], &completed["currency"]),
+            (&json!(50_000), &json!("INR"))
+        );
+        assert!(completed["detail"].is_null(), "{completed}");
         let totals = &journey["totals"];
         assert_eq!(totals["items_added"], 1);
         assert_eq!(totals["orders_placed"], 2);

@@ -196,9 +196,25 @@ pub struct Step {
     pub name: String,
     pub label: String,
     pub detail: Option<String>,
+    #[serde(default)]
+    pub amount_minor: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
 }
 
 impl Step {
+    /// What the step's line says under its label: its detail, else the amount it paid, else
+    /// a page's address.
+    pub fn detail_text(&self) -> Option<String> {
+        if let Some(detail) = &self.detail {
+            return Some(detail.clone());
+        }
+        if let (Some(minor), Some(currency)) = (self.amount_minor, &self.currency) {
+            return Some(format!("paid {}", format_money(minor, currency)));
+        }
+        (self.kind == "page").then(|| self.name.clone())
+    }
+
     /// A CSS class for the step's highlight on the timeline.
     pub fn class(&self) -> &'static str {
         match (self.kind.as_str(), self.name.as_str()) {
@@ -259,7 +275,7 @@ pub fn time_text(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Page;
+    use super::{Page, Step};
 
     fn page(page: u32, items: usize, total: i64, capped: bool, estimated: bool) -> Page<()> {
         Page {
@@ -290,5 +306,28 @@ mod tests {
         let estimated = page(1, 20, 41_000, false, true);
         assert_eq!(estimated.total_text(), "about 41000");
         assert!(estimated.has_next());
+    }
+
+    #[test]
+    fn a_step_says_its_detail_else_what_it_paid_else_its_page() {
+        let step = |kind: &str, detail: Option<&str>, paid: Option<(i64, &str)>| Step {
+            at: 0,
+            kind: kind.into(),
+            name: "/products/tea".into(),
+            label: "x".into(),
+            detail: detail.map(str::to_string),
+            amount_minor: paid.map(|(minor, _)| minor),
+            currency: paid.map(|(_, currency)| currency.to_string()),
+        };
+        let paid = step("order", None, Some((50_000, "INR")));
+        assert_eq!(paid.detail_text().as_deref(), Some("paid ₹500.00"));
+        // A step stored before amounts were (its sentence in `detail`) reads as it did.
+        let old = step("order", Some("paid ₹500.00"), Some((50_000, "INR")));
+        assert_eq!(old.detail_text().as_deref(), Some("paid ₹500.00"));
+        assert_eq!(
+            step("page", None, None).detail_text().as_deref(),
+            Some("/products/tea")
+        );
+        assert_eq!(step("click", None, None).detail_text(), None);
     }
 }

@@ -11,7 +11,6 @@ use crate::bus::inbox::{consume, save_position, AfterCommit, Handler};
 use crate::bus::{topics, Bus, Event};
 use crate::db::{padded_to_power_of_two, placeholders, Db, Uow};
 use crate::modules::frontend::events::{self as journey_events, JourneyStep};
-use crate::modules::frontend::format_money;
 use crate::modules::order::events::{
     self as order_events, OrderCompleted, OrderFailed, OrderPlaced,
 };
@@ -194,14 +193,14 @@ impl Handler for OrderEventsHandler {
 
 /// The journey step of an order event, if its order belongs to a session.
 fn step(event: &Event, outcome: &Outcome, sessions: &HashMap<String, String>) -> Option<Step> {
-    let step = |session_id: String, name: &str, label: &str, detail: String| Step {
+    let step = |session_id: String, name: &str, label: &str, detail: Option<String>| Step {
         event_id: event.id.clone(),
         session_id,
         at: event_ms(event),
         kind: "order".into(),
         name: name.into(),
         label: label.into(),
-        detail: Some(detail),
+        detail,
         amount_minor: None,
         currency: None,
     };
@@ -210,18 +209,25 @@ fn step(event: &Event, outcome: &Outcome, sessions: &HashMap<String, String>) ->
         Outcome::Placed(placed) => {
             let items: i64 = placed.lines.iter().map(|l| l.quantity).sum();
             let detail = format!("{items} item{}", if items == 1 { "" } else { "s" });
-            step(placed.session_id.clone()?, "placed", "Order placed", detail)
+            step(
+                placed.session_id.clone()?,
+                "placed",
+                "Order placed",
+                Some(detail),
+            )
         }
-        Outcome::Completed(paid) => {
-            let detail = format!("paid {}", format_money(paid.amount_minor, &paid.currency));
-            Step {
-                amount_minor: Some(paid.amount_minor),
-                currency: Some(paid.currency.clone()),
-                ..step(session()?, "completed", "Order completed", detail)
-            }
-        }
-        Outcome::Failed(failed) => {
-            step(session()?, "failed", "Order failed", failed.reason.clone())
-        }
+        // The amount, not a sentence about it: the journey's page and PDF each say it in
+        // their own words and money format.
+        Outcome::Completed(paid) => Step {
+            amount_minor: Some(paid.amount_minor),
+            currency: Some(paid.currency.clone()),
+            ..step(session()?, "completed", "Order completed", None)
+        },
+        Outcome::Failed(failed) => step(
+            session()?,
+            "failed",
+            "Order failed",
+            Some(failed.reason.clone()),
+        ),
     })
 }

@@ -438,8 +438,9 @@ fn format_duration(ms: i64) -> String {
     }
 }
 
-/// "INR 1,234.50" from minor units (two decimals for every currency).
-fn format_money(minor: i64, currency: &str) -> String {
+/// Money as the PDF's fonts can show it, from minor units: the currency's code, then the
+/// amount with its thousands grouped and two decimals ("INR 1,234.50").
+pub fn format_money(minor: i64, currency: &str) -> String {
     let abs = minor.unsigned_abs();
     let units = (abs / 100).to_string();
     let mut grouped = String::with_capacity(units.len() + units.len() / 3);

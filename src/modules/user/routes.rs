@@ -153,7 +153,12 @@ pub fn pdf_doc(journey: &Journey) -> pdf::JourneyDoc {
                 detail: s
                     .detail
                     .clone()
-                    .or_else(|| (s.kind == "page").then(|| s.name.clone())),
+                    .or_else(|| match (s.amount_minor, &s.currency) {
+                        (Some(minor), Some(currency)) => {
+                            Some(format!("paid {}", pdf::format_money(minor, currency)))
+                        }
+                        _ => (s.kind == "page").then(|| s.name.clone()),
+                    }),
             }
         })
         .collect();
