@@ -8,6 +8,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 
 use super::events::{self, OrderCompleted, OrderFailed, PaymentRequested, SOURCE};
+use super::model::OrderStatus;
 use super::store::{Also, Move, OrderStore};
 use super::waiters::Waiters;
 use crate::bus::inbox::{handle_traced, AfterCommit, Handler};
@@ -49,14 +50,21 @@ impl SagaHandler {
         uow: &mut Uow,
         after: &mut AfterCommit,
         order_id: &str,
-        from: &str,
+        from: OrderStatus,
         kind: &str,
         reason: &str,
     ) -> anyhow::Result<()> {
         let failure = Also::Failure { kind, reason };
-        if OrderStore::transition(uow, order_id, from, "failed", Some(reason), failure)
-            .await?
-            .is_some()
+        if OrderStore::transition(
+            uow,
+            order_id,
+            from,
+            OrderStatus::Failed,
+            Some(reason),
+            failure,
+        )
+        .await?
+        .is_some()
         {
             // Stock releases whatever it holds for the order.
             emit(
@@ -176,7 +184,7 @@ impl Handler for SagaHandler {
                     uow,
                     after,
                     &rejected.order_id,
-                    "placed",
+                    OrderStatus::Placed,
                     "out_of_stock",
                     &reason,
                 )
@@ -216,21 +224,21 @@ impl SagaHandler {
             .map(|((step, _), note)| {
                 let (from, to, also) = match step {
                     Step::Reserved(r) => (
-                        "placed",
-                        "reserved",
+                        OrderStatus::Placed,
+                        OrderStatus::Reserved,
                         Also::Priced {
                             total_minor: r.total_minor,
                             currency: &r.currency,
                         },
                     ),
                     Step::Paid(p) => (
-                        "reserved",
-                        "completed",
+                        OrderStatus::Reserved,
+                        OrderStatus::Completed,
                         Also::PaymentReference(&p.reference),
                     ),
                     Step::Declined(d) => (
-                        "reserved",
-                        "failed",
+                        OrderStatus::Reserved,
+                        OrderStatus::Failed,
                         Also::Failure {
                             kind: "payment_declined",
                             reason: &d.reason,

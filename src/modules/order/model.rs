@@ -23,6 +23,7 @@ pub struct Failure {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StatusChange {
+    /// The status the order moved to, or `refunded` when its payment was refunded.
     pub status: String,
     pub note: Option<String>,
     pub at: String,
@@ -32,8 +33,7 @@ pub struct StatusChange {
 pub struct Order {
     pub id: String,
     pub user_id: String,
-    /// `cart`, `placed`, `reserved`, `completed`, `failed` or `cancelled`.
-    pub status: String,
+    pub status: OrderStatus,
     pub lines: Vec<OrderLine>,
     pub item_count: i64,
     pub total_minor: i64,
@@ -95,7 +95,9 @@ pub struct SetQuantity {
     pub quantity: Quantity,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+/// Where an order is in its life: a cart, then placed, reserved (stock held) and completed
+/// (paid) or failed; a completed order may be cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
     Cart,
@@ -116,6 +118,25 @@ impl OrderStatus {
             OrderStatus::Failed => "failed",
             OrderStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// The status a stored text names.
+    pub fn parse(text: &str) -> Option<OrderStatus> {
+        [
+            OrderStatus::Cart,
+            OrderStatus::Placed,
+            OrderStatus::Reserved,
+            OrderStatus::Completed,
+            OrderStatus::Failed,
+            OrderStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+
+    /// Placed or reserved: its checkout's saga has not finished.
+    pub fn in_checkout(self) -> bool {
+        matches!(self, OrderStatus::Placed | OrderStatus::Reserved)
     }
 }
 

@@ -169,7 +169,7 @@ async fn checkout(
             // the look.
             let waiting = s.waiters.register(&order_id);
             let status = s.store.status(&order_id).await?;
-            let busy = matches!(status.as_deref(), Some("placed" | "reserved"));
+            let busy = status.is_some_and(OrderStatus::in_checkout);
             (order_id, busy.then_some(waiting))
         }
         Placed::Existing { .. } => {
@@ -189,7 +189,7 @@ async fn checkout(
                     _ = waiting.finished() => return,
                     _ = tokio::time::sleep(every) => {
                         let status = s.store.status(&order_id).await.ok().flatten();
-                        if !matches!(status.as_deref(), Some("placed" | "reserved")) {
+                        if !status.is_some_and(OrderStatus::in_checkout) {
                             return;
                         }
                     }
@@ -209,9 +209,9 @@ async fn checkout(
 /// The HTTP answer for an order that went through checkout.
 fn checkout_answer(order: Order) -> ApiResult<Response> {
     let location = [(header::LOCATION, format!("/api/orders/{}", order.id))];
-    match order.status.as_str() {
-        "completed" => Ok((StatusCode::CREATED, location, Json(order)).into_response()),
-        "failed" => {
+    match order.status {
+        OrderStatus::Completed => Ok((StatusCode::CREATED, location, Json(order)).into_response()),
+        OrderStatus::Failed => {
             let failure = order.failure.clone();
             let (kind, reason) = failure.map(|f| (f.kind, f.reason)).unwrap_or_default();
             let order_json = serde_json::to_value(&order).expect("order serializes");
@@ -229,7 +229,7 @@ fn checkout_answer(order: Order) -> ApiResult<Response> {
                 .with("order_id", order.id.clone())
                 .with("order", order_json))
         }
-        "cancelled" => Ok((StatusCode::OK, location, Json(order)).into_response()),
+        OrderStatus::Cancelled => Ok((StatusCode::OK, location, Json(order)).into_response()),
         _ => Ok((StatusCode::ACCEPTED, location, Json(order)).into_response()),
     }
 }

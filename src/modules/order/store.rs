@@ -144,8 +144,8 @@ enum OpenedCart {
 #[derive(Clone, Copy)]
 pub struct Move<'a> {
     pub order_id: &'a str,
-    pub from: &'a str,
-    pub to: &'a str,
+    pub from: OrderStatus,
+    pub to: OrderStatus,
     pub note: Option<&'a str>,
     pub also: Also<'a>,
 }
@@ -159,6 +159,12 @@ pub enum Placed {
         order_id: String,
         fingerprint: String,
     },
+}
+
+/// A stored status; one this build does not know is a decoding error, not a guess.
+fn status_of(text: &str) -> Result<OrderStatus, sqlx::Error> {
+    OrderStatus::parse(text)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown order status {text:?}").into()))
 }
 
 fn opt_time(row: &AnyRow, col: &str) -> Result<Option<String>, sqlx::Error> {
@@ -270,7 +276,7 @@ fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
     Ok(Order {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
-        status: row.try_get("status")?,
+        status: status_of(row.try_get("status")?)?,
         item_count: lines.iter().map(|l| l.quantity).sum(),
         lines,
         total_minor: row.try_get("total_minor")?,
@@ -396,7 +402,7 @@ async fn place_cart(
             .bind(&id)
             .execute(uow.conn())
             .await?;
-        record_history(uow, &id, "placed", None, now).await?;
+        record_history(uow, &id, OrderStatus::Placed.as_str(), None, now).await?;
         return Ok(Some(id));
     }
     let sql = format!(
@@ -460,7 +466,11 @@ impl OrderStore {
     /// The order if `who` may see it: their own, or any for an admin.
     pub async fn visible(&self, who: &Identity, id: &str) -> ApiResult<Order> {
         match self.get(id).await? {
-            Some(o) if (who.is_admin() || o.user_id == who.sub) && o.status != "cart" => Ok(o),
+            Some(o)
+                if (who.is_admin() || o.user_id == who.sub) && o.status != OrderStatus::Cart =>
+            {
+                Ok(o)
+            }
             _ => Err(ApiError::not_found("order")),
         }
     }
@@ -626,7 +636,7 @@ impl OrderStore {
         if made.rows_affected() == 0 {
             return Ok(OpenedCart::Lost);
         }
-        record_history(uow, &id, "cart", None, now).await?;
+        record_history(uow, &id, OrderStatus::Cart.as_str(), None, now).await?;
         sqlx::query(&format!("{line} VALUES ($1, $2, $3, $4, $5, $6)"))
             .bind(&id)
             .bind(product_id)
@@ -905,8 +915,8 @@ impl OrderStore {
                 ]);
             }
             for (status, at) in [
-                ("placed", order.placed_at),
-                ("completed", order.completed_at),
+                (OrderStatus::Placed.as_str(), order.placed_at),
+                (OrderStatus::Completed.as_str(), order.completed_at),
             ] {
                 history.push(vec![
                     Cell::from(id.as_str()),
@@ -973,11 +983,12 @@ impl OrderStore {
     }
 
     /// Just an order's status: what a waiting checkout needs to know.
-    pub async fn status(&self, id: &str) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+    pub async fn status(&self, id: &str) -> Result<Option<OrderStatus>, sqlx::Error> {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.read)
-            .await
+            .await?;
+        status.as_deref().map(status_of).transpose()
     }
 
     /// A page of orders, newest first, with their count up to [`keyset::COUNT_CAP`].
@@ -1244,8 +1255,8 @@ impl OrderStore {
             let status = load(uow.conn(), backend, id)
                 .await?
                 .map_or(order.status, |o| o.status);
-            return Err(match status.as_str() {
-                "placed" | "reserved" => ApiError::conflict(
+            return Err(match status {
+                OrderStatus::Placed | OrderStatus::Reserved => ApiError::conflict(
                     "order-in-progress",
                     "The order is still being processed",
                     "try again in a moment, once the order has completed",
@@ -1253,7 +1264,7 @@ impl OrderStore {
                 _ => ApiError::conflict(
                     "order-final",
                     "The order cannot be cancelled",
-                    format!("the order is {status}"),
+                    format!("the order is {}", status.as_str()),
                 ),
             });
         }
@@ -1265,7 +1276,7 @@ impl OrderStore {
                 "the shopper"
             }
         );
-        record_history(uow, id, "cancelled", Some(&note), now).await?;
+        record_history(uow, id, OrderStatus::Cancelled.as_str(), Some(&note), now).await?;
         outbox::push(
             uow,
             topics::ORDER,
@@ -1290,8 +1301,8 @@ impl OrderStore {
     pub async fn transition(
         uow: &mut Uow,
         order_id: &str,
-        from: &str,
-        to: &str,
+        from: OrderStatus,
+        to: OrderStatus,
         note: Option<&str>,
         also: Also<'_>,
     ) -> Result<Option<Moved>, sqlx::Error> {
@@ -1369,8 +1380,8 @@ impl OrderStore {
                 }
                 query = query
                     .bind(m.order_id)
-                    .bind(m.from)
-                    .bind(m.to)
+                    .bind(m.from.as_str())
+                    .bind(m.to.as_str())
                     .bind(m.note)
                     .bind(total)
                     .bind(currency)
@@ -1384,7 +1395,7 @@ impl OrderStore {
                 let history: Vec<_> = run
                     .iter()
                     .filter(|m| ids.contains(m.order_id))
-                    .map(|m| (m.order_id, m.to, m.note))
+                    .map(|m| (m.order_id, m.to.as_str(), m.note))
                     .collect();
                 record_history_all(uow, &history, now).await?;
             }
