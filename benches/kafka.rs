@@ -32,7 +32,6 @@ use ekart::bus::kafka::KafkaBus;
 use ekart::bus::memory::MemoryBus;
 use ekart::bus::Bus;
 use ekart::config::{BusKind, Settings};
-use ekart::db::Db;
 use ekart::modules::frontend::events::{JourneyStep, PAGE_VIEWED};
 use ekart::modules::frontend::Recorder;
 use load::{add_and_check_out, free_port, send_json, token, Sample};
@@ -357,7 +356,7 @@ async fn journeys(kind: BusKind, args: &Args) -> anyhow::Result<JourneyRow> {
     settings.bus.kafka.brokers = args.brokers.split(',').map(str::to_string).collect();
     settings.bus.kafka.topic_prefix = topic_prefix();
     settings.bus.kafka.partitions = args.partitions as i32;
-    let db = Db::open(
+    let db = ekart::bus::outbox::open_database(
         &settings.database,
         "users",
         &ekart::modules::user::MIGRATIONS,

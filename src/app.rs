@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::bus::inbox::spawn_consumer;
 use crate::bus::kafka::KafkaBus;
 use crate::bus::memory::MemoryBus;
-use crate::bus::outbox::run_relay;
+use crate::bus::outbox::{open_database, run_relay};
 use crate::bus::{topics, Bus};
 use crate::config::{AuthMode, BusKind, Module, Settings};
 use crate::db::{Backend, Db};
@@ -42,10 +42,10 @@ impl Databases {
     pub async fn open(settings: &Settings) -> anyhow::Result<Databases> {
         let d = &settings.database;
         Ok(Databases {
-            stock: Db::open(d, "stock", &stock::MIGRATIONS).await?,
-            orders: Db::open(d, "orders", &order::MIGRATIONS).await?,
-            payment: Db::open(d, "payment", &payment::MIGRATIONS).await?,
-            users: Db::open(d, "users", &user::MIGRATIONS).await?,
+            stock: open_database(d, "stock", &stock::MIGRATIONS).await?,
+            orders: open_database(d, "orders", &order::MIGRATIONS).await?,
+            payment: open_database(d, "payment", &payment::MIGRATIONS).await?,
+            users: open_database(d, "users", &user::MIGRATIONS).await?,
         })
     }
 
@@ -109,7 +109,7 @@ impl Application {
         let mut catalog: Option<Arc<dyn Catalog>> = None;
         let mut housekeeping = Vec::new();
         if runs(Module::Stock) {
-            let db = Db::open(d, "stock", &stock::MIGRATIONS).await?;
+            let db = open_database(d, "stock", &stock::MIGRATIONS).await?;
             let store = StockStore::new(db.clone());
             if settings.catalog.seed_demo {
                 let seeded = stock::seed_demo_catalog(&store).await?;
@@ -129,14 +129,14 @@ impl Application {
             catalog = Some(Arc::new(RemoteCatalog(remote.clone())));
         }
         if runs(Module::Payment) {
-            let db = Db::open(d, "payment", &payment::MIGRATIONS).await?;
+            let db = open_database(d, "payment", &payment::MIGRATIONS).await?;
             let handler = payment::order_events_handler(Arc::new(Simulator));
             spawn_consumer(&bus, db.clone(), payment::CONSUMER, topics::ORDER, handler);
             api.push(payment::router(PaymentStore::new(db.clone())));
             databases.push(db);
         }
         if runs(Module::Order) {
-            let db = Db::open(d, "orders", &order::MIGRATIONS).await?;
+            let db = open_database(d, "orders", &order::MIGRATIONS).await?;
             let waiters = Arc::new(Waiters::default());
             let saga = order::saga_handler(waiters.clone());
             for topic in [topics::STOCK, topics::PAYMENT] {
@@ -154,7 +154,7 @@ impl Application {
             databases.push(db);
         }
         if runs(Module::User) {
-            let db = Db::open(d, "users", &user::MIGRATIONS).await?;
+            let db = open_database(d, "users", &user::MIGRATIONS).await?;
             let users = UserStore::new(db.clone());
             sessions = Sessions::local(users.clone(), &settings.auth);
             user::spawn_journey_consumer(&bus, db.clone());

@@ -19,6 +19,19 @@ use sqlx::Row;
 use super::{Bus, Event};
 use crate::db::{padded_to_power_of_two, placeholders, power_of_two_runs, Backend, Db, Uow};
 
+/// Opens a module's database as [`Db::open`] does, with the bus's tables in it too (the
+/// outbox, the inbox and the consumers' positions): the database layer knows nothing of them.
+pub async fn open_database(
+    settings: &crate::config::DatabaseSettings,
+    name: &'static str,
+    migrations: &crate::db::Migrations,
+) -> anyhow::Result<Db> {
+    let db = Db::open(settings, name, migrations).await?;
+    // Instances of a module starting at once make the tables once.
+    db.exclusively("migrate", ensure_tables(&db)).await??;
+    Ok(db)
+}
+
 /// The bus's own tables, present in every module's database.
 pub async fn ensure_tables(db: &Db) -> Result<(), sqlx::Error> {
     let seq = match db.backend {

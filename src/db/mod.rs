@@ -79,7 +79,6 @@ impl Db {
                     .execute(format!("CREATE SCHEMA IF NOT EXISTS {name}").as_str())
                     .await?;
             }
-            crate::bus::outbox::ensure_tables(&db).await?;
             migrations.for_backend(db.backend).run(&db.write).await?;
             Ok::<_, anyhow::Error>(())
         })
