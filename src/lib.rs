@@ -17,6 +17,8 @@
 //!   [`domain`] (parsed, valid values), [`datacopy`] (SQLite files to PostgreSQL).
 
 pub mod app;
+#[cfg(test)]
+mod architecture;
 pub mod bus;
 pub mod config;
 pub mod datacopy;
