@@ -15,6 +15,7 @@ use crate::bus::outbox::{open_database, run_relay};
 use crate::bus::{topics, Bus};
 use crate::config::{AuthMode, BusKind, Module, Settings};
 use crate::db::{Backend, Db};
+use crate::error::ApiResult;
 use crate::gateway::auth::{Authenticator, Gate};
 use crate::gateway::limits::Limits;
 use crate::gateway::oidc::Oidc;
@@ -23,7 +24,7 @@ use crate::gateway::remote::Remote;
 use crate::gateway::sessions::Sessions;
 use crate::gateway::{self, health};
 use crate::modules::frontend::{self, Frontend, Recorder};
-use crate::modules::order::catalog::{Catalog, RemoteCatalog};
+use crate::modules::order::catalog::{Catalog, ProductInfo, RemoteCatalog};
 use crate::modules::order::{self, OrderState, OrderStore, Waiters};
 use crate::modules::payment::{self, provider::Simulator, PaymentStore};
 use crate::modules::stock::{self, StockStore};
@@ -286,5 +287,18 @@ impl Application {
             db.close().await;
         }
         result
+    }
+}
+
+/// Order's catalog port answered by the stock module in the same process.
+#[async_trait::async_trait]
+impl Catalog for StockStore {
+    async fn product(&self, id: &str) -> ApiResult<Option<ProductInfo>> {
+        Ok(self.get(id).await?.map(|p| ProductInfo {
+            name: p.name,
+            price_minor: p.price_minor,
+            currency: p.currency,
+            available: p.available,
+        }))
     }
 }

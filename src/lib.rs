@@ -4,8 +4,10 @@
 //! one gateway.
 //!
 //! Where things live (the README's "How it works" has the same map and the saga):
-//! - [`modules`]: one folder per module, each with its routes, store, event handlers, events
-//!   and migrations;
+//! - [`modules`]: one folder per module, each with its routes, store, event handlers and
+//!   migrations; modules import no other module (a test, `src/architecture.rs`, says so);
+//! - [`contracts`]: what they agree on instead: the events each publishes, the payment
+//!   method two of them share;
 //! - [`bus`]: the `Bus` trait and its backends, the transactional outbox and its relay, the
 //!   inbox that makes redelivered events harmless, partition leases;
 //! - [`db`]: a module's database: readers, migrations, units of work and the group-commit
@@ -21,6 +23,7 @@ pub mod app;
 mod architecture;
 pub mod bus;
 pub mod config;
+pub mod contracts;
 pub mod datacopy;
 pub mod db;
 pub mod domain;

@@ -8,7 +8,7 @@
 pub mod api;
 mod assets;
 pub mod clickstream;
-pub mod events;
+pub use crate::contracts::journey as events;
 mod pages;
 mod views;
 mod visitor;

@@ -1,6 +1,7 @@
 //! What the order module needs to know about products, asked of the stock module through its
-//! public interface, never its tables: a direct call when stock runs in the same process, its
-//! HTTP API through the gateway's remote client (breaker included) when it runs elsewhere.
+//! public interface, never its tables: a direct call when stock runs in the same process (the
+//! adapter is wired in `app.rs`), its HTTP API through the gateway's remote client (breaker
+//! included) when it runs elsewhere.
 
 use std::sync::Arc;
 
@@ -10,7 +11,6 @@ use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::remote::{Outbound, Remote};
-use crate::modules::stock::StockStore;
 
 #[derive(Debug, Deserialize)]
 pub struct ProductInfo {
@@ -23,19 +23,6 @@ pub struct ProductInfo {
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
     async fn product(&self, id: &str) -> ApiResult<Option<ProductInfo>>;
-}
-
-/// The stock module in the same process.
-#[async_trait]
-impl Catalog for StockStore {
-    async fn product(&self, id: &str) -> ApiResult<Option<ProductInfo>> {
-        Ok(self.get(id).await?.map(|p| ProductInfo {
-            name: p.name,
-            price_minor: p.price_minor,
-            currency: p.currency,
-            available: p.available,
-        }))
-    }
 }
 
 /// The stock module in another process. While it is down its breaker's 503 reaches the shopper.

@@ -13,11 +13,11 @@ use super::store::{Also, Move, OrderStore};
 use super::waiters::Waiters;
 use crate::bus::inbox::{handle_traced, AfterCommit, Handler};
 use crate::bus::{outbox, topics, Event};
-use crate::db::Uow;
-use crate::modules::payment::events::{
+use crate::contracts::payment::{
     self as payment_events, PaymentFailed, PaymentRefunded, PaymentSucceeded,
 };
-use crate::modules::stock::events::{self as stock_events, StockRejected, StockReserved};
+use crate::contracts::stock::{self as stock_events, StockRejected, StockReserved};
+use crate::db::Uow;
 
 pub struct SagaHandler {
     pub waiters: Arc<Waiters>,

@@ -3,7 +3,7 @@
 //! cancelled after completion.
 
 pub mod catalog;
-pub mod events;
+pub use crate::contracts::order as events;
 mod handlers;
 pub mod model;
 mod routes;

@@ -15,11 +15,11 @@ use super::catalog::Catalog;
 use super::model::{AddItem, Cart, Order, OrderPage, OrderQuery, OrderStatus, SetQuantity};
 use super::store::{OrderFilter, OrderStore, Placed, NEWEST_FIRST};
 use super::waiters::Waiters;
+use crate::contracts::payment_method::CheckoutRequest;
 use crate::db::keyset::Paging;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::CurrentUser;
 use crate::gateway::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::modules::payment::method::CheckoutRequest;
 
 #[derive(Clone)]
 pub struct OrderState {

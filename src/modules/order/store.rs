@@ -11,13 +11,13 @@ use super::events::{self, LineQuantity, OrderPlaced, PaymentMethod, SOURCE};
 use super::model::{Cart, Failure, Order, OrderLine, OrderStatus, StatusChange};
 use super::waiters::{Waiters, Waiting};
 use crate::bus::{outbox, topics, Event};
+use crate::contracts::stock::{ReservedLine, StockReserved};
 use crate::db::bulk::{self, Cell};
 use crate::db::keyset::{self, Next, Order as ListOrder, Paging};
 use crate::db::{now_ms, placeholders, power_of_two_runs, rfc3339, Backend, Db, Uow};
 use crate::domain::{Currency, PriceMinor, Quantity};
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::Identity;
-use crate::modules::stock::events::{ReservedLine, StockReserved};
 
 const COLUMNS: &str = "id, user_id, status, currency, total_minor, payment_method, \
     payment_reference, failure_kind, failure_reason, created_at, updated_at, placed_at, \

@@ -12,8 +12,8 @@ use super::provider::{Charge, Outcome, PaymentProvider};
 use super::store::{Payment, PaymentStore};
 use crate::bus::inbox::{handle_traced, AfterCommit, Handler};
 use crate::bus::{outbox, topics, Event};
+use crate::contracts::order::{self as order_events, OrderCancelled, PaymentRequested};
 use crate::db::{now_ms, Uow};
-use crate::modules::order::events::{self as order_events, OrderCancelled, PaymentRequested};
 
 pub struct OrderEventsHandler {
     pub provider: Arc<dyn PaymentProvider>,

@@ -1,8 +1,8 @@
 //! The payment module: one payment per order through a provider, refunds on cancellation.
 
-pub mod events;
+pub use crate::contracts::payment as events;
 mod handlers;
-pub mod method;
+pub use crate::contracts::payment_method as method;
 pub mod provider;
 mod routes;
 mod store;

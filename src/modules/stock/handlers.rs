@@ -6,10 +6,10 @@ use super::events::{self as stock_events, SOURCE};
 use super::store::{Reservation, StockStore};
 use crate::bus::inbox::{handle_traced, AfterCommit, Handler};
 use crate::bus::{outbox, topics, Event};
-use crate::db::Uow;
-use crate::modules::order::events::{
+use crate::contracts::order::{
     self as order_events, LineQuantity, OrderCancelled, OrderCompleted, OrderFailed, OrderPlaced,
 };
+use crate::db::Uow;
 
 pub struct OrderEventsHandler;
 

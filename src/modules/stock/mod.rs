@@ -1,7 +1,7 @@
 //! The stock module: catalog and inventory. It holds stock for placed orders (never below
 //! zero, under any concurrency), sells it when the order is paid and releases it otherwise.
 
-pub mod events;
+pub use crate::contracts::stock as events;
 mod handlers;
 pub mod model;
 mod routes;

@@ -10,12 +10,12 @@ use sqlx::Row;
 use super::events::{ReservedLine, StockRejected, StockReserved};
 use super::model::{NewProduct, Product, ProductPage, ProductPatch, ProductQuery, SortKey};
 use super::search;
+use crate::contracts::order::LineQuantity;
 use crate::db::bulk::{self, Cell};
 use crate::db::keyset::{self, Paging, Window};
 use crate::db::{now_ms, padded_to_power_of_two, placeholders, rfc3339, Backend, Conn, Db, Uow};
 use crate::domain;
 use crate::error::{ApiError, ApiResult};
-use crate::modules::order::events::LineQuantity;
 
 const COLUMNS: &str =
     "id, sku, name, description, price_minor, currency, on_hand, reserved, created_at, updated_at";

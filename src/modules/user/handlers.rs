@@ -9,11 +9,9 @@ use async_trait::async_trait;
 use super::journey::{self, Step};
 use crate::bus::inbox::{consume, save_position, AfterCommit, Handler};
 use crate::bus::{topics, Bus, Event};
+use crate::contracts::journey::{self as journey_events, JourneyStep};
+use crate::contracts::order::{self as order_events, OrderCompleted, OrderFailed, OrderPlaced};
 use crate::db::{padded_to_power_of_two, placeholders, Db, Uow};
-use crate::modules::frontend::events::{self as journey_events, JourneyStep};
-use crate::modules::order::events::{
-    self as order_events, OrderCompleted, OrderFailed, OrderPlaced,
-};
 
 pub const CONSUMER: &str = "user";
 

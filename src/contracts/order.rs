@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::modules::payment::method::PaymentMethod;
+pub use crate::contracts::payment_method::PaymentMethod;
 
 pub const SOURCE: &str = "/ekart/order";
 pub const PLACED: &str = "ekart.order.placed";
