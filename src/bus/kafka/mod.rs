@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
-use rskafka::record::Record;
+use rskafka::record::{Record, RecordAndOffset};
 use rskafka::BackoffConfig;
 use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
 
@@ -59,6 +59,45 @@ struct Inner {
     /// The readers of each topic and partition in this process, rung when this process
     /// publishes to it.
     doorbells: Mutex<HashMap<(String, i32), Doorbells>>,
+    /// Each topic and partition's last fetch, shared by this process's readers of it.
+    fetches: Mutex<HashMap<(String, i32), Arc<SharedFetch>>>,
+}
+
+/// One partition's last fetch, for every subscriber in this process that reads the partition
+/// (`ekart.order` has three: stock, payment and the user module). Records never change once
+/// written, so what one reader fetched serves the others as they come to the same offsets;
+/// a doorbell wakes them together, and the lock makes the first one's fetch theirs too. Each
+/// fetch costs the broker the same whatever it returns, so this saves a request per
+/// subscriber per hop.
+#[derive(Default)]
+struct SharedFetch {
+    last: tokio::sync::Mutex<Fetch>,
+}
+
+#[derive(Default)]
+struct Fetch {
+    /// The offset asked for, and what came back: records from there on, and the partition's end.
+    from: i64,
+    records: Arc<Vec<RecordAndOffset>>,
+    high_watermark: i64,
+    at: Option<tokio::time::Instant>,
+}
+
+impl Fetch {
+    /// The records from `offset` on, if this fetch answers for that offset: it read from at
+    /// or before it and brought records up to it, or it found nothing new from that very
+    /// offset within the last [`SHORTEST_PAUSE`].
+    fn answers(&self, offset: i64) -> Option<(Vec<RecordAndOffset>, i64)> {
+        let last = self.records.last().map(|r| r.offset);
+        let covered = self.from <= offset && last.is_some_and(|last| offset <= last);
+        let just_empty = last.is_none()
+            && self.from == offset
+            && self.at.is_some_and(|at| at.elapsed() < SHORTEST_PAUSE);
+        (covered || just_empty).then(|| {
+            let records = self.records.iter().filter(|r| r.offset >= offset).cloned();
+            (records.collect(), self.high_watermark)
+        })
+    }
 }
 
 /// The doorbells of one partition's readers; a reader that has stopped drops its own.
@@ -77,6 +116,7 @@ impl KafkaBus {
             client: OnceCell::new(),
             partitions: Mutex::new(HashMap::new()),
             doorbells: Mutex::new(HashMap::new()),
+            fetches: Mutex::new(HashMap::new()),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(keep_nodelay(Arc::downgrade(&inner)));
@@ -241,6 +281,49 @@ impl Inner {
         }
     }
 
+    /// The records of `topic`'s `partition` from `offset` on, and the partition's end: from
+    /// the fetch another reader of it in this process just made, or from the broker.
+    async fn fetch_shared(
+        &self,
+        client: &PartitionClient,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(Vec<RecordAndOffset>, i64), KafkaError> {
+        let shared = self
+            .fetches
+            .lock()
+            .expect("fetches")
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .clone();
+        // Held across the broker's answer: a reader that comes meanwhile waits for it.
+        let mut last = shared.last.lock().await;
+        if let Some(answer) = last.answers(offset) {
+            return Ok(answer);
+        }
+        let (records, high_watermark) = client
+            .fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS)
+            .await?;
+        let result = if records.is_empty() {
+            "empty"
+        } else {
+            "records"
+        };
+        metrics::counter!("ekart_kafka_fetches_total", "topic" => topic.to_string(),
+            "result" => result)
+        .increment(1);
+        let records = Arc::new(records);
+        *last = Fetch {
+            from: offset,
+            records: records.clone(),
+            high_watermark,
+            at: Some(tokio::time::Instant::now()),
+        };
+        let records = records.iter().filter(|r| r.offset >= offset).cloned();
+        Ok((records.collect(), high_watermark))
+    }
+
     /// Rings the doorbells of this process's readers of a topic's partition.
     fn ring(&self, topic: &str, partition: i32) {
         let mut doorbells = self.doorbells.lock().expect("doorbells");
@@ -269,10 +352,7 @@ impl Inner {
             None => client.get_offset(OffsetAt::Earliest).await?,
         };
         *next = Some(offset);
-        let records = match client
-            .fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS)
-            .await
-        {
+        let records = match self.fetch_shared(&client, topic, partition, offset).await {
             Ok((records, high_watermark)) => {
                 let read_to = records.last().map_or(offset, |r| r.offset + 1);
                 reader.lag((high_watermark - read_to).max(0));
@@ -294,14 +374,8 @@ impl Inner {
             Err(e) => return Err(e.into()),
         };
         let Some(last) = records.last().map(|r| r.offset) else {
-            metrics::counter!("ekart_kafka_fetches_total", "topic" => topic.to_string(),
-                "result" => "empty")
-            .increment(1);
             return Ok(Fetched::Nothing);
         };
-        metrics::counter!("ekart_kafka_fetches_total", "topic" => topic.to_string(),
-            "result" => "records")
-        .increment(1);
         let events: Vec<Delivered> = records
             .into_iter()
             .filter_map(|r| {
