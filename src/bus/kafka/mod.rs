@@ -68,7 +68,8 @@ struct Inner {
 /// written, so what one reader fetched serves the others as they come to the same offsets;
 /// a doorbell wakes them together, and the lock makes the first one's fetch theirs too. Each
 /// fetch costs the broker the same whatever it returns, so this saves a request per
-/// subscriber per hop.
+/// subscriber per hop. Kept only for partitions with more than one reader here, so a busy
+/// click-stream (one reader) holds no copy of its last fetch.
 #[derive(Default)]
 struct SharedFetch {
     last: tokio::sync::Mutex<Fetch>,
@@ -290,6 +291,10 @@ impl Inner {
         partition: i32,
         offset: i64,
     ) -> Result<(Vec<RecordAndOffset>, i64), KafkaError> {
+        if self.readers_of(topic, partition) <= 1 {
+            // Nobody to share with (the click-stream has one reader): keep no copy.
+            return self.fetch_from_broker(client, topic, offset).await;
+        }
         let shared = self
             .fetches
             .lock()
@@ -302,17 +307,7 @@ impl Inner {
         if let Some(answer) = last.answers(offset) {
             return Ok(answer);
         }
-        let (records, high_watermark) = client
-            .fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS)
-            .await?;
-        let result = if records.is_empty() {
-            "empty"
-        } else {
-            "records"
-        };
-        metrics::counter!("ekart_kafka_fetches_total", "topic" => topic.to_string(),
-            "result" => result)
-        .increment(1);
+        let (records, high_watermark) = self.fetch_from_broker(client, topic, offset).await?;
         let records = Arc::new(records);
         *last = Fetch {
             from: offset,
@@ -322,6 +317,35 @@ impl Inner {
         };
         let records = records.iter().filter(|r| r.offset >= offset).cloned();
         Ok((records.collect(), high_watermark))
+    }
+
+    async fn fetch_from_broker(
+        &self,
+        client: &PartitionClient,
+        topic: &str,
+        offset: i64,
+    ) -> Result<(Vec<RecordAndOffset>, i64), KafkaError> {
+        let fetched = client
+            .fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS)
+            .await?;
+        let result = match fetched.0.is_empty() {
+            true => "empty",
+            false => "records",
+        };
+        metrics::counter!("ekart_kafka_fetches_total", "topic" => topic.to_string(),
+            "result" => result)
+        .increment(1);
+        Ok(fetched)
+    }
+
+    /// How many readers of a topic's partition this process runs (each has a doorbell).
+    fn readers_of(&self, topic: &str, partition: i32) -> usize {
+        let doorbells = self.doorbells.lock().expect("doorbells");
+        doorbells
+            .get(&(topic.to_string(), partition))
+            .map_or(0, |bells| {
+                bells.iter().filter(|b| b.strong_count() > 0).count()
+            })
     }
 
     /// Rings the doorbells of this process's readers of a topic's partition.
@@ -482,6 +506,51 @@ impl Bus for KafkaBus {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use rskafka::record::{Record, RecordAndOffset};
+
+    use super::{Fetch, SHORTEST_PAUSE};
+
+    fn fetched(from: i64, offsets: std::ops::Range<i64>) -> Fetch {
+        let record = |offset| RecordAndOffset {
+            record: Record {
+                key: None,
+                value: None,
+                headers: Default::default(),
+                timestamp: chrono::Utc::now(),
+            },
+            offset,
+        };
+        Fetch {
+            from,
+            records: Arc::new(offsets.map(record).collect()),
+            high_watermark: 20,
+            at: Some(tokio::time::Instant::now()),
+        }
+    }
+
+    fn offsets(answer: Option<(Vec<RecordAndOffset>, i64)>) -> Option<Vec<i64>> {
+        answer.map(|(records, _)| records.iter().map(|r| r.offset).collect())
+    }
+
+    #[tokio::test]
+    async fn a_shared_fetch_answers_for_the_offsets_it_read_and_briefly_for_nothing_new() {
+        let last = fetched(10, 10..13);
+        assert_eq!(offsets(last.answers(10)), Some(vec![10, 11, 12]));
+        assert_eq!(offsets(last.answers(12)), Some(vec![12]));
+        // Past what it read, or before where it began: the broker is asked.
+        assert_eq!(offsets(last.answers(13)), None);
+        assert_eq!(offsets(last.answers(9)), None);
+        // Nothing new at 13 just now: another reader at 13 takes that for its answer, but
+        // not for long, and not for another offset.
+        let empty = fetched(13, 13..13);
+        assert_eq!(offsets(empty.answers(13)), Some(vec![]));
+        assert_eq!(offsets(empty.answers(14)), None);
+        tokio::time::sleep(SHORTEST_PAUSE * 2).await;
+        assert_eq!(offsets(empty.answers(13)), None);
+    }
+
     #[test]
     fn a_key_always_lands_on_the_same_partition() {
         let p = super::partition_of("order-42", 4);
