@@ -94,8 +94,12 @@ impl Layout {
     }
 }
 
-/// Processes of one layout, with their addresses; killed when dropped.
-struct Processes(Vec<(Child, String)>, String);
+/// Processes of one layout, with their addresses, and their scratch database; the processes
+/// are killed when dropped.
+struct Processes {
+    running: Vec<(Child, String)>,
+    database: String,
+}
 
 /// The broker requests the processes made so far: fetches that brought records, empty
 /// fetches and produces, from each process's `/metrics`.
@@ -109,7 +113,7 @@ struct BrokerRequests {
 impl Processes {
     async fn broker_requests(&self, http: &reqwest::Client) -> anyhow::Result<BrokerRequests> {
         let mut sum = BrokerRequests::default();
-        for (_, base) in &self.0 {
+        for (_, base) in &self.running {
             let text = http
                 .get(format!("{base}/metrics"))
                 .send()
@@ -137,7 +141,7 @@ impl Processes {
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for (child, _) in &mut self.0 {
+        for (child, _) in &mut self.running {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -222,7 +226,10 @@ async fn start(
         ],
         _ => vec![(ports[0], None)],
     };
-    let mut processes = Processes(Vec::new(), database.clone());
+    let mut processes = Processes {
+        running: Vec::new(),
+        database: database.clone(),
+    };
     for (port, modules) in groups {
         let mut command = Command::new(&args.ekart_bin);
         for (key, _) in std::env::vars_os() {
@@ -242,7 +249,7 @@ async fn start(
             command.args(["--modules", modules]);
         }
         let base = format!("http://127.0.0.1:{port}");
-        processes.0.push((
+        processes.running.push((
             command
                 .spawn()
                 .with_context(|| format!("starting {}", args.ekart_bin.display()))?,
@@ -321,7 +328,7 @@ async fn checkouts(
         empty: (after.empty - before.empty) / checkouts,
         produces: (after.produces - before.produces) / checkouts,
     };
-    let database = processes.1.clone();
+    let database = processes.database.clone();
     drop(processes);
     drop_scratch(&args.postgres, &database).await?;
     Ok(CheckoutRow {

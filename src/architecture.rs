@@ -89,7 +89,7 @@ fn each_part_imports_only_what_the_design_allows() {
     let mut files = vec![];
     rust_files(&src, &mut files);
     let mut breaks: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut where_: Vec<String> = vec![];
+    let mut found_at: Vec<String> = vec![];
     for file in files {
         let relative = file.strip_prefix(&src).expect("under src/");
         let Some(part) = part_of(relative) else {
@@ -97,7 +97,7 @@ fn each_part_imports_only_what_the_design_allows() {
         };
         let code = std::fs::read_to_string(&file).expect("a source file");
         for found in imports(&code, &part) {
-            where_.push(format!(
+            found_at.push(format!(
                 "{}: {} imports {}",
                 relative.display(),
                 found.0,
@@ -114,7 +114,7 @@ fn each_part_imports_only_what_the_design_allows() {
     assert!(
         new.is_empty(),
         "imports against the design (see src/architecture.rs): {new:?}\n{}",
-        where_.join("\n")
+        found_at.join("\n")
     );
     let paid_off: Vec<_> = known.difference(&breaks).collect();
     assert!(

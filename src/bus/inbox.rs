@@ -259,8 +259,7 @@ pub fn spawn_consumer(
     topic: &'static str,
     handler: Arc<dyn Handler>,
 ) {
-    let reader = db.clone();
-    consume(bus, &reader, consumer, topic, move |events| {
+    consume(bus, &db.clone(), consumer, topic, move |events| {
         let (db, handler) = (db.clone(), handler.clone());
         async move { handle_batch(&db, consumer, topic, events, handler).await }
     });

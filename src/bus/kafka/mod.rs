@@ -60,7 +60,7 @@ struct Inner {
     /// publishes to it.
     doorbells: Mutex<HashMap<(String, i32), Doorbells>>,
     /// Each topic and partition's last fetch, shared by this process's readers of it.
-    fetches: Mutex<HashMap<(String, i32), Arc<SharedFetch>>>,
+    fetches: Mutex<HashMap<(String, i32), SharedFetch>>,
 }
 
 /// One partition's last fetch, for every subscriber in this process that reads the partition
@@ -70,9 +70,18 @@ struct Inner {
 /// fetch costs the broker the same whatever it returns, so this saves a request per
 /// subscriber per hop. Kept only for partitions with more than one reader here, so a busy
 /// click-stream (one reader) holds no copy of its last fetch.
-#[derive(Default)]
-struct SharedFetch {
-    last: tokio::sync::Mutex<Fetch>,
+type SharedFetch = Arc<tokio::sync::Mutex<Fetch>>;
+
+/// Records of one partition as fetched, shared by its readers, and the partition's end; a
+/// reader takes those at or after the offset it asked for.
+type SharedRecords = (Arc<Vec<RecordAndOffset>>, i64);
+
+/// The records at or after `offset`: a shared fetch may have begun before a reader's offset.
+fn from_offset(
+    records: &[RecordAndOffset],
+    offset: i64,
+) -> impl Iterator<Item = &RecordAndOffset> + Clone {
+    records.iter().filter(move |r| r.offset >= offset)
 }
 
 #[derive(Default)]
@@ -88,16 +97,13 @@ impl Fetch {
     /// The records from `offset` on, if this fetch answers for that offset: it read from at
     /// or before it and brought records up to it, or it found nothing new from that very
     /// offset within the last [`SHORTEST_PAUSE`].
-    fn answers(&self, offset: i64) -> Option<(Vec<RecordAndOffset>, i64)> {
+    fn answers(&self, offset: i64) -> Option<SharedRecords> {
         let last = self.records.last().map(|r| r.offset);
         let covered = self.from <= offset && last.is_some_and(|last| offset <= last);
         let just_empty = last.is_none()
             && self.from == offset
             && self.at.is_some_and(|at| at.elapsed() < SHORTEST_PAUSE);
-        (covered || just_empty).then(|| {
-            let records = self.records.iter().filter(|r| r.offset >= offset).cloned();
-            (records.collect(), self.high_watermark)
-        })
+        (covered || just_empty).then(|| (self.records.clone(), self.high_watermark))
     }
 }
 
@@ -290,10 +296,11 @@ impl Inner {
         topic: &str,
         partition: i32,
         offset: i64,
-    ) -> Result<(Vec<RecordAndOffset>, i64), KafkaError> {
+    ) -> Result<SharedRecords, KafkaError> {
         if self.readers_of(topic, partition) <= 1 {
             // Nobody to share with (the click-stream has one reader): keep no copy.
-            return self.fetch_from_broker(client, topic, offset).await;
+            let (records, high_watermark) = self.fetch_from_broker(client, topic, offset).await?;
+            return Ok((Arc::new(records), high_watermark));
         }
         let shared = self
             .fetches
@@ -303,20 +310,18 @@ impl Inner {
             .or_default()
             .clone();
         // Held across the broker's answer: a reader that comes meanwhile waits for it.
-        let mut last = shared.last.lock().await;
+        let mut last = shared.lock().await;
         if let Some(answer) = last.answers(offset) {
             return Ok(answer);
         }
         let (records, high_watermark) = self.fetch_from_broker(client, topic, offset).await?;
-        let records = Arc::new(records);
         *last = Fetch {
             from: offset,
-            records: records.clone(),
+            records: Arc::new(records),
             high_watermark,
             at: Some(tokio::time::Instant::now()),
         };
-        let records = records.iter().filter(|r| r.offset >= offset).cloned();
-        Ok((records.collect(), high_watermark))
+        Ok((last.records.clone(), high_watermark))
     }
 
     async fn fetch_from_broker(
@@ -397,14 +402,14 @@ impl Inner {
             }
             Err(e) => return Err(e.into()),
         };
-        let Some(last) = records.last().map(|r| r.offset) else {
+        let records = from_offset(&records, offset);
+        let Some(last) = records.clone().last().map(|r| r.offset) else {
             return Ok(Fetched::Nothing);
         };
         let events: Vec<Delivered> = records
-            .into_iter()
             .filter_map(|r| {
-                let value = r.record.value?;
-                match serde_json::from_slice::<Event>(&value) {
+                let value = r.record.value.as_deref()?;
+                match serde_json::from_slice::<Event>(value) {
                     Ok(event) => Some(Delivered {
                         event,
                         position: Some(Position {
@@ -510,7 +515,7 @@ mod tests {
 
     use rskafka::record::{Record, RecordAndOffset};
 
-    use super::{Fetch, SHORTEST_PAUSE};
+    use super::{from_offset, Fetch, SharedRecords, SHORTEST_PAUSE};
 
     fn fetched(from: i64, offsets: std::ops::Range<i64>) -> Fetch {
         let record = |offset| RecordAndOffset {
@@ -530,25 +535,26 @@ mod tests {
         }
     }
 
-    fn offsets(answer: Option<(Vec<RecordAndOffset>, i64)>) -> Option<Vec<i64>> {
-        answer.map(|(records, _)| records.iter().map(|r| r.offset).collect())
+    /// What a reader at `offset` takes of the fetch's answer.
+    fn offsets(answer: Option<SharedRecords>, offset: i64) -> Option<Vec<i64>> {
+        answer.map(|(records, _)| from_offset(&records, offset).map(|r| r.offset).collect())
     }
 
     #[tokio::test]
     async fn a_shared_fetch_answers_for_the_offsets_it_read_and_briefly_for_nothing_new() {
         let last = fetched(10, 10..13);
-        assert_eq!(offsets(last.answers(10)), Some(vec![10, 11, 12]));
-        assert_eq!(offsets(last.answers(12)), Some(vec![12]));
+        assert_eq!(offsets(last.answers(10), 10), Some(vec![10, 11, 12]));
+        assert_eq!(offsets(last.answers(12), 12), Some(vec![12]));
         // Past what it read, or before where it began: the broker is asked.
-        assert_eq!(offsets(last.answers(13)), None);
-        assert_eq!(offsets(last.answers(9)), None);
+        assert_eq!(offsets(last.answers(13), 13), None);
+        assert_eq!(offsets(last.answers(9), 9), None);
         // Nothing new at 13 just now: another reader at 13 takes that for its answer, but
         // not for long, and not for another offset.
         let empty = fetched(13, 13..13);
-        assert_eq!(offsets(empty.answers(13)), Some(vec![]));
-        assert_eq!(offsets(empty.answers(14)), None);
+        assert_eq!(offsets(empty.answers(13), 13), Some(vec![]));
+        assert_eq!(offsets(empty.answers(14), 14), None);
         tokio::time::sleep(SHORTEST_PAUSE * 2).await;
-        assert_eq!(offsets(empty.answers(13)), None);
+        assert_eq!(offsets(empty.answers(13), 13), None);
     }
 
     #[test]
