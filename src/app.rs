@@ -18,12 +18,11 @@ use crate::db::{Backend, Db};
 use crate::error::ApiResult;
 use crate::gateway::auth::{Authenticator, Gate};
 use crate::gateway::limits::Limits;
-use crate::gateway::oidc::Oidc;
 use crate::gateway::oidc::Provider;
 use crate::gateway::remote::Remote;
 use crate::gateway::sessions::Sessions;
 use crate::gateway::{self, health};
-use crate::modules::frontend::{self, Frontend, Recorder};
+use crate::modules::frontend::{self, ApiClient, Frontend, Recorder};
 use crate::modules::order::catalog::{Catalog, ProductInfo, RemoteCatalog};
 use crate::modules::order::{self, OrderState, OrderStore, Waiters};
 use crate::modules::payment::{self, provider::Simulator, PaymentStore};
@@ -157,14 +156,15 @@ impl Application {
         if runs(Module::User) {
             let db = open_database(d, "users", &user::MIGRATIONS).await?;
             let users = UserStore::new(db.clone());
-            sessions = Sessions::local(users.clone(), &settings.auth);
+            sessions = Sessions::local(Arc::new(users.clone()), &settings.auth);
             user::spawn_journey_consumer(&bus, db.clone());
             let handler = user::order_events_handler();
             spawn_consumer(&bus, db.clone(), user::CONSUMER, topics::ORDER, handler);
             api.push(user::router(JourneyStore::new(db.clone())));
-            api.push(gateway::auth::session_router(users.clone()));
+            api.push(user::signin::session_router(users.clone()));
             if let Some(provider) = &provider {
-                let oidc = Oidc::new(provider.clone(), auth.clone(), users.clone(), https);
+                let oidc =
+                    user::oidc::Oidc::new(provider.clone(), auth.clone(), users.clone(), https);
                 routed.push((oidc.router(), utoipa::openapi::OpenApi::default()));
             }
             if settings.auth.mode == AuthMode::Dev && settings.auth.dev_on_network {
@@ -178,7 +178,7 @@ impl Application {
                     "dev sign-in is ON: anyone can get a token for any name and role at \
                      POST /auth/dev/token. Never expose this shop to the internet like this."
                 );
-                api.push(gateway::auth::dev_router(auth.clone(), users));
+                api.push(user::signin::dev_router(auth.clone(), users));
             }
             databases.push(db);
         }
@@ -199,7 +199,7 @@ impl Application {
             let recorder = Recorder::start(bus.clone());
             move |api| {
                 frontend::router(Frontend {
-                    api,
+                    api: ApiClient::new(api),
                     recorder,
                     https,
                     oidc: oidc_mode,

@@ -1,19 +1,11 @@
 //! The shape of `src/` as a test: which parts may import which. The contracts (events and
 //! shared requests) import nothing of ours, the database layer nothing of the bus or the
 //! modules, the bus nothing of the modules or the gateway, and a module no other module: they
-//! meet through `contracts` and the bus, and `app.rs` wires them. What still breaks a rule is listed in [`KNOWN`], to be
-//! paid off (issue 12); the test fails on a new break, and on a listed one that is gone, so
-//! the list only shrinks.
+//! meet through `contracts` and the bus, and `app.rs` wires them. The test fails on any import
+//! that breaks a rule, so the shape cannot drift back.
 
 use std::collections::BTreeSet;
 use std::path::Path;
-
-/// (importing part, imported part) pairs that break a rule today.
-const KNOWN: &[(&str, &str)] = &[
-    // The gateway serves sign-in with the user module's store, and pages through the frontend.
-    ("gateway", "modules::user"),
-    ("gateway", "modules::frontend"),
-];
 
 /// The parts a part must not import.
 fn forbidden(part: &str) -> Vec<&'static str> {
@@ -106,20 +98,10 @@ fn each_part_imports_only_what_the_design_allows() {
             breaks.insert(found);
         }
     }
-    let known: BTreeSet<(String, String)> = KNOWN
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    let new: Vec<_> = breaks.difference(&known).collect();
     assert!(
-        new.is_empty(),
-        "imports against the design (see src/architecture.rs): {new:?}\n{}",
+        breaks.is_empty(),
+        "imports against the design (see src/architecture.rs): {breaks:?}\n{}",
         found_at.join("\n")
-    );
-    let paid_off: Vec<_> = known.difference(&breaks).collect();
-    assert!(
-        paid_off.is_empty(),
-        "no longer imported, take them off KNOWN in src/architecture.rs: {paid_off:?}"
     );
 }
 

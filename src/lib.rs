@@ -12,8 +12,9 @@
 //!   inbox that makes redelivered events harmless, partition leases;
 //! - [`db`]: a module's database: readers, migrations, units of work and the group-commit
 //!   writer that every write goes through;
-//! - [`gateway`]: the router, remote modules (health checks, retries, breakers), sign-in,
-//!   extractors, rate limits and security headers;
+//! - [`gateway`]: the router, remote modules (health checks, retries, breakers), the check
+//!   of every credential (session tokens, the OIDC provider's tokens; whether a session is live
+//!   it asks the user module through a port), extractors, rate limits and security headers;
 //! - [`app`]: wires all of it; `Application::build` starts a shop on any port (tests do);
 //! - [`config`], [`telemetry`], [`error`] (one error type, answered as problem details),
 //!   [`domain`] (parsed, valid values), [`datacopy`] (SQLite files to PostgreSQL).

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
@@ -19,15 +19,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use super::oidc::Provider;
 use super::sessions::Sessions;
 use crate::config::AuthSettings;
-use crate::error::{ApiError, ApiResult};
-use crate::gateway::extract::ApiJson;
-use crate::modules::user::UserStore;
+use crate::error::ApiError;
 
 const ISSUER: &str = "ekart-dev";
 
@@ -276,133 +272,4 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
             Err(ApiError::forbidden("this needs the admin role"))
         }
     }
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DevTokenRequest {
-    /// Display name, 1 to 100 characters.
-    pub name: String,
-    pub email: String,
-    pub role: Role,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TokenResponse {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: u64,
-}
-
-#[derive(Clone)]
-pub struct DevState {
-    auth: Arc<Authenticator>,
-    users: UserStore,
-}
-
-pub fn dev_router(auth: Arc<Authenticator>, users: UserStore) -> OpenApiRouter {
-    dev_api().with_state(DevState { auth, users })
-}
-
-/// Sign-out, whatever the mode.
-pub fn session_router(users: UserStore) -> OpenApiRouter {
-    session_api().with_state(users)
-}
-
-/// The dev sign-in route and its OpenAPI description, before the state is supplied.
-pub fn dev_api() -> OpenApiRouter<DevState> {
-    OpenApiRouter::new().routes(routes!(dev_token))
-}
-
-/// The sign-out route and its OpenAPI description, before the state is supplied.
-pub fn session_api() -> OpenApiRouter<UserStore> {
-    OpenApiRouter::new()
-        .routes(routes!(sign_out))
-        .routes(routes!(current_session))
-}
-
-/// Who the caller is, by their token or session cookie.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Whoami {
-    pub sub: String,
-    pub name: String,
-    pub email: String,
-    pub role: Role,
-    /// The sign-in session, if the credential names one (provider access tokens do not).
-    pub session: Option<String>,
-}
-
-/// The caller's identity, and their sign-in session if it is still live: 401 once it has
-/// ended. Processes without the user module ask it here whether a session is live.
-#[utoipa::path(get, path = "/auth/session", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = Whoami), (status = 401)))]
-async fn current_session(CurrentUser(user): CurrentUser) -> axum::Json<Whoami> {
-    axum::Json(Whoami {
-        sub: user.sub,
-        name: user.name,
-        email: user.email,
-        role: user.role,
-        session: user.session,
-    })
-}
-
-/// Ends the caller's sign-in session: its journey ends here, and its token or cookie is
-/// refused from now on.
-#[utoipa::path(post, path = "/auth/signout", tag = "auth", security(("bearer" = [])),
-    responses((status = 204, description = "the session has ended"), (status = 401)))]
-async fn sign_out(
-    State(users): State<UserStore>,
-    CurrentUser(user): CurrentUser,
-) -> ApiResult<StatusCode> {
-    if let Some(session) = &user.session {
-        users.end_session(&user.sub, session).await?;
-    }
-    tracing::info!(target: "audit", user = %user.sub, session = ?user.session, action = "sign out");
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Starts a dev-mode sign-in session for any name, email and role, and mints its token.
-#[utoipa::path(post, path = "/auth/dev/token", tag = "auth",
-    request_body = DevTokenRequest,
-    responses((status = 200, body = TokenResponse), (status = 422, description = "invalid name or email")))]
-async fn dev_token(
-    State(state): State<DevState>,
-    ApiJson(req): ApiJson<DevTokenRequest>,
-) -> ApiResult<(StatusCode, axum::Json<TokenResponse>)> {
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::validation("name must be 1 to 100 characters"));
-    }
-    let email = req.email.trim().to_lowercase();
-    let valid_email = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-        && !email.chars().any(char::is_whitespace);
-    if !valid_email {
-        return Err(ApiError::validation(
-            "email must look like name@example.com",
-        ));
-    }
-    let mut identity = Identity {
-        sub: format!("dev|{email}"),
-        name: name.to_string(),
-        email,
-        role: req.role,
-        session: None,
-        session_started_at: None,
-    };
-    let session = state.users.start_session(&identity).await?;
-    tracing::info!(target: "audit", user = %identity.sub, role = ?identity.role,
-        session = %session.id, action = "sign in (dev)");
-    identity.session = Some(session.id);
-    identity.session_started_at = Some(session.started_at);
-    Ok((
-        StatusCode::OK,
-        axum::Json(TokenResponse {
-            access_token: state.auth.issue(&identity),
-            token_type: "Bearer",
-            expires_in: state.auth.ttl_secs,
-        }),
-    ))
 }

@@ -24,7 +24,6 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
-use crate::modules::frontend::ApiClient;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -139,12 +138,12 @@ pub struct Door {
 
 /// Assembles the public router: the local modules' API routers, other routes with their
 /// OpenAPI descriptions (modules in other processes, so the spec shows the whole shop; sign-in
-/// flows), and the pages (if this process serves them), which `pages` builds around a client
-/// of that same API, so that their calls take the same routes.
+/// flows), and the pages (if this process serves them), which `pages` builds around that same
+/// API's router (the frontend calls it in-process), so that their calls take the same routes.
 pub fn router(
     api: Vec<OpenApiRouter>,
     routed: Vec<(Router, utoipa::openapi::OpenApi)>,
-    pages: Option<impl FnOnce(ApiClient) -> Router>,
+    pages: Option<impl FnOnce(Router) -> Router>,
     door: Door,
 ) -> Router {
     let Door {
@@ -187,9 +186,9 @@ pub fn router(
     ));
     let api = api.merge(crate::telemetry::metrics::router(metrics_token));
     let site = match pages {
-        Some(pages) => api.clone().merge(authenticated(pages(ApiClient::new(
-            api.clone().fallback(not_found),
-        )))),
+        Some(pages) => api
+            .clone()
+            .merge(authenticated(pages(api.clone().fallback(not_found)))),
         None => api,
     };
     let site = site

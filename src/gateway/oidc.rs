@@ -1,24 +1,19 @@
-//! Sign-in through an OpenID Connect provider (`[auth] mode = "oidc"`): Okta, or any other.
+//! The OpenID Connect provider (`[auth] mode = "oidc"`): Okta, or any other. What the door
+//! and the user module's sign-in routes (`modules::user::oidc`) ask of it.
 //!
-//! `GET /auth/login` sends the browser to the provider with an Authorization Code request
-//! (PKCE S256, `state`, `nonce`; built with `oauth2`), remembering those in a short-lived,
-//! signed, HttpOnly cookie. `GET /auth/callback` checks `state` against that cookie, exchanges
-//! the code (with the PKCE verifier and the client secret), and verifies the ID token with
-//! `jsonwebtoken`: signature against the provider's JWKS (an asymmetric algorithm only; the
-//! key set is fetched again when a token names an unknown key, at most once a minute),
-//! `iss`, `aud`, `exp`, `nbf` with a small leeway, and the `nonce`. The user module then
-//! starts a session, and the browser gets the shop's session cookie.
+//! A sign-in is an Authorization Code flow: [`Provider::begin`] builds the request (PKCE S256,
+//! `state`, `nonce`; with `oauth2`) and the [`Grant`] the callback must match;
+//! [`Provider::complete`] checks `state`, exchanges the code (with the PKCE verifier and the
+//! client secret), and verifies the ID token with `jsonwebtoken`: signature against the
+//! provider's JWKS (an asymmetric algorithm only; the key set is fetched again when a token
+//! names an unknown key, at most once a minute), `iss`, `aud`, `exp`, `nbf` with a small
+//! leeway, and the `nonce`. API clients' bearer tokens are checked the same way
+//! ([`Provider::verify_access_token`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::Router;
-use axum_extra::extract::cookie::{Cookie, SameSite};
-use axum_extra::extract::CookieJar;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use oauth2::basic::{
@@ -34,16 +29,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Mutex, OnceCell, RwLock};
 
-use super::auth::{Authenticator, Identity, Role, SESSION_COOKIE};
+use super::auth::{Identity, Role};
 use super::security::same_secret;
 use crate::config::OidcSettings;
 use crate::error::ApiError;
-use crate::modules::user::UserStore;
 
-/// The cookie that carries a sign-in in progress from `/auth/login` to `/auth/callback`.
-const LOGIN_COOKIE: &str = "ekart_login";
-/// How long a sign-in may take at the provider.
-const LOGIN_TTL_SECS: i64 = 600;
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY_SECS: u64 = 30;
 /// Fewest seconds between two JWKS fetches caused by unknown key ids.
@@ -93,14 +83,13 @@ type Client = oauth2::Client<
     EndpointSet,
 >;
 
-/// What `/auth/login` remembers for `/auth/callback`, signed into [`LOGIN_COOKIE`].
+/// A code flow in progress: what the provider's answer must match. The browser carries it
+/// (sealed) from the sign-in request to the callback.
 #[derive(Debug, Serialize, Deserialize)]
-struct PendingLogin {
+pub struct Grant {
     state: String,
     nonce: String,
     verifier: String,
-    return_to: String,
-    exp: i64,
 }
 
 /// The claims of a provider's token that the shop reads (ID and access tokens alike).
@@ -145,6 +134,71 @@ impl Provider {
     /// How many times the key set was fetched.
     pub fn jwks_fetches(&self) -> u64 {
         self.jwks_fetches.load(Ordering::Relaxed)
+    }
+
+    /// Where to send the browser to sign in, and the grant its answer must match.
+    pub async fn begin(&self) -> Result<(String, Grant), ApiError> {
+        let d = self.discovery().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let nonce = CsrfToken::new_random();
+        let client = self.client(d)?;
+        let mut request = client
+            .authorize_url(CsrfToken::new_random)
+            .set_pkce_challenge(challenge)
+            .add_extra_param("nonce", nonce.secret());
+        for scope in &self.settings.scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state) = request.url();
+        let grant = Grant {
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
+        };
+        Ok((url.to_string(), grant))
+    }
+
+    /// The signed-in identity, from the provider's answer (`state` and `code`) to the request
+    /// `grant` was made for.
+    pub async fn complete(
+        &self,
+        grant: Grant,
+        state: Option<String>,
+        code: Option<String>,
+    ) -> Result<Identity, ApiError> {
+        let state = state.ok_or_else(|| refused("the provider's answer has no state".into()))?;
+        if !same_secret(state.as_bytes(), grant.state.as_bytes()) {
+            return Err(refused("the state is not this sign-in's".into()));
+        }
+        let code = code.ok_or_else(|| refused("the provider's answer has no code".into()))?;
+        let d = self.discovery().await?;
+        let token = self
+            .client(d)?
+            .exchange_code(AuthorizationCode::new(code))
+            .set_pkce_verifier(PkceCodeVerifier::new(grant.verifier))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| refused(format!("the code exchange failed: {e}")))?;
+        self.verify_id_token(&token.extra_fields().id_token, &grant.nonce)
+            .await
+    }
+
+    /// Where to send the browser to end its session at the provider too (RP-initiated
+    /// logout), coming back to the shop's home; None if the provider offers no such endpoint.
+    pub async fn end_session_url(&self) -> Result<Option<String>, ApiError> {
+        let d = self.discovery().await?;
+        let Some(end) = &d.end_session_endpoint else {
+            return Ok(None);
+        };
+        let mut url = reqwest::Url::parse(end)
+            .map_err(|e| ApiError::internal(format!("end_session_endpoint: {e}")))?;
+        let home = reqwest::Url::parse(&self.settings.redirect_url)
+            .and_then(|u| u.join("/"))
+            .map_err(|e| ApiError::internal(format!("redirect_url: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.settings.client_id)
+            .append_pair("post_logout_redirect_uri", home.as_str());
+        Ok(Some(url.to_string()))
     }
 
     async fn discovery(&self) -> Result<&Discovery, ApiError> {
@@ -238,9 +292,9 @@ impl Provider {
         let claims = self
             .verify(token, &self.settings.client_id)
             .await
-            .map_err(rejected)?;
+            .map_err(refused)?;
         if claims.nonce.as_deref() != Some(nonce) {
-            return Err(rejected("the nonce is not this sign-in's".into()));
+            return Err(refused("the nonce is not this sign-in's".into()));
         }
         Ok(self.identity(claims))
     }
@@ -284,239 +338,8 @@ impl Provider {
     }
 }
 
-/// The browser sign-in flow: `/auth/login`, `/auth/callback`, `/auth/logout`.
-pub struct Oidc {
-    provider: Arc<Provider>,
-    auth: Arc<Authenticator>,
-    users: UserStore,
-    /// The session cookie is `Secure` (the shop is served over https).
-    https: bool,
-}
-
-impl Oidc {
-    pub fn new(
-        provider: Arc<Provider>,
-        auth: Arc<Authenticator>,
-        users: UserStore,
-        https: bool,
-    ) -> Arc<Oidc> {
-        Arc::new(Oidc {
-            provider,
-            auth,
-            users,
-            https,
-        })
-    }
-
-    /// `GET /auth/login`, `GET /auth/callback` and `GET /auth/logout`.
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/auth/login", get(login))
-            .route("/auth/callback", get(callback))
-            .route("/auth/logout", get(logout))
-            .with_state(self.clone())
-    }
-}
-
-fn rejected(why: String) -> ApiError {
+/// A sign-in that cannot be verified: 401, and a line in the audit log.
+pub fn refused(why: String) -> ApiError {
     tracing::warn!(target: "audit", why = %why, "sign-in refused");
     ApiError::unauthorized(format!("the sign-in could not be verified: {why}"))
-}
-
-#[derive(Debug, Deserialize)]
-struct LoginQuery {
-    return_to: Option<String>,
-}
-
-/// A path inside the shop, or `/`: never a way off-site (`//host`, `/\host`, schemes).
-fn inside_the_shop(path: Option<&str>) -> String {
-    match path {
-        Some(p)
-            if p.starts_with('/')
-                && !p.starts_with("//")
-                && !p.starts_with("/\\")
-                && !p.chars().any(|c| c.is_control()) =>
-        {
-            p.to_string()
-        }
-        _ => "/".to_string(),
-    }
-}
-
-async fn login(
-    State(oidc): State<Arc<Oidc>>,
-    jar: CookieJar,
-    Query(q): Query<LoginQuery>,
-) -> Result<Response, ApiError> {
-    let d = oidc.provider.discovery().await?;
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let nonce = CsrfToken::new_random();
-    let client = oidc.provider.client(d)?;
-    let mut request = client
-        .authorize_url(CsrfToken::new_random)
-        .set_pkce_challenge(challenge)
-        .add_extra_param("nonce", nonce.secret());
-    for scope in &oidc.provider.settings.scopes {
-        request = request.add_scope(Scope::new(scope.clone()));
-    }
-    let (url, state) = request.url();
-    let pending = PendingLogin {
-        state: state.secret().clone(),
-        nonce: nonce.secret().clone(),
-        verifier: verifier.secret().clone(),
-        return_to: inside_the_shop(q.return_to.as_deref()),
-        exp: chrono::Utc::now().timestamp() + LOGIN_TTL_SECS,
-    };
-    let cookie = Cookie::build((LOGIN_COOKIE, oidc.auth.seal(&pending)))
-        .path("/auth/callback")
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(oidc.https)
-        .max_age(time::Duration::seconds(LOGIN_TTL_SECS))
-        .build();
-    Ok((jar.add(cookie), Redirect::to(url.as_str())).into_response())
-}
-
-/// Ends the browser's session here (if it still has one: the storefront's `POST /signout`
-/// ends it first), then sends the browser to the provider to end its session too, and back to
-/// the shop's home. A GET, as providers' logout endpoints are: a third-party page could sign
-/// a shopper out, but never in, nor do anything in their name.
-async fn logout(State(oidc): State<Arc<Oidc>>, jar: CookieJar) -> Result<Response, ApiError> {
-    if let Some(Identity {
-        sub,
-        session: Some(session),
-        ..
-    }) = jar
-        .get(SESSION_COOKIE)
-        .and_then(|c| oidc.auth.verify(c.value()).ok())
-    {
-        oidc.users.end_session(&sub, &session).await?;
-        tracing::info!(target: "audit", user = %sub, session = %session, action = "sign out");
-    }
-    let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
-    let settings = &oidc.provider.settings;
-    let d = oidc.provider.discovery().await?;
-    let Some(end) = &d.end_session_endpoint else {
-        return Ok((jar, Redirect::to("/")).into_response());
-    };
-    let mut url = reqwest::Url::parse(end)
-        .map_err(|e| ApiError::internal(format!("end_session_endpoint: {e}")))?;
-    let home = reqwest::Url::parse(&settings.redirect_url)
-        .and_then(|u| u.join("/"))
-        .map_err(|e| ApiError::internal(format!("redirect_url: {e}")))?;
-    url.query_pairs_mut()
-        .append_pair("client_id", &settings.client_id)
-        .append_pair("post_logout_redirect_uri", home.as_str());
-    Ok((jar, Redirect::to(url.as_str())).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
-}
-
-async fn callback(
-    State(oidc): State<Arc<Oidc>>,
-    jar: CookieJar,
-    Query(q): Query<CallbackQuery>,
-) -> Response {
-    // A pending sign-in is used once: its cookie goes whatever the outcome.
-    let pending = jar
-        .get(LOGIN_COOKIE)
-        .and_then(|c| oidc.auth.open::<PendingLogin>(c.value()))
-        .filter(|p| p.exp > chrono::Utc::now().timestamp());
-    let jar = jar.remove(Cookie::build(LOGIN_COOKIE).path("/auth/callback"));
-    // A new session at every sign-in; the one this browser had ends (session ids never carry
-    // over a sign-in).
-    let previous = jar
-        .get(SESSION_COOKIE)
-        .and_then(|c| oidc.auth.verify(c.value()).ok());
-    if let Some(Identity {
-        sub,
-        session: Some(session),
-        ..
-    }) = previous
-    {
-        if let Err(e) = oidc.users.end_session(&sub, &session).await {
-            return (jar, ApiError::from(e)).into_response();
-        }
-    }
-    match finish(&oidc, pending, q).await {
-        Ok((session, return_to)) => (jar.add(session), Redirect::to(&return_to)).into_response(),
-        Err(err) => (jar, err).into_response(),
-    }
-}
-
-/// Checks the provider's answer against the pending sign-in, and starts the session.
-async fn finish(
-    oidc: &Oidc,
-    pending: Option<PendingLogin>,
-    q: CallbackQuery,
-) -> Result<(Cookie<'static>, String), ApiError> {
-    if let Some(error) = q.error {
-        return Err(ApiError::unauthorized(format!(
-            "the provider refused the sign-in: {error} {}",
-            q.error_description.unwrap_or_default()
-        )));
-    }
-    let pending = pending.ok_or_else(|| {
-        rejected("no sign-in is in progress in this browser (or it expired)".into())
-    })?;
-    let state = q
-        .state
-        .ok_or_else(|| rejected("the provider's answer has no state".into()))?;
-    if !same_secret(state.as_bytes(), pending.state.as_bytes()) {
-        return Err(rejected("the state is not this sign-in's".into()));
-    }
-    let code = q
-        .code
-        .ok_or_else(|| rejected("the provider's answer has no code".into()))?;
-    let d = oidc.provider.discovery().await?;
-    let token = oidc
-        .provider
-        .client(d)?
-        .exchange_code(AuthorizationCode::new(code))
-        .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
-        .request_async(&oidc.provider.http)
-        .await
-        .map_err(|e| rejected(format!("the code exchange failed: {e}")))?;
-    let mut identity = oidc
-        .provider
-        .verify_id_token(&token.extra_fields().id_token, &pending.nonce)
-        .await?;
-    let session = oidc.users.start_session(&identity).await?;
-    tracing::info!(target: "audit", user = %identity.sub, role = ?identity.role,
-        session = %session.id, action = "sign in (oidc)");
-    identity.session = Some(session.id);
-    identity.session_started_at = Some(session.started_at);
-    let cookie = Cookie::build((SESSION_COOKIE, oidc.auth.issue(&identity)))
-        .path("/")
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(oidc.https)
-        .max_age(time::Duration::seconds(oidc.auth.ttl_secs() as i64))
-        .build();
-    Ok((cookie, pending.return_to))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn return_to_stays_in_the_shop() {
-        for (asked, got) in [
-            (Some("/cart"), "/cart"),
-            (Some("/orders?status=failed"), "/orders?status=failed"),
-            (Some("https://evil.example/"), "/"),
-            (Some("//evil.example/"), "/"),
-            (Some("/\\evil.example/"), "/"),
-            (Some("javascript:alert(1)"), "/"),
-            (Some("/ok\r\nSet-Cookie: x=y"), "/"),
-            (None, "/"),
-        ] {
-            assert_eq!(super::inside_the_shop(asked), got, "{asked:?}");
-        }
-    }
 }

@@ -1,19 +1,34 @@
 //! Server-side sign-in sessions. A session token (cookie or bearer) is signed, but it is only
 //! as good as the session it names: signing out ends that session at once, a session unused
 //! for `auth.session_idle_secs` ends, and none outlives `auth.token_ttl_secs`. The user module
-//! keeps that record; a process without it asks the one that has it.
+//! keeps that record (a [`SessionRecord`]); a process without it asks the one that has it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use axum::http::{header, HeaderValue, StatusCode};
 
 use super::auth::Identity;
 use super::remote::{Outbound, Remote};
 use crate::config::AuthSettings;
 use crate::error::ApiError;
-use crate::modules::user::UserStore;
+
+/// The record of sign-in sessions, which the user module keeps: the door asks it whether a
+/// session is still live.
+#[async_trait]
+pub trait SessionRecord: Send + Sync + 'static {
+    /// Whether `user`'s `session` is live: not ended, used within the last `idle_ms`, begun
+    /// less than `max_ms` ago. Asking counts as using it.
+    async fn is_live(
+        &self,
+        user: &str,
+        session: &str,
+        idle_ms: i64,
+        max_ms: i64,
+    ) -> Result<bool, ApiError>;
+}
 
 /// How long a process without the user module trusts the user module's last answer about a
 /// session: sign-out and idle expiry reach it within this.
@@ -25,7 +40,7 @@ const REMOTE_CACHE_SWEEP_AT: usize = 10_000;
 pub enum Sessions {
     /// The user module runs in this process.
     Local {
-        users: UserStore,
+        record: Arc<dyn SessionRecord>,
         idle_ms: i64,
         max_ms: i64,
     },
@@ -40,10 +55,10 @@ pub enum Sessions {
 }
 
 impl Sessions {
-    pub fn local(users: UserStore, settings: &AuthSettings) -> Sessions {
+    pub fn local(record: Arc<dyn SessionRecord>, settings: &AuthSettings) -> Sessions {
         let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         Sessions::Local {
-            users,
+            record,
             idle_ms: ms(settings.session_idle_secs),
             max_ms: ms(settings.token_ttl_secs),
         }
@@ -64,12 +79,14 @@ impl Sessions {
         };
         match self {
             Sessions::Local {
-                users,
+                record,
                 idle_ms,
                 max_ms,
-            } => Ok(users
-                .check_session(&identity.sub, session, *idle_ms, *max_ms)
-                .await?),
+            } => {
+                record
+                    .is_live(&identity.sub, session, *idle_ms, *max_ms)
+                    .await
+            }
             Sessions::Remote { user, answers } => {
                 if let Some((live, at)) = answers.lock().unwrap().get(session) {
                     if at.elapsed() < REMOTE_ANSWER_TTL {

@@ -30,9 +30,9 @@ impl Module {
             Module::Payment => payment::api().into_openapi(),
             Module::User => {
                 let mut spec = user::api().into_openapi();
-                spec.merge(crate::gateway::auth::session_api().into_openapi());
+                spec.merge(user::signin::session_api().into_openapi());
                 if dev_sign_in {
-                    spec.merge(crate::gateway::auth::dev_api().into_openapi());
+                    spec.merge(user::signin::dev_api().into_openapi());
                 }
                 spec
             }

@@ -4,8 +4,10 @@
 
 mod handlers;
 pub mod journey;
+pub mod oidc;
 pub mod pdf;
 mod routes;
+pub mod signin;
 mod store;
 
 use std::sync::Arc;

@@ -1,0 +1,223 @@
+//! The browser's sign-in through the OIDC provider (`[auth] mode = "oidc"`):
+//! `GET /auth/login` sends the browser to the provider, remembering the request's grant in a
+//! short-lived, sealed, HttpOnly cookie; `GET /auth/callback` completes it (the provider's
+//! checks are `gateway::oidc`'s) and starts a session; `GET /auth/logout` ends it here and
+//! at the provider.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use axum_extra::extract::CookieJar;
+use serde::{Deserialize, Serialize};
+
+use super::store::UserStore;
+use crate::error::ApiError;
+use crate::gateway::auth::{Authenticator, Identity, SESSION_COOKIE};
+use crate::gateway::oidc::{refused, Grant, Provider};
+
+/// The cookie that carries a sign-in in progress from `/auth/login` to `/auth/callback`.
+const LOGIN_COOKIE: &str = "ekart_login";
+/// How long a sign-in may take at the provider.
+const LOGIN_TTL_SECS: i64 = 600;
+
+/// What `/auth/login` remembers for `/auth/callback`, sealed into [`LOGIN_COOKIE`].
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingLogin {
+    #[serde(flatten)]
+    grant: Grant,
+    return_to: String,
+    exp: i64,
+}
+
+/// The browser sign-in flow: `/auth/login`, `/auth/callback`, `/auth/logout`.
+pub struct Oidc {
+    provider: Arc<Provider>,
+    auth: Arc<Authenticator>,
+    users: UserStore,
+    /// The session cookie is `Secure` (the shop is served over https).
+    https: bool,
+}
+
+impl Oidc {
+    pub fn new(
+        provider: Arc<Provider>,
+        auth: Arc<Authenticator>,
+        users: UserStore,
+        https: bool,
+    ) -> Arc<Oidc> {
+        Arc::new(Oidc {
+            provider,
+            auth,
+            users,
+            https,
+        })
+    }
+
+    /// `GET /auth/login`, `GET /auth/callback` and `GET /auth/logout`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/auth/login", get(login))
+            .route("/auth/callback", get(callback))
+            .route("/auth/logout", get(logout))
+            .with_state(self.clone())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    return_to: Option<String>,
+}
+
+/// A path inside the shop, or `/`: never a way off-site (`//host`, `/\host`, schemes).
+fn inside_the_shop(path: Option<&str>) -> String {
+    match path {
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.starts_with("/\\")
+                && !p.chars().any(|c| c.is_control()) =>
+        {
+            p.to_string()
+        }
+        _ => "/".to_string(),
+    }
+}
+
+async fn login(
+    State(oidc): State<Arc<Oidc>>,
+    jar: CookieJar,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, ApiError> {
+    let (url, grant) = oidc.provider.begin().await?;
+    let pending = PendingLogin {
+        grant,
+        return_to: inside_the_shop(q.return_to.as_deref()),
+        exp: chrono::Utc::now().timestamp() + LOGIN_TTL_SECS,
+    };
+    let cookie = Cookie::build((LOGIN_COOKIE, oidc.auth.seal(&pending)))
+        .path("/auth/callback")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(oidc.https)
+        .max_age(time::Duration::seconds(LOGIN_TTL_SECS))
+        .build();
+    Ok((jar.add(cookie), Redirect::to(&url)).into_response())
+}
+
+/// Ends the browser's session here (if it still has one: the storefront's `POST /signout`
+/// ends it first), then sends the browser to the provider to end its session too, and back to
+/// the shop's home. A GET, as providers' logout endpoints are: a third-party page could sign
+/// a shopper out, but never in, nor do anything in their name.
+async fn logout(State(oidc): State<Arc<Oidc>>, jar: CookieJar) -> Result<Response, ApiError> {
+    if let Some(Identity {
+        sub,
+        session: Some(session),
+        ..
+    }) = jar
+        .get(SESSION_COOKIE)
+        .and_then(|c| oidc.auth.verify(c.value()).ok())
+    {
+        oidc.users.end_session(&sub, &session).await?;
+        tracing::info!(target: "audit", user = %sub, session = %session, action = "sign out");
+    }
+    let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
+    let to = oidc.provider.end_session_url().await?;
+    Ok((jar, Redirect::to(to.as_deref().unwrap_or("/"))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+async fn callback(
+    State(oidc): State<Arc<Oidc>>,
+    jar: CookieJar,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    // A pending sign-in is used once: its cookie goes whatever the outcome.
+    let pending = jar
+        .get(LOGIN_COOKIE)
+        .and_then(|c| oidc.auth.open::<PendingLogin>(c.value()))
+        .filter(|p| p.exp > chrono::Utc::now().timestamp());
+    let jar = jar.remove(Cookie::build(LOGIN_COOKIE).path("/auth/callback"));
+    // A new session at every sign-in; the one this browser had ends (session ids never carry
+    // over a sign-in).
+    let previous = jar
+        .get(SESSION_COOKIE)
+        .and_then(|c| oidc.auth.verify(c.value()).ok());
+    if let Some(Identity {
+        sub,
+        session: Some(session),
+        ..
+    }) = previous
+    {
+        if let Err(e) = oidc.users.end_session(&sub, &session).await {
+            return (jar, ApiError::from(e)).into_response();
+        }
+    }
+    match finish(&oidc, pending, q).await {
+        Ok((session, return_to)) => (jar.add(session), Redirect::to(&return_to)).into_response(),
+        Err(err) => (jar, err).into_response(),
+    }
+}
+
+/// Checks the provider's answer against the pending sign-in, and starts the session.
+async fn finish(
+    oidc: &Oidc,
+    pending: Option<PendingLogin>,
+    q: CallbackQuery,
+) -> Result<(Cookie<'static>, String), ApiError> {
+    if let Some(error) = q.error {
+        return Err(ApiError::unauthorized(format!(
+            "the provider refused the sign-in: {error} {}",
+            q.error_description.unwrap_or_default()
+        )));
+    }
+    let pending = pending.ok_or_else(|| {
+        refused("no sign-in is in progress in this browser (or it expired)".into())
+    })?;
+    let mut identity = oidc
+        .provider
+        .complete(pending.grant, q.state, q.code)
+        .await?;
+    let session = oidc.users.start_session(&identity).await?;
+    tracing::info!(target: "audit", user = %identity.sub, role = ?identity.role,
+        session = %session.id, action = "sign in (oidc)");
+    identity.session = Some(session.id);
+    identity.session_started_at = Some(session.started_at);
+    let cookie = Cookie::build((SESSION_COOKIE, oidc.auth.issue(&identity)))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(oidc.https)
+        .max_age(time::Duration::seconds(oidc.auth.ttl_secs() as i64))
+        .build();
+    Ok((cookie, pending.return_to))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn return_to_stays_in_the_shop() {
+        for (asked, got) in [
+            (Some("/cart"), "/cart"),
+            (Some("/orders?status=failed"), "/orders?status=failed"),
+            (Some("https://evil.example/"), "/"),
+            (Some("//evil.example/"), "/"),
+            (Some("/\\evil.example/"), "/"),
+            (Some("javascript:alert(1)"), "/"),
+            (Some("/ok\r\nSet-Cookie: x=y"), "/"),
+            (None, "/"),
+        ] {
+            assert_eq!(super::inside_the_shop(asked), got, "{asked:?}");
+        }
+    }
+}
