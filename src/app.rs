@@ -192,7 +192,7 @@ impl Application {
                 tracing::info!(module = module.name(), instances = ?settings.modules.instances(*module),
                     "routing a module to its instances");
                 let dev_sign_in = settings.auth.mode == AuthMode::Dev;
-                routed.push((remote.router(module.paths()), module.openapi(dev_sign_in)));
+                routed.push((remote.router(&module.paths()), module.openapi(dev_sign_in)));
             }
         }
         let pages = runs(Module::Frontend).then(|| {

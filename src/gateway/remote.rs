@@ -260,7 +260,7 @@ impl Remote {
     }
 
     /// Routes `paths` (the module's API, in axum's syntax) to the module.
-    pub fn router(self: &Arc<Self>, paths: &[&str]) -> Router {
+    pub fn router(self: &Arc<Self>, paths: &[String]) -> Router {
         paths
             .iter()
             .fold(Router::new(), |router, path| router.route(path, any(proxy)))

@@ -10,15 +10,15 @@ pub mod user;
 use crate::config::Module;
 
 impl Module {
-    /// The HTTP API of a module that can run in another process (none for the others).
-    pub fn paths(self) -> &'static [&'static str] {
-        match self {
-            Module::Stock => stock::PATHS,
-            Module::Order => order::PATHS,
-            Module::Payment => payment::PATHS,
-            Module::User => user::PATHS,
-            Module::Gateway | Module::Frontend => &[],
+    /// The paths a gateway routes to a module in another process: every path of its OpenAPI
+    /// description (dev sign-in's included), and the user module's browser sign-in flow, which
+    /// is not part of the JSON API. None for the modules that only run beside a gateway.
+    pub fn paths(self) -> Vec<String> {
+        let mut paths: Vec<String> = self.openapi(true).paths.paths.into_keys().collect();
+        if self == Module::User {
+            paths.extend(user::oidc::PATHS.iter().map(|p| p.to_string()));
         }
+        paths
     }
 
     /// The OpenAPI description of a module's API (`dev_sign_in`: the user module's includes

@@ -28,17 +28,6 @@ pub static MIGRATIONS: Migrations = Migrations {
 
 pub const CONSUMER: &str = "order";
 
-/// The module's HTTP API, as the gateway routes it to another process.
-pub const PATHS: &[&str] = &[
-    "/api/cart",
-    "/api/cart/items",
-    "/api/cart/items/{product_id}",
-    "/api/checkout",
-    "/api/orders",
-    "/api/orders/{id}",
-    "/api/orders/{id}/cancel",
-];
-
 pub fn saga_handler(waiters: Arc<Waiters>) -> Arc<dyn Handler> {
     Arc::new(handlers::SagaHandler { waiters })
 }

@@ -21,9 +21,6 @@ pub static MIGRATIONS: Migrations =
 
 pub const CONSUMER: &str = "payment";
 
-/// The module's HTTP API, as the gateway routes it to another process.
-pub const PATHS: &[&str] = &["/api/orders/{id}/payment"];
-
 pub fn order_events_handler(provider: Arc<dyn provider::PaymentProvider>) -> Arc<dyn Handler> {
     Arc::new(handlers::OrderEventsHandler { provider })
 }

@@ -30,14 +30,6 @@ pub static MIGRATIONS: Migrations = Migrations {
 /// The bus consumer name of this module.
 pub const CONSUMER: &str = "stock";
 
-/// The module's HTTP API, as the gateway routes it to another process.
-pub const PATHS: &[&str] = &[
-    "/api/products",
-    "/api/products/{id}",
-    "/api/products/{id}/restock",
-    "/api/products/{id}/reduce",
-];
-
 pub fn order_events_handler() -> Arc<dyn Handler> {
     Arc::new(OrderEventsHandler)
 }

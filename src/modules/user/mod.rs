@@ -24,19 +24,6 @@ use crate::db::Migrations;
 pub static MIGRATIONS: Migrations =
     Migrations::shared(sqlx::migrate!("src/modules/user/migrations"));
 
-/// The module's HTTP API (sign-in sessions included), as the gateway routes it to another
-/// process.
-pub const PATHS: &[&str] = &[
-    "/api/journeys",
-    "/api/journeys/{session}",
-    "/auth/dev/token",
-    "/auth/signout",
-    "/auth/session",
-    "/auth/login",
-    "/auth/callback",
-    "/auth/logout",
-];
-
 pub fn order_events_handler() -> Arc<dyn Handler> {
     Arc::new(handlers::OrderEventsHandler)
 }

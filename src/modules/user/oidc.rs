@@ -19,6 +19,9 @@ use crate::error::ApiError;
 use crate::gateway::auth::{Authenticator, Identity, SESSION_COOKIE};
 use crate::gateway::oidc::{refused, Grant, Provider};
 
+/// The browser's sign-in flow, outside the JSON API (and its OpenAPI description).
+pub const PATHS: [&str; 3] = ["/auth/login", "/auth/callback", "/auth/logout"];
+
 /// The cookie that carries a sign-in in progress from `/auth/login` to `/auth/callback`.
 const LOGIN_COOKIE: &str = "ekart_login";
 /// How long a sign-in may take at the provider.
@@ -57,12 +60,13 @@ impl Oidc {
         })
     }
 
-    /// `GET /auth/login`, `GET /auth/callback` and `GET /auth/logout`.
+    /// `GET /auth/login`, `GET /auth/callback` and `GET /auth/logout` ([`PATHS`]).
     pub fn router(self: &Arc<Self>) -> Router {
+        let [login_path, callback_path, logout_path] = PATHS;
         Router::new()
-            .route("/auth/login", get(login))
-            .route("/auth/callback", get(callback))
-            .route("/auth/logout", get(logout))
+            .route(login_path, get(login))
+            .route(callback_path, get(callback))
+            .route(logout_path, get(logout))
             .with_state(self.clone())
     }
 }
