@@ -25,7 +25,7 @@ use crate::gateway::{self, health};
 use crate::modules::frontend::{self, ApiClient, Frontend, Recorder};
 use crate::modules::order::catalog::{Catalog, ProductInfo, RemoteCatalog};
 use crate::modules::order::{self, OrderState, OrderStore, Waiters};
-use crate::modules::payment::{self, provider::Simulator, PaymentStore};
+use crate::modules::payment::{self, PaymentStore, Settler};
 use crate::modules::stock::{self, StockStore};
 use crate::modules::user::{self, JourneyStore, UserStore};
 
@@ -130,9 +130,11 @@ impl Application {
         }
         if runs(Module::Payment) {
             let db = open_database(d, "payment", &payment::MIGRATIONS).await?;
-            let handler = payment::order_events_handler(Arc::new(Simulator));
+            let store = PaymentStore::new(db.clone());
+            let provider = payment::provider::named(settings.payment.provider);
+            let handler = payment::order_events_handler(Settler::start(store.clone(), provider));
             spawn_consumer(&bus, db.clone(), payment::CONSUMER, topics::ORDER, handler);
-            api.push(payment::router(PaymentStore::new(db.clone())));
+            api.push(payment::router(store));
             databases.push(db);
         }
         if runs(Module::Order) {

@@ -17,6 +17,7 @@ pub struct Settings {
     pub bus: BusSettings,
     pub auth: AuthSettings,
     pub checkout: CheckoutSettings,
+    pub payment: PaymentSettings,
     pub catalog: CatalogSettings,
     pub log: LogSettings,
     pub modules: ModulesSettings,
@@ -276,6 +277,20 @@ pub struct CheckoutSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PaymentSettings {
+    /// Who moves the money (`modules::payment::provider`).
+    pub provider: PaymentProviderKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentProviderKind {
+    /// The built-in simulator, whose declines are chosen by the card number, UPI id or bank.
+    Simulator,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CatalogSettings {
     /// Seed the demo catalog when the product table is empty.
     pub seed_demo: bool,
@@ -334,6 +349,9 @@ impl Default for Settings {
                 },
             },
             checkout: CheckoutSettings { wait_ms: 5000 },
+            payment: PaymentSettings {
+                provider: PaymentProviderKind::Simulator,
+            },
             catalog: CatalogSettings { seed_demo: true },
             log: LogSettings {
                 level: "info,sqlx=warn".into(),

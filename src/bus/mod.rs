@@ -73,9 +73,14 @@ impl Event {
 
     /// This event, continuing the trace of `cause`: for work done for several events at once,
     /// where no one trace is the current one.
-    pub fn caused_by(mut self, cause: &Event) -> Event {
-        let trace = cause.traceparent.as_deref();
-        if let Some(context) = trace.and_then(crate::telemetry::trace::TraceContext::parse) {
+    pub fn caused_by(self, cause: &Event) -> Event {
+        self.continuing(cause.traceparent.as_deref())
+    }
+
+    /// This event, continuing the trace `traceparent` names (if it is one): for work done
+    /// later than the request it answers, as a payment settled after its provider answered.
+    pub fn continuing(mut self, traceparent: Option<&str>) -> Event {
+        if let Some(context) = traceparent.and_then(crate::telemetry::trace::TraceContext::parse) {
             self.traceparent = Some(context.child().to_string());
         }
         self

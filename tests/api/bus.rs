@@ -581,12 +581,14 @@ async fn order_outcomes_in_one_batch_join_their_journeys(url: String) {
 
 on_both_databases!(order_outcomes_in_one_batch_join_their_journeys);
 
-/// Payment charges a batch of requests with one insert of payments and one of outcomes: one
-/// payment per order, also when an order asks twice in the same batch or asked before.
+/// Payment records a batch of requests with one insert of payments, then charges them and
+/// records their outcomes: one payment per order, also when an order asks twice in the same
+/// batch or asked before.
 async fn a_batch_of_payment_requests_pays_each_order_once(url: String) {
     use ekart::modules::order::events::{PaymentMethod, PaymentRequested, PAYMENT_REQUESTED};
     use ekart::modules::payment::events::{FAILED, SUCCEEDED};
     use ekart::modules::payment::provider::Simulator;
+    use ekart::modules::payment::{PaymentStore, Settler};
 
     let settings = test_settings(url);
     let dbs = Databases::open(&settings).await.unwrap();
@@ -608,7 +610,8 @@ async fn a_batch_of_payment_requests_pays_each_order_once(url: String) {
     let card = |last4: &str| PaymentMethod::Card {
         last4: last4.into(),
     };
-    let handler = ekart::modules::payment::order_events_handler(Arc::new(Simulator));
+    let settler = Settler::start(PaymentStore::new(dbs.payment.clone()), Arc::new(Simulator));
+    let handler = ekart::modules::payment::order_events_handler(settler);
     let first = Arc::new(vec![request("o0", PaymentMethod::Cash)]);
     handle_batch(
         &dbs.payment,
@@ -630,6 +633,7 @@ async fn a_batch_of_payment_requests_pays_each_order_once(url: String) {
         .await
         .unwrap();
     assert_eq!(fresh, 5);
+    settled(&dbs.payment).await;
 
     let payments: Vec<(String, String, String)> =
         sqlx::query_as("SELECT order_id, mode, status FROM payments ORDER BY order_id")
@@ -668,6 +672,143 @@ async fn a_batch_of_payment_requests_pays_each_order_once(url: String) {
 }
 
 on_both_databases!(a_batch_of_payment_requests_pays_each_order_once);
+
+/// A provider that keeps what it charged by key, as a real one does: asked again with a key
+/// it knows, it answers the first outcome and charges nothing. While `lose_answers` is set it
+/// charges but its answer never arrives (the network, or the process, failed in between).
+#[derive(Default)]
+struct Ledger {
+    charged: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    calls: std::sync::atomic::AtomicUsize,
+    lose_answers: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ekart::modules::payment::provider::PaymentProvider for Ledger {
+    async fn charge(
+        &self,
+        charge: &ekart::modules::payment::provider::Charge<'_>,
+    ) -> Result<
+        ekart::modules::payment::provider::Outcome,
+        ekart::modules::payment::provider::Unanswered,
+    > {
+        use std::sync::atomic::Ordering;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let reference = {
+            let mut charged = self.charged.lock().unwrap();
+            let next = format!("PAY-{}", charged.len() + 1);
+            charged
+                .entry(charge.key.to_string())
+                .or_insert(next)
+                .clone()
+        };
+        if self.lose_answers.load(Ordering::SeqCst) {
+            return Err(ekart::modules::payment::provider::Unanswered("lost".into()));
+        }
+        Ok(ekart::modules::payment::provider::Outcome::Approved { reference })
+    }
+
+    async fn refund(
+        &self,
+        refund: &ekart::modules::payment::provider::Refund<'_>,
+    ) -> Result<String, ekart::modules::payment::provider::Unanswered> {
+        Ok(format!("RFD-{}", refund.reference))
+    }
+}
+
+/// The provider charged, but its answer was lost and the process stopped before recording
+/// it: the payment is still pending. When the module starts again it asks again with the
+/// same key, the provider answers the same charge, and the outcome is recorded once; a
+/// second instance asking at the same time records nothing more.
+async fn a_charge_whose_answer_was_lost_is_settled_on_restart_without_charging_twice(url: String) {
+    use ekart::modules::order::events::{PaymentMethod, PaymentRequested, PAYMENT_REQUESTED};
+    use ekart::modules::payment::events::SUCCEEDED;
+    use ekart::modules::payment::{PaymentStore, Settler};
+    use std::sync::atomic::Ordering;
+
+    let settings = test_settings(url);
+    let dbs = Databases::open(&settings).await.unwrap();
+    let ledger = Arc::new(Ledger::default());
+    ledger.lose_answers.store(true, Ordering::SeqCst);
+    let store = PaymentStore::new(dbs.payment.clone());
+    let handler = ekart::modules::payment::order_events_handler(Settler::start(
+        store.clone(),
+        ledger.clone(),
+    ));
+    let request = Arc::new(vec![Delivered {
+        event: Event::new(
+            SOURCE,
+            PAYMENT_REQUESTED,
+            "o1",
+            PaymentRequested {
+                order_id: "o1".into(),
+                user_id: "u".into(),
+                amount_minor: 1250,
+                currency: "EUR".into(),
+                method: PaymentMethod::Card {
+                    last4: "4242".into(),
+                },
+            },
+        ),
+        position: None,
+    }]);
+    handle_batch(&dbs.payment, "payment", "ekart.order", request, handler)
+        .await
+        .unwrap();
+    // Charged, the answer lost: still pending, and nothing told the order.
+    for _ in 0..200 {
+        if ledger.calls.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(ledger.charged.lock().unwrap().len(), 1);
+    let payment = store.for_order("o1").await.unwrap().unwrap();
+    assert_eq!(payment.status, "pending");
+    assert!(outbox_events(&dbs.payment).await.is_empty());
+
+    // "Restart": two new settlers over the same database, as two instances would start.
+    ledger.lose_answers.store(false, Ordering::SeqCst);
+    let _first = Settler::start(store.clone(), ledger.clone());
+    let _second = Settler::start(store.clone(), ledger.clone());
+    settled(&dbs.payment).await;
+
+    let payment = store.for_order("o1").await.unwrap().unwrap();
+    assert_eq!(
+        (payment.status.as_str(), payment.reference.as_str()),
+        ("succeeded", "PAY-1")
+    );
+    assert_eq!(ledger.charged.lock().unwrap().len(), 1, "charged once");
+    assert!(
+        ledger.calls.load(Ordering::SeqCst) >= 2,
+        "asked again after the restart"
+    );
+    let outcomes: Vec<String> = outbox_events(&dbs.payment)
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(outcomes, [SUCCEEDED], "one outcome, whoever asked");
+}
+
+on_both_databases!(a_charge_whose_answer_was_lost_is_settled_on_restart_without_charging_twice);
+
+/// Waits until the payment module has recorded the provider's answer to every payment.
+async fn settled(db: &ekart::db::Db) {
+    for _ in 0..200 {
+        let unsettled: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM payments WHERE status IN ('pending', 'refunding')",
+        )
+        .fetch_one(&db.read)
+        .await
+        .unwrap();
+        if unsettled == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("payments still unsettled after 5 s");
+}
 
 /// The order module's saga steps for a batch: reservations and payment outcomes move their
 /// orders together, a rejection is handled in its place, a late repeat changes nothing, and

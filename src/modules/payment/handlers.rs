@@ -1,22 +1,18 @@
-//! How payment reacts to the order saga (topic `ekart.order`): charge when stock is held,
-//! refund when a paid order is cancelled.
-
-use std::sync::Arc;
+//! How payment reacts to the order saga (topic `ekart.order`): a charge is asked for when
+//! stock is held, a refund when a paid order is cancelled. Here each is only recorded, in the
+//! consumer's transaction; the provider is asked after it commits (`settle.rs`).
 
 use async_trait::async_trait;
 
-use super::events::{
-    self as payment_events, PaymentFailed, PaymentRefunded, PaymentSucceeded, SOURCE,
-};
-use super::provider::{Charge, Outcome, PaymentProvider};
+use super::settle::Settler;
 use super::store::{Payment, PaymentStore};
 use crate::bus::inbox::{handle_traced, AfterCommit, Handler};
-use crate::bus::{outbox, topics, Event};
+use crate::bus::Event;
 use crate::contracts::order::{self as order_events, OrderCancelled, PaymentRequested};
 use crate::db::{now_ms, Uow};
 
 pub struct OrderEventsHandler {
-    pub provider: Arc<dyn PaymentProvider>,
+    pub settler: Settler,
 }
 
 #[async_trait]
@@ -28,7 +24,7 @@ impl Handler for OrderEventsHandler {
         )
     }
 
-    /// Runs of payment requests are charged together; a cancellation (a refund) is handled
+    /// Runs of payment requests are recorded together; a cancellation (a refund) is handled
     /// on its own, in its place.
     async fn handle_many(
         &self,
@@ -49,7 +45,7 @@ impl Handler for OrderEventsHandler {
                 continue;
             }
             let (requests, later) = rest.split_at(run);
-            self.charge_all(uow, requests).await?;
+            self.ask_all(uow, requests, after).await?;
             rest = later;
         }
         Ok(())
@@ -59,16 +55,19 @@ impl Handler for OrderEventsHandler {
         &self,
         uow: &mut Uow,
         event: &Event,
-        _: &mut AfterCommit,
+        after: &mut AfterCommit,
     ) -> anyhow::Result<()> {
         match event.kind.as_str() {
-            order_events::PAYMENT_REQUESTED => {
-                let req: PaymentRequested = event.data()?;
-                self.charge(uow, req).await
-            }
+            order_events::PAYMENT_REQUESTED => self.ask_all(uow, &[event], after).await,
             order_events::CANCELLED => {
                 let cancelled: OrderCancelled = event.data()?;
-                self.refund(uow, &cancelled.order_id).await
+                if let Some(refunding) =
+                    PaymentStore::start_refund(uow, &cancelled.order_id).await?
+                {
+                    let settler = self.settler.clone();
+                    after.push(Box::new(move || settler.settle(vec![refunding])));
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -76,22 +75,14 @@ impl Handler for OrderEventsHandler {
 }
 
 impl OrderEventsHandler {
-    async fn charge(&self, uow: &mut Uow, req: PaymentRequested) -> anyhow::Result<()> {
-        if PaymentStore::for_order_in(uow, &req.order_id)
-            .await?
-            .is_some()
-        {
-            return Ok(()); // one payment per order, whatever asks twice
-        }
-        let (payment, event) = self.decide(req);
-        PaymentStore::insert(uow, &payment, now_ms()).await?;
-        outbox::push(uow, topics::PAYMENT, &event).await?;
-        Ok(())
-    }
-
-    /// Charges a run of payment requests with a few statements for all of them: which orders
-    /// are paid already, one insert of the payments, one of their outcomes.
-    async fn charge_all(&self, uow: &mut Uow, requests: &[&Event]) -> anyhow::Result<()> {
+    /// Records a run of payment requests as pending payments with a few statements for all of
+    /// them (which orders have a payment already, one insert), to be charged once committed.
+    async fn ask_all(
+        &self,
+        uow: &mut Uow,
+        requests: &[&Event],
+        after: &mut AfterCommit,
+    ) -> anyhow::Result<()> {
         let asked: Vec<PaymentRequested> = requests
             .iter()
             .map(|e| e.data())
@@ -99,101 +90,39 @@ impl OrderEventsHandler {
         let order_ids: Vec<&str> = asked.iter().map(|r| r.order_id.as_str()).collect();
         // One payment per order, whatever asks twice (also twice in one batch).
         let mut paid = PaymentStore::orders_with_payments(uow, &order_ids).await?;
-        let mut payments = Vec::with_capacity(asked.len());
-        let mut outcomes = Vec::with_capacity(asked.len());
+        let mut pending = Vec::with_capacity(asked.len());
         for (req, cause) in asked.into_iter().zip(requests) {
-            if !paid.insert(req.order_id.clone()) {
-                continue;
+            if paid.insert(req.order_id.clone()) {
+                pending.push(intent(req, cause));
             }
-            let (payment, event) = self.decide(req);
-            payments.push(payment);
-            outcomes.push(event.caused_by(cause));
         }
-        PaymentStore::insert_all(uow, &payments, now_ms()).await?;
-        outbox::push_all(uow, topics::PAYMENT, &outcomes).await?;
+        PaymentStore::insert_all(uow, &pending, now_ms()).await?;
+        if !pending.is_empty() {
+            let settler = self.settler.clone();
+            after.push(Box::new(move || settler.settle(pending)));
+        }
         Ok(())
     }
+}
 
-    /// Asks the provider, and answers the payment to record and the event that tells the order.
-    fn decide(&self, req: PaymentRequested) -> (Payment, Event) {
-        let outcome = self.provider.charge(&Charge {
-            order_id: &req.order_id,
-            amount_minor: req.amount_minor,
-            currency: &req.currency,
-            method: &req.method,
-        });
-        let id = uuid::Uuid::now_v7().to_string();
-        let (status, reference, decline) = match outcome {
-            Outcome::Approved { reference } => ("succeeded", reference, None),
-            Outcome::Declined { code, reason } => ("failed", String::new(), Some((code, reason))),
-        };
-        let payment = Payment {
-            id: id.clone(),
-            order_id: req.order_id.clone(),
-            user_id: req.user_id.clone(),
-            mode: req.method.mode().into(),
-            instrument: req.method.instrument(),
-            amount_minor: req.amount_minor,
-            currency: req.currency.clone(),
-            status: status.into(),
-            reference: reference.clone(),
-            decline_code: decline.as_ref().map(|(c, _)| c.to_string()),
-            decline_reason: decline.as_ref().map(|(_, r)| r.clone()),
-            created_at: String::new(),
-            refunded_at: None,
-            refund_reference: None,
-        };
-        let event = match decline {
-            None => Event::new(
-                SOURCE,
-                payment_events::SUCCEEDED,
-                &req.order_id,
-                PaymentSucceeded {
-                    order_id: req.order_id.clone(),
-                    payment_id: id,
-                    reference,
-                    amount_minor: req.amount_minor,
-                    currency: req.currency,
-                },
-            ),
-            Some((code, reason)) => Event::new(
-                SOURCE,
-                payment_events::FAILED,
-                &req.order_id,
-                PaymentFailed {
-                    order_id: req.order_id.clone(),
-                    payment_id: id,
-                    code: code.into(),
-                    reason,
-                },
-            ),
-        };
-        (payment, event)
-    }
-
-    async fn refund(&self, uow: &mut Uow, order_id: &str) -> anyhow::Result<()> {
-        let Some(payment) = PaymentStore::for_order_in(uow, order_id).await? else {
-            return Ok(());
-        };
-        if payment.status != "succeeded" {
-            return Ok(());
-        }
-        let refund_reference = self
-            .provider
-            .refund(&payment.reference, payment.amount_minor);
-        PaymentStore::mark_refunded(uow, &payment.id, &refund_reference, now_ms()).await?;
-        let event = Event::new(
-            SOURCE,
-            payment_events::REFUNDED,
-            order_id,
-            PaymentRefunded {
-                order_id: order_id.to_string(),
-                payment_id: payment.id,
-                refund_reference,
-                amount_minor: payment.amount_minor,
-            },
-        );
-        outbox::push(uow, topics::PAYMENT, &event).await?;
-        Ok(())
+/// The payment a request asks for, before the provider is asked.
+fn intent(req: PaymentRequested, cause: &Event) -> Payment {
+    Payment {
+        id: uuid::Uuid::now_v7().to_string(),
+        order_id: req.order_id,
+        user_id: req.user_id,
+        mode: req.method.mode().into(),
+        instrument: req.method.instrument(),
+        amount_minor: req.amount_minor,
+        currency: req.currency,
+        status: "pending".into(),
+        reference: String::new(),
+        decline_code: None,
+        decline_reason: None,
+        created_at: String::new(),
+        refunded_at: None,
+        refund_reference: None,
+        method: Some(req.method),
+        traceparent: cause.traceparent.clone(),
     }
 }

@@ -5,11 +5,13 @@ mod handlers;
 pub use crate::contracts::payment_method as method;
 pub mod provider;
 mod routes;
+mod settle;
 mod store;
 
 use std::sync::Arc;
 
 pub use routes::{api, router};
+pub use settle::Settler;
 pub use store::{Payment, PaymentStore};
 
 use crate::bus::inbox::Handler;
@@ -21,6 +23,7 @@ pub static MIGRATIONS: Migrations =
 
 pub const CONSUMER: &str = "payment";
 
-pub fn order_events_handler(provider: Arc<dyn provider::PaymentProvider>) -> Arc<dyn Handler> {
-    Arc::new(handlers::OrderEventsHandler { provider })
+/// Records what the saga asks of payment; `settler` then asks the provider.
+pub fn order_events_handler(settler: Settler) -> Arc<dyn Handler> {
+    Arc::new(handlers::OrderEventsHandler { settler })
 }

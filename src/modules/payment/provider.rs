@@ -12,35 +12,65 @@
 //!
 //! Everything else succeeds, e.g. card `4242 4242 4242 4242` or UPI `shopper@okbank`.
 
+use async_trait::async_trait;
+
 use super::method::PaymentMethod;
 
+/// A charge to make, once: `key` names it, and asking again with the same key (after a crash
+/// between asking and recording the answer) must answer the first outcome, never charge twice.
 pub struct Charge<'a> {
+    pub key: &'a str,
     pub order_id: &'a str,
     pub amount_minor: i64,
     pub currency: &'a str,
     pub method: &'a PaymentMethod,
 }
 
-pub enum Outcome {
-    Approved { reference: String },
-    Declined { code: &'static str, reason: String },
+/// A refund of a whole charge (`reference`, the provider's), once per `key`.
+pub struct Refund<'a> {
+    pub key: &'a str,
+    pub reference: &'a str,
+    pub amount_minor: i64,
 }
 
-/// A payment provider. Implementations must be idempotent per order id, since a charge may be
-/// retried after a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Approved { reference: String },
+    Declined { code: String, reason: String },
+}
+
+/// The provider gave no answer (down, timed out, refused the call): ask again later with the
+/// same key. A decline is an [`Outcome`], not an error.
+#[derive(Debug, thiserror::Error)]
+#[error("the payment provider did not answer: {0}")]
+pub struct Unanswered(pub String);
+
+/// A payment provider, asked outside any database transaction (`settle.rs`). Both calls must be
+/// idempotent per key.
+#[async_trait]
 pub trait PaymentProvider: Send + Sync + 'static {
-    fn charge(&self, charge: &Charge<'_>) -> Outcome;
+    async fn charge(&self, charge: &Charge<'_>) -> Result<Outcome, Unanswered>;
     /// Returns the refund's reference.
-    fn refund(&self, reference: &str, amount_minor: i64) -> String;
+    async fn refund(&self, refund: &Refund<'_>) -> Result<String, Unanswered>;
+}
+
+/// The provider a `[payment] provider` setting names.
+pub fn named(name: crate::config::PaymentProviderKind) -> std::sync::Arc<dyn PaymentProvider> {
+    match name {
+        crate::config::PaymentProviderKind::Simulator => std::sync::Arc::new(Simulator),
+    }
 }
 
 pub struct Simulator;
 
+#[async_trait]
 impl PaymentProvider for Simulator {
-    fn charge(&self, charge: &Charge<'_>) -> Outcome {
-        let declined = |code, reason: &str| Outcome::Declined {
-            code,
-            reason: reason.to_string(),
+    async fn charge(&self, charge: &Charge<'_>) -> Result<Outcome, Unanswered> {
+        let declined = |code: &str, reason: &str| {
+            Ok(Outcome::Declined {
+                code: code.into(),
+                reason: reason.into(),
+            })
         };
         match charge.method {
             PaymentMethod::Card { last4 } | PaymentMethod::Emi { last4, .. } if last4 == "0002" => {
@@ -65,13 +95,13 @@ impl PaymentProvider for Simulator {
             }
             _ => {}
         }
-        Outcome::Approved {
+        Ok(Outcome::Approved {
             reference: reference("PAY", charge.order_id),
-        }
+        })
     }
 
-    fn refund(&self, reference: &str, _amount_minor: i64) -> String {
-        self::reference("RFD", reference)
+    async fn refund(&self, refund: &Refund<'_>) -> Result<String, Unanswered> {
+        Ok(reference("RFD", refund.reference))
     }
 }
 

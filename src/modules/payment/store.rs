@@ -8,6 +8,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use utoipa::ToSchema;
 
+use super::method::PaymentMethod;
+use super::provider::Outcome;
 use crate::db::{padded_to_power_of_two, placeholders, power_of_two_runs, rfc3339, Db, Uow};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -20,7 +22,8 @@ pub struct Payment {
     pub instrument: String,
     pub amount_minor: i64,
     pub currency: String,
-    /// `succeeded`, `failed` or `refunded`.
+    /// `pending` (the provider is being asked), `succeeded`, `failed`, `refunding` (the
+    /// provider is being asked to refund) or `refunded`.
     pub status: String,
     pub reference: String,
     pub decline_code: Option<String>,
@@ -30,10 +33,17 @@ pub struct Payment {
     pub refund_reference: Option<String>,
     #[serde(skip)]
     pub user_id: String,
+    /// What the provider is asked to charge (None for payments settled before it was kept).
+    #[serde(skip)]
+    pub method: Option<PaymentMethod>,
+    /// The trace the payment was asked for in, which the event of its outcome continues.
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 const COLUMNS: &str = "id, order_id, user_id, mode, instrument, amount_minor, currency, status, \
-    reference, decline_code, decline_reason, created_at, refunded_at, refund_reference";
+    reference, decline_code, decline_reason, created_at, refunded_at, refund_reference, method, \
+    traceparent";
 
 fn payment(row: &AnyRow) -> Result<Payment, sqlx::Error> {
     Ok(Payment {
@@ -51,6 +61,10 @@ fn payment(row: &AnyRow) -> Result<Payment, sqlx::Error> {
         created_at: rfc3339(row.try_get("created_at")?),
         refunded_at: row.try_get::<Option<i64>, _>("refunded_at")?.map(rfc3339),
         refund_reference: row.try_get("refund_reference")?,
+        method: row
+            .try_get::<Option<String>, _>("method")?
+            .and_then(|json| serde_json::from_str(&json).ok()),
+        traceparent: row.try_get("traceparent")?,
     })
 }
 
@@ -102,29 +116,35 @@ impl PaymentStore {
         for run in power_of_two_runs(payments, 32) {
             let mut sql = String::from(
                 "INSERT INTO payments (id, order_id, user_id, mode, instrument, amount_minor, \
-                 currency, status, reference, decline_code, decline_reason, created_at) VALUES ",
+                 currency, status, reference, decline_code, decline_reason, method, traceparent, \
+                 created_at) VALUES ",
             );
             for i in 0..run.len() {
-                let b = 2 + 11 * i;
+                let b = 2 + 13 * i;
                 if i > 0 {
                     sql.push(',');
                 }
-                let _ = write!(sql, "({}, $1)", placeholders(b, 11));
+                let _ = write!(sql, "({}, $1)", placeholders(b, 13));
             }
             let mut query = sqlx::query(&sql).bind(created_at);
             for p in run {
-                query = query
-                    .bind(&p.id)
-                    .bind(&p.order_id)
-                    .bind(&p.user_id)
-                    .bind(&p.mode)
-                    .bind(&p.instrument)
-                    .bind(p.amount_minor)
-                    .bind(&p.currency)
-                    .bind(&p.status)
-                    .bind(&p.reference)
-                    .bind(&p.decline_code)
-                    .bind(&p.decline_reason);
+                query =
+                    query
+                        .bind(&p.id)
+                        .bind(&p.order_id)
+                        .bind(&p.user_id)
+                        .bind(&p.mode)
+                        .bind(&p.instrument)
+                        .bind(p.amount_minor)
+                        .bind(&p.currency)
+                        .bind(&p.status)
+                        .bind(&p.reference)
+                        .bind(&p.decline_code)
+                        .bind(&p.decline_reason)
+                        .bind(p.method.as_ref().map(|m| {
+                            serde_json::to_string(m).expect("a payment method serializes")
+                        }))
+                        .bind(&p.traceparent);
             }
             query.execute(uow.conn()).await?;
         }
@@ -151,21 +171,80 @@ impl PaymentStore {
         Ok(query.fetch_all(uow.conn()).await?.into_iter().collect())
     }
 
-    pub async fn mark_refunded(
+    /// The payments whose provider call is not recorded yet: asked for (`pending`) or being
+    /// refunded (`refunding`). After a crash these are asked again, with the same keys.
+    pub async fn unsettled(&self) -> Result<Vec<Payment>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM payments WHERE status IN ('pending', 'refunding') ORDER BY id"
+        ))
+        .fetch_all(&self.db.read)
+        .await?
+        .iter()
+        .map(payment)
+        .collect()
+    }
+
+    /// Records the provider's answer to a pending charge. False if it was recorded already
+    /// (another instance asked too): then nothing changes.
+    pub async fn settle_charge(
+        uow: &mut Uow,
+        id: &str,
+        outcome: &Outcome,
+    ) -> Result<bool, sqlx::Error> {
+        let (status, reference, code, reason) = match outcome {
+            Outcome::Approved { reference } => ("succeeded", reference.as_str(), None, None),
+            Outcome::Declined { code, reason } => {
+                ("failed", "", Some(code.as_str()), Some(reason.as_str()))
+            }
+        };
+        let done = sqlx::query(
+            "UPDATE payments SET status = $1, reference = $2, decline_code = $3, \
+             decline_reason = $4 WHERE id = $5 AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(reference)
+        .bind(code)
+        .bind(reason)
+        .bind(id)
+        .execute(uow.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks the succeeded payment of `order_id` as being refunded, and answers it; None if
+    /// it has no succeeded payment (none, declined, or refunded already).
+    pub async fn start_refund(
+        uow: &mut Uow,
+        order_id: &str,
+    ) -> Result<Option<Payment>, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE payments SET status = 'refunding' WHERE order_id = $1 AND status = 'succeeded'",
+        )
+        .bind(order_id)
+        .execute(uow.conn())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        Self::for_order_in(uow, order_id).await
+    }
+
+    /// Records the provider's refund. False if it was recorded already.
+    pub async fn settle_refund(
         uow: &mut Uow,
         id: &str,
         refund_reference: &str,
         at: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
             "UPDATE payments SET status = 'refunded', refunded_at = $1, refund_reference = $2 \
-             WHERE id = $3 AND status = 'succeeded'",
+             WHERE id = $3 AND status = 'refunding'",
         )
         .bind(at)
         .bind(refund_reference)
         .bind(id)
         .execute(uow.conn())
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 }
