@@ -135,16 +135,7 @@ async fn run(
             .collect();
         let result = store
             .db
-            .write(move |uow| {
-                Box::pin(async move {
-                    let mut events = Vec::with_capacity(records.len());
-                    for (payment, answer) in &records {
-                        events.extend(record(uow, payment, answer).await?);
-                    }
-                    outbox::push_all(uow, topics::PAYMENT, &events).await?;
-                    Ok::<_, sqlx::Error>(())
-                })
-            })
+            .write(move |uow| Box::pin(async move { record(uow, &records).await }))
             .await;
         if let Err(e) = result {
             // The provider answered but the answer is not recorded: the payments are still
@@ -212,61 +203,64 @@ async fn ask(provider: &dyn PaymentProvider, payment: &Payment) -> Result<Answer
     }
 }
 
-/// Records one answer, and answers the event that tells the order; none if the answer was
-/// recorded before.
-async fn record(
-    uow: &mut Uow,
-    payment: &Payment,
-    answer: &Answer,
-) -> Result<Option<Event>, sqlx::Error> {
-    let order_id = payment.order_id.clone();
-    let event = match answer {
-        Answer::Charged(outcome) => {
-            if !PaymentStore::settle_charge(uow, &payment.id, outcome).await? {
-                return Ok(None);
-            }
-            match outcome {
-                Outcome::Approved { reference } => Event::new(
-                    payment_events::SOURCE,
-                    payment_events::SUCCEEDED,
-                    &order_id,
-                    PaymentSucceeded {
-                        order_id: order_id.clone(),
-                        payment_id: payment.id.clone(),
-                        reference: reference.clone(),
-                        amount_minor: payment.amount_minor,
-                        currency: payment.currency.clone(),
-                    },
-                ),
-                Outcome::Declined { code, reason } => Event::new(
-                    payment_events::SOURCE,
-                    payment_events::FAILED,
-                    &order_id,
-                    PaymentFailed {
-                        order_id: order_id.clone(),
-                        payment_id: payment.id.clone(),
-                        code: code.clone(),
-                        reason: reason.clone(),
-                    },
-                ),
-            }
-        }
-        Answer::Refunded(refund_reference) => {
-            if !PaymentStore::settle_refund(uow, &payment.id, refund_reference, now_ms()).await? {
-                return Ok(None);
-            }
-            Event::new(
+/// Records the answers, and in the outbox the events that tell the orders: one per answer
+/// recorded now, none for an answer recorded before (another instance asked too).
+async fn record(uow: &mut Uow, records: &[(Payment, Answer)]) -> Result<(), sqlx::Error> {
+    let charges: Vec<(&str, &Outcome)> = records
+        .iter()
+        .filter_map(|(payment, answer)| match answer {
+            Answer::Charged(outcome) => Some((payment.id.as_str(), outcome)),
+            Answer::Refunded(_) => None,
+        })
+        .collect();
+    let charged = PaymentStore::settle_charges(uow, &charges).await?;
+    let mut events = Vec::with_capacity(records.len());
+    for (payment, answer) in records {
+        let order_id = payment.order_id.as_str();
+        let event = match answer {
+            Answer::Charged(_) if !charged.contains(&payment.id) => continue,
+            Answer::Charged(Outcome::Approved { reference }) => Event::new(
                 payment_events::SOURCE,
-                payment_events::REFUNDED,
-                &order_id,
-                PaymentRefunded {
-                    order_id: order_id.clone(),
+                payment_events::SUCCEEDED,
+                order_id,
+                PaymentSucceeded {
+                    order_id: order_id.into(),
                     payment_id: payment.id.clone(),
-                    refund_reference: refund_reference.clone(),
+                    reference: reference.clone(),
                     amount_minor: payment.amount_minor,
+                    currency: payment.currency.clone(),
                 },
-            )
-        }
-    };
-    Ok(Some(event.continuing(payment.traceparent.as_deref())))
+            ),
+            Answer::Charged(Outcome::Declined { code, reason }) => Event::new(
+                payment_events::SOURCE,
+                payment_events::FAILED,
+                order_id,
+                PaymentFailed {
+                    order_id: order_id.into(),
+                    payment_id: payment.id.clone(),
+                    code: code.clone(),
+                    reason: reason.clone(),
+                },
+            ),
+            Answer::Refunded(refund_reference) => {
+                let at = now_ms();
+                if !PaymentStore::settle_refund(uow, &payment.id, refund_reference, at).await? {
+                    continue;
+                }
+                Event::new(
+                    payment_events::SOURCE,
+                    payment_events::REFUNDED,
+                    order_id,
+                    PaymentRefunded {
+                        order_id: order_id.into(),
+                        payment_id: payment.id.clone(),
+                        refund_reference: refund_reference.clone(),
+                        amount_minor: payment.amount_minor,
+                    },
+                )
+            }
+        };
+        events.push(event.continuing(payment.traceparent.as_deref()));
+    }
+    outbox::push_all(uow, topics::PAYMENT, &events).await
 }

@@ -184,31 +184,50 @@ impl PaymentStore {
         .collect()
     }
 
-    /// Records the provider's answer to a pending charge. False if it was recorded already
-    /// (another instance asked too): then nothing changes.
-    pub async fn settle_charge(
+    /// Records the provider's answers to pending charges, a statement per power of two in
+    /// their count, and answers the ids recorded now: one recorded before (another instance
+    /// asked too) is left as it is.
+    pub async fn settle_charges(
         uow: &mut Uow,
-        id: &str,
-        outcome: &Outcome,
-    ) -> Result<bool, sqlx::Error> {
-        let (status, reference, code, reason) = match outcome {
-            Outcome::Approved { reference } => ("succeeded", reference.as_str(), None, None),
-            Outcome::Declined { code, reason } => {
-                ("failed", "", Some(code.as_str()), Some(reason.as_str()))
+        answers: &[(&str, &Outcome)],
+    ) -> Result<HashSet<String>, sqlx::Error> {
+        let mut settled = HashSet::with_capacity(answers.len());
+        for run in power_of_two_runs(answers, 32) {
+            let mut sql = String::from(
+                "UPDATE payments SET status = settled.column2, \
+                 reference = settled.column3, decline_code = settled.column4, \
+                 decline_reason = settled.column5 FROM (VALUES ",
+            );
+            for i in 0..run.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                let _ = write!(sql, "({})", placeholders(1 + 5 * i, 5));
             }
-        };
-        let done = sqlx::query(
-            "UPDATE payments SET status = $1, reference = $2, decline_code = $3, \
-             decline_reason = $4 WHERE id = $5 AND status = 'pending'",
-        )
-        .bind(status)
-        .bind(reference)
-        .bind(code)
-        .bind(reason)
-        .bind(id)
-        .execute(uow.conn())
-        .await?;
-        Ok(done.rows_affected() == 1)
+            sql.push_str(
+                ") AS settled WHERE payments.id = settled.column1 \
+                 AND payments.status = 'pending' RETURNING payments.id",
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for (id, outcome) in run {
+                let (status, reference, code, reason) = match outcome {
+                    Outcome::Approved { reference } => {
+                        ("succeeded", reference.as_str(), None, None)
+                    }
+                    Outcome::Declined { code, reason } => {
+                        ("failed", "", Some(code.as_str()), Some(reason.as_str()))
+                    }
+                };
+                query = query
+                    .bind(*id)
+                    .bind(status)
+                    .bind(reference)
+                    .bind(code)
+                    .bind(reason);
+            }
+            settled.extend(query.fetch_all(uow.conn()).await?);
+        }
+        Ok(settled)
     }
 
     /// Marks the succeeded payment of `order_id` as being refunded, and answers it; None if
