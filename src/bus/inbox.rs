@@ -18,9 +18,6 @@ use crate::db::{now_ms, padded_to_power_of_two, Backend, Db, Uow};
 use crate::telemetry::trace::{self, TraceContext};
 use tracing::Instrument;
 
-/// Work to do only once the batch's transaction has committed (e.g. waking a waiting request).
-pub type AfterCommit = Vec<Box<dyn FnOnce() + Send>>;
-
 /// A module's reaction to events of one topic.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
@@ -30,28 +27,23 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Applies new events inside `uow`, in order. By default one by one through `handle`, each
     /// in its own trace; a handler overrides it to do a run of events with a few set-based
-    /// statements instead of a few statements each.
+    /// statements instead of a few statements each. What must wait for the commit (waking a
+    /// request) goes in [`Uow::after_commit`].
     async fn handle_many(
         &self,
         uow: &mut Uow,
         consumer: &str,
         events: &[&Event],
-        after: &mut AfterCommit,
     ) -> anyhow::Result<()> {
         for event in events {
-            handle_traced(self, uow, consumer, event, after).await?;
+            handle_traced(self, uow, consumer, event).await?;
         }
         Ok(())
     }
 
     /// Applies `event` inside `uow`. Unknown event kinds should be ignored. An error rolls the
     /// whole batch back, and it is retried.
-    async fn handle(
-        &self,
-        uow: &mut Uow,
-        event: &Event,
-        after: &mut AfterCommit,
-    ) -> anyhow::Result<()>;
+    async fn handle(&self, uow: &mut Uow, event: &Event) -> anyhow::Result<()>;
 }
 
 /// Records the ids of `events` for `consumer` in one statement and answers those that were not
@@ -122,12 +114,9 @@ pub async fn handle_batch(
         "consumer" => consumer.to_string(), "topic" => topic.to_string());
     let consumer = consumer.to_string();
     let topic = topic.to_string();
-    let (fresh, after) = db
+    let fresh = db
         .write(move |uow| Box::pin(apply(uow, consumer, topic, events, handler)))
         .await?;
-    for f in after {
-        f();
-    }
     handled.increment(fresh as u64);
     Ok(fresh)
 }
@@ -140,8 +129,7 @@ async fn apply(
     topic: String,
     events: Arc<Vec<Delivered>>,
     handler: Arc<dyn Handler>,
-) -> anyhow::Result<(usize, AfterCommit)> {
-    let mut after = AfterCommit::new();
+) -> anyhow::Result<usize> {
     let ours: Vec<&Event> = events
         .iter()
         .map(|d| &d.event)
@@ -155,14 +143,12 @@ async fn apply(
         .filter(|event| new.remove(&event.id))
         .collect();
     if !fresh.is_empty() {
-        handler
-            .handle_many(uow, &consumer, &fresh, &mut after)
-            .await?;
+        handler.handle_many(uow, &consumer, &fresh).await?;
     }
     if let Some(last) = events.iter().rev().find_map(|d| d.position) {
         save_position(uow, &consumer, &topic, last).await?;
     }
-    Ok((fresh.len(), after))
+    Ok(fresh.len())
 }
 
 /// Applies one event in the trace it carries, under a span of its own.
@@ -171,12 +157,11 @@ pub async fn handle_traced<H: Handler + ?Sized>(
     uow: &mut Uow,
     consumer: &str,
     event: &Event,
-    after: &mut AfterCommit,
 ) -> anyhow::Result<()> {
     let trace = event.traceparent.as_deref().and_then(TraceContext::parse);
     let span = tracing::info_span!("handle", consumer = %consumer, kind = %event.kind,
         trace_id = %trace.map(|t| t.trace_id_hex()).unwrap_or_default());
-    let work = handler.handle(uow, event, after).instrument(span);
+    let work = handler.handle(uow, event).instrument(span);
     trace::scope(trace.map(|t| t.child()), work).await
 }
 

@@ -84,7 +84,7 @@ pub async fn push_all(uow: &mut Uow, topic: &str, events: &[Event]) -> Result<()
         query.execute(uow.conn()).await?;
     }
     if !events.is_empty() {
-        uow.mark_events_written();
+        uow.ring_bell_on_commit();
     }
     Ok(())
 }
@@ -93,7 +93,7 @@ pub async fn push_all(uow: &mut Uow, topic: &str, events: &[Event]) -> Result<()
 pub async fn run_relay(db: Db, bus: Arc<dyn Bus>, sweep: Duration, batch: u32) {
     let mut leadership = lead(&db, sweep).await;
     let mut checked = Instant::now();
-    let wake = db.relay_wake();
+    let wake = db.bell();
     let published = metrics::counter!("ekart_events_published_total", "module" => db.name);
     let waiting_gauge = metrics::gauge!("ekart_outbox_waiting", "module" => db.name);
     let mut backoff = Duration::from_millis(50);

@@ -47,8 +47,9 @@ pub struct Db {
     pub name: &'static str,
     pub read: Reader,
     write: AnyPool,
-    /// Wakes the module's outbox relay when a transaction that wrote events commits.
-    relay_wake: Arc<Notify>,
+    /// Rung after the commit of a unit of work that asked for it ([`Uow::ring_bell_on_commit`]):
+    /// how a task waiting for new rows (the outbox's relay) hears of them without polling.
+    bell: Arc<Notify>,
     /// The queues of the module's group-commit writers (`writer.rs`).
     writer: writer::Senders,
 }
@@ -122,11 +123,11 @@ impl Db {
                 .connect_with(options.clone())
         };
         let write = pool(1).await?;
-        let relay_wake = Arc::new(Notify::new());
+        let bell = Arc::new(Notify::new());
         let (jobs, queue) = writer::queue();
         let own = direct::open(&file, synchronous)
             .map_err(|e| anyhow::anyhow!("cannot open {file:?} for writing: {e}"))?;
-        writer::spawn_sqlite(name, own, relay_wake.clone(), queue)?;
+        writer::spawn_sqlite(name, own, bell.clone(), queue)?;
         let read = Reader::sqlite(&file, settings.max_connections as usize)
             .map_err(|e| anyhow::anyhow!("cannot open {file:?} for reading: {e}"))?;
         Ok(Db {
@@ -134,7 +135,7 @@ impl Db {
             name,
             read,
             write,
-            relay_wake,
+            bell,
             writer: jobs,
         })
     }
@@ -166,13 +167,13 @@ impl Db {
         // orders. Writers therefore rule sequential scans out wherever an index serves.
         let write_setup = format!("{search_path}; SET enable_seqscan = off");
         let write = pool(settings.postgres_writers + 1, write_setup).await?;
-        let relay_wake = Arc::new(Notify::new());
+        let bell = Arc::new(Notify::new());
         let (jobs, queue) = writer::queue();
         writer::spawn_postgres(
             name,
             write.clone(),
             settings.postgres_writers,
-            relay_wake.clone(),
+            bell.clone(),
             queue,
         );
         Ok(Db {
@@ -180,7 +181,7 @@ impl Db {
             name,
             read,
             write,
-            relay_wake,
+            bell,
             writer: jobs,
         })
     }
@@ -190,7 +191,7 @@ impl Db {
         Ok(Uow::new(
             Conn::Sqlx(self.write.begin().await?),
             self.backend,
-            self.relay_wake.clone(),
+            self.bell.clone(),
         ))
     }
 
@@ -219,8 +220,9 @@ impl Db {
         submit(&self.writer.later, work).await
     }
 
-    pub fn relay_wake(&self) -> Arc<Notify> {
-        self.relay_wake.clone()
+    /// See [`Db`]'s `bell`: waited on by whoever watches for rows other writers add.
+    pub fn bell(&self) -> Arc<Notify> {
+        self.bell.clone()
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
@@ -253,26 +255,56 @@ where
         .send(writer::job(work, reply))
         .await
         .map_err(|_| gone())?;
-    answer.await.map_err(|_| gone())?
+    let (result, after_commit) = answer.await.map_err(|_| gone())?;
+    if result.is_ok() {
+        for hook in after_commit {
+            hook();
+        }
+    }
+    result
 }
 
-/// A write transaction. Events written to the outbox inside it are published after commit.
+/// What a unit of work runs once its changes are committed ([`Uow::after_commit`]).
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
+
+/// A write transaction (or a job's savepoint inside the writer's shared one).
 pub struct Uow {
     /// Always there until `commit` takes it.
     tx: Option<Conn>,
     backend: Backend,
-    relay_wake: Arc<Notify>,
-    wrote_events: bool,
+    bell: Arc<Notify>,
+    ring_bell: bool,
+    after_commit: Vec<AfterCommit>,
 }
 
 impl Uow {
-    fn new(tx: Conn, backend: Backend, relay_wake: Arc<Notify>) -> Uow {
+    fn new(tx: Conn, backend: Backend, bell: Arc<Notify>) -> Uow {
         Uow {
             tx: Some(tx),
             backend,
-            relay_wake,
-            wrote_events: false,
+            bell,
+            ring_bell: false,
+            after_commit: Vec::new(),
         }
+    }
+
+    /// Runs `hook` once this work's changes are committed, in the task that asked for the
+    /// work, after [`Db::write`] answers; never if they are rolled back. For what must not
+    /// happen before the change is durable: waking a request that waits on it, handing a
+    /// recorded intent to the task that carries it out.
+    pub fn after_commit(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.after_commit.push(Box::new(hook));
+    }
+
+    /// The hooks the work registered so far, taken out.
+    fn take_after_commit(&mut self) -> Vec<AfterCommit> {
+        std::mem::take(&mut self.after_commit)
+    }
+
+    /// Rings the database's bell ([`Db::bell`]) as soon as this transaction commits, from the
+    /// writer itself.
+    pub fn ring_bell_on_commit(&mut self) {
+        self.ring_bell = true;
     }
 
     /// Runs statements without parameters, in order (the writer's savepoints).
@@ -295,18 +327,14 @@ impl Uow {
             .expect("a unit of work is open until committed")
     }
 
-    pub(crate) fn mark_events_written(&mut self) {
-        self.wrote_events = true;
-    }
-
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         match self.tx.take() {
             Some(Conn::Sqlx(tx)) => tx.commit().await?,
             Some(mut direct) => direct.execute("COMMIT").await.map(|_| ())?,
             None => {}
         }
-        if self.wrote_events {
-            self.relay_wake.notify_one();
+        if self.ring_bell {
+            self.bell.notify_one();
         }
         Ok(())
     }

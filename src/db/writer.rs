@@ -16,7 +16,7 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::direct::{Conn, Direct};
-use super::{Backend, Uow};
+use super::{AfterCommit, Backend, Uow};
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -60,8 +60,9 @@ pub(super) struct Finished {
 
 pub(super) type Job = Box<dyn for<'a> FnOnce(&'a mut Uow) -> BoxFut<'a, Finished> + Send>;
 
-/// Wraps typed work as a job that answers through `reply` after the commit.
-pub(super) fn job<T, E, F>(work: F, reply: oneshot::Sender<Result<T, E>>) -> Job
+/// Wraps typed work as a job that answers through `reply` after the commit, with the hooks it
+/// registered ([`Uow::after_commit`]) for the caller to run if it succeeded.
+pub(super) fn job<T, E, F>(work: F, reply: oneshot::Sender<(Result<T, E>, Vec<AfterCommit>)>) -> Job
 where
     T: Send + 'static,
     E: From<sqlx::Error> + Send + 'static,
@@ -73,6 +74,7 @@ where
     Box::new(move |uow| {
         Box::pin(async move {
             let result = crate::telemetry::trace::scope(trace, work(uow)).await;
+            let after_commit = uow.take_after_commit();
             Finished {
                 ok: result.is_ok(),
                 deliver: Box::new(move |commit_error| {
@@ -80,7 +82,7 @@ where
                         (Ok(_), Some(e)) => Err(E::from(sqlx::Error::Protocol(e))),
                         (result, _) => result,
                     };
-                    let _ = reply.send(answer);
+                    let _ = reply.send((answer, after_commit));
                 }),
             }
         })

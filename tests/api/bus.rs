@@ -168,8 +168,11 @@ async fn group_commit_isolates_a_failing_write(url: String) {
     let db = dbs.users.clone();
     let insert = "INSERT INTO users (sub, name, email, role, created_at, last_sign_in_at) \
                   VALUES ($1, 'n', 'e', 'customer', 0, 0)";
+    // Each write's after-commit hook, which must run for the writes that committed only.
+    let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let writes = (0..200).map(|i| {
         let db = db.clone();
+        let committed = committed.clone();
         tokio::spawn(async move {
             db.write(move |uow| {
                 Box::pin(async move {
@@ -177,6 +180,7 @@ async fn group_commit_isolates_a_failing_write(url: String) {
                         .bind(format!("user-{i}"))
                         .execute(uow.conn())
                         .await?;
+                    uow.after_commit(move || committed.lock().unwrap().push(i));
                     if i % 10 == 0 {
                         return Err(anyhow::anyhow!("write {i} changes its mind"));
                     }
@@ -202,6 +206,13 @@ async fn group_commit_isolates_a_failing_write(url: String) {
         .collect();
     assert_eq!(failed.len(), 40, "{failed:?}");
     assert!(failed.iter().all(|i| i % 10 == 0 || i % 10 == 5));
+    let mut hooked = committed.lock().unwrap().clone();
+    hooked.sort();
+    let succeeded: Vec<usize> = (0..200).filter(|i| !failed.contains(i)).collect();
+    assert_eq!(
+        hooked, succeeded,
+        "after-commit hooks ran for the committed writes only"
+    );
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
         .fetch_one(&db.read)
         .await

@@ -11,7 +11,7 @@ use super::events::{self, OrderCompleted, OrderFailed, PaymentRequested, SOURCE}
 use super::model::OrderStatus;
 use super::store::{Also, Move, OrderStore};
 use super::waiters::Waiters;
-use crate::bus::inbox::{handle_traced, AfterCommit, Handler};
+use crate::bus::inbox::{handle_traced, Handler};
 use crate::bus::{outbox, topics, Event};
 use crate::contracts::payment::{
     self as payment_events, PaymentFailed, PaymentRefunded, PaymentSucceeded,
@@ -39,16 +39,15 @@ async fn emit(
 }
 
 impl SagaHandler {
-    fn wake_after_commit(&self, after: &mut AfterCommit, order_id: &str) {
+    fn wake_after_commit(&self, uow: &mut Uow, order_id: &str) {
         let waiters = self.waiters.clone();
         let order_id = order_id.to_string();
-        after.push(Box::new(move || waiters.wake(&order_id)));
+        uow.after_commit(move || waiters.wake(&order_id));
     }
 
     async fn fail(
         &self,
         uow: &mut Uow,
-        after: &mut AfterCommit,
         order_id: &str,
         from: OrderStatus,
         kind: &str,
@@ -77,7 +76,7 @@ impl SagaHandler {
                 },
             )
             .await?;
-            self.wake_after_commit(after, order_id);
+            self.wake_after_commit(uow, order_id);
         }
         Ok(())
     }
@@ -133,7 +132,6 @@ impl Handler for SagaHandler {
         uow: &mut Uow,
         consumer: &str,
         events: &[&Event],
-        after: &mut AfterCommit,
     ) -> anyhow::Result<()> {
         let mut rest = events;
         while let Some(first) = rest.first() {
@@ -148,24 +146,19 @@ impl Handler for SagaHandler {
                 }
             }
             if run.is_empty() {
-                handle_traced(self, uow, consumer, first, after).await?;
+                handle_traced(self, uow, consumer, first).await?;
                 rest = &rest[1..];
                 continue;
             }
             rest = &rest[run.len()..];
-            self.advance_all(uow, run, after).await?;
+            self.advance_all(uow, run).await?;
         }
         Ok(())
     }
 
-    async fn handle(
-        &self,
-        uow: &mut Uow,
-        event: &Event,
-        after: &mut AfterCommit,
-    ) -> anyhow::Result<()> {
+    async fn handle(&self, uow: &mut Uow, event: &Event) -> anyhow::Result<()> {
         if let Some(step) = Step::of(event)? {
-            return self.advance_all(uow, vec![(step, event)], after).await;
+            return self.advance_all(uow, vec![(step, event)]).await;
         }
         match event.kind.as_str() {
             stock_events::REJECTED => {
@@ -182,7 +175,6 @@ impl Handler for SagaHandler {
                 };
                 self.fail(
                     uow,
-                    after,
                     &rejected.order_id,
                     OrderStatus::Placed,
                     "out_of_stock",
@@ -204,12 +196,7 @@ impl SagaHandler {
     /// Makes a run of steps (no order twice): moves the orders in one statement per power
     /// of two, prices the reserved lines, and tells the next module in one outbox insert.
     /// An order not in the state a step expects (a late or repeated event) is left alone.
-    async fn advance_all(
-        &self,
-        uow: &mut Uow,
-        run: Vec<(Step, &Event)>,
-        after: &mut AfterCommit,
-    ) -> anyhow::Result<()> {
+    async fn advance_all(&self, uow: &mut Uow, run: Vec<(Step, &Event)>) -> anyhow::Result<()> {
         let notes: Vec<Option<String>> = run
             .iter()
             .map(|(step, _)| match step {
@@ -281,7 +268,7 @@ impl SagaHandler {
                     )
                 }
                 Step::Paid(paid) => {
-                    self.wake_after_commit(after, &paid.order_id);
+                    self.wake_after_commit(uow, &paid.order_id);
                     let completed = OrderCompleted {
                         order_id: paid.order_id.clone(),
                         amount_minor: paid.amount_minor,
@@ -291,7 +278,7 @@ impl SagaHandler {
                 }
                 // Stock releases whatever it holds for the order.
                 Step::Declined(failed) => {
-                    self.wake_after_commit(after, &failed.order_id);
+                    self.wake_after_commit(uow, &failed.order_id);
                     let failure = OrderFailed {
                         order_id: failed.order_id.clone(),
                         reason: failed.reason.clone(),

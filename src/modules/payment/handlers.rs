@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::settle::Settler;
 use super::store::{Payment, PaymentStore};
-use crate::bus::inbox::{handle_traced, AfterCommit, Handler};
+use crate::bus::inbox::{handle_traced, Handler};
 use crate::bus::Event;
 use crate::contracts::order::{self as order_events, OrderCancelled, PaymentRequested};
 use crate::db::{now_ms, Uow};
@@ -31,7 +31,6 @@ impl Handler for OrderEventsHandler {
         uow: &mut Uow,
         consumer: &str,
         events: &[&Event],
-        after: &mut AfterCommit,
     ) -> anyhow::Result<()> {
         let mut rest = events;
         while let Some(first) = rest.first() {
@@ -40,32 +39,27 @@ impl Handler for OrderEventsHandler {
                 .take_while(|e| e.kind == order_events::PAYMENT_REQUESTED)
                 .count();
             if run == 0 {
-                handle_traced(self, uow, consumer, first, after).await?;
+                handle_traced(self, uow, consumer, first).await?;
                 rest = &rest[1..];
                 continue;
             }
             let (requests, later) = rest.split_at(run);
-            self.ask_all(uow, requests, after).await?;
+            self.ask_all(uow, requests).await?;
             rest = later;
         }
         Ok(())
     }
 
-    async fn handle(
-        &self,
-        uow: &mut Uow,
-        event: &Event,
-        after: &mut AfterCommit,
-    ) -> anyhow::Result<()> {
+    async fn handle(&self, uow: &mut Uow, event: &Event) -> anyhow::Result<()> {
         match event.kind.as_str() {
-            order_events::PAYMENT_REQUESTED => self.ask_all(uow, &[event], after).await,
+            order_events::PAYMENT_REQUESTED => self.ask_all(uow, &[event]).await,
             order_events::CANCELLED => {
                 let cancelled: OrderCancelled = event.data()?;
                 if let Some(refunding) =
                     PaymentStore::start_refund(uow, &cancelled.order_id).await?
                 {
                     let settler = self.settler.clone();
-                    after.push(Box::new(move || settler.settle(vec![refunding])));
+                    uow.after_commit(move || settler.settle(vec![refunding]));
                 }
                 Ok(())
             }
@@ -77,12 +71,7 @@ impl Handler for OrderEventsHandler {
 impl OrderEventsHandler {
     /// Records a run of payment requests as pending payments with a few statements for all of
     /// them (which orders have a payment already, one insert), to be charged once committed.
-    async fn ask_all(
-        &self,
-        uow: &mut Uow,
-        requests: &[&Event],
-        after: &mut AfterCommit,
-    ) -> anyhow::Result<()> {
+    async fn ask_all(&self, uow: &mut Uow, requests: &[&Event]) -> anyhow::Result<()> {
         let asked: Vec<PaymentRequested> = requests
             .iter()
             .map(|e| e.data())
@@ -99,7 +88,7 @@ impl OrderEventsHandler {
         PaymentStore::insert_all(uow, &pending, now_ms()).await?;
         if !pending.is_empty() {
             let settler = self.settler.clone();
-            after.push(Box::new(move || settler.settle(pending)));
+            uow.after_commit(move || settler.settle(pending));
         }
         Ok(())
     }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::events::{self as stock_events, SOURCE};
 use super::store::{Reservation, StockStore};
-use crate::bus::inbox::{handle_traced, AfterCommit, Handler};
+use crate::bus::inbox::{handle_traced, Handler};
 use crate::bus::{outbox, topics, Event};
 use crate::contracts::order::{
     self as order_events, LineQuantity, OrderCancelled, OrderCompleted, OrderFailed, OrderPlaced,
@@ -36,7 +36,6 @@ impl Handler for OrderEventsHandler {
         uow: &mut Uow,
         consumer: &str,
         events: &[&Event],
-        after: &mut AfterCommit,
     ) -> anyhow::Result<()> {
         let batchable = |e: &&Event| {
             matches!(
@@ -48,7 +47,7 @@ impl Handler for OrderEventsHandler {
         while !rest.is_empty() {
             let run = rest.iter().take_while(|e| batchable(e)).count();
             if run == 0 {
-                handle_traced(self, uow, consumer, rest[0], after).await?;
+                handle_traced(self, uow, consumer, rest[0]).await?;
                 rest = &rest[1..];
                 continue;
             }
@@ -67,12 +66,7 @@ impl Handler for OrderEventsHandler {
         Ok(())
     }
 
-    async fn handle(
-        &self,
-        uow: &mut Uow,
-        event: &Event,
-        _: &mut AfterCommit,
-    ) -> anyhow::Result<()> {
+    async fn handle(&self, uow: &mut Uow, event: &Event) -> anyhow::Result<()> {
         match event.kind.as_str() {
             // The same code as a batch's, for a batch of one.
             order_events::PLACED => reserve_all(uow, &[event]).await?,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::journey::{self, Step};
-use crate::bus::inbox::{consume, save_position, AfterCommit, Handler};
+use crate::bus::inbox::{consume, save_position, Handler};
 use crate::bus::{topics, Bus, Event};
 use crate::contracts::journey::{self as journey_events, JourneyStep};
 use crate::contracts::order::{self as order_events, OrderCompleted, OrderFailed, OrderPlaced};
@@ -145,7 +145,6 @@ impl Handler for OrderEventsHandler {
         uow: &mut Uow,
         _consumer: &str,
         events: &[&Event],
-        _: &mut AfterCommit,
     ) -> anyhow::Result<()> {
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
@@ -179,13 +178,8 @@ impl Handler for OrderEventsHandler {
         Ok(())
     }
 
-    async fn handle(
-        &self,
-        uow: &mut Uow,
-        event: &Event,
-        after: &mut AfterCommit,
-    ) -> anyhow::Result<()> {
-        self.handle_many(uow, CONSUMER, &[event], after).await
+    async fn handle(&self, uow: &mut Uow, event: &Event) -> anyhow::Result<()> {
+        self.handle_many(uow, CONSUMER, &[event]).await
     }
 }
 
