@@ -1,5 +1,5 @@
 // Sign-in through a real OpenID Connect provider (Okta's stand-in, e2e/oidc/provider.mjs) in
-// Debian's headless Chromium. `cargo test --test e2e` starts a second shop in OIDC mode and
+// Debian's headless Chromium. `cargo test --test suite e2e::` starts a second shop in OIDC mode and
 // runs this file with E2E_OIDC_BASE_URL (skipped without it outside CI).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";

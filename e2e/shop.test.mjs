@@ -1,5 +1,5 @@
 // The storefront as a shopper and an admin meet it, in Debian's headless Chromium.
-// `cargo test --test e2e` starts a fresh shop and runs this file with:
+// `cargo test --test suite e2e::` starts a fresh shop and runs this file with:
 //   E2E_BASE_URL  the shop's address
 //   E2E_CHROMIUM  the browser (/usr/bin/chromium)
 //   E2E_OUT       where screenshots and the downloaded PDF go (not committed)

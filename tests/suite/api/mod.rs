@@ -1,7 +1,5 @@
 //! API tests against a real shop, each on SQLite and on PostgreSQL.
 
-mod helpers;
-
 mod bus;
 mod cart;
 mod catalog;

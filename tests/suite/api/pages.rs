@@ -4,8 +4,8 @@
 use reqwest::{header, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
 use crate::on_both;
+use crate::support::{Backend, TestApp};
 
 /// A browser without JavaScript: follows nothing by itself, keeps the session cookie.
 pub(crate) struct Browser<'a> {

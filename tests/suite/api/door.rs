@@ -4,7 +4,7 @@
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{Backend, TestApp};
+use crate::support::{Backend, TestApp};
 
 #[tokio::test]
 async fn every_answer_carries_the_security_headers() {

@@ -1,8 +1,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
 use crate::on_both;
+use crate::support::{Backend, TestApp};
 
 fn card(number: &str) -> serde_json::Value {
     json!({"payment_mode": "CARD", "card": {"number": number, "expiry": "12/39", "cvv": "123"}})

@@ -4,7 +4,7 @@
 use reqwest::{header, StatusCode};
 use serde_json::json;
 
-use crate::{browser, provider, shop, through_the_provider};
+use super::{browser, provider, shop, through_the_provider};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shopper_signs_in_at_the_provider_and_shops() {

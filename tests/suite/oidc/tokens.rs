@@ -9,8 +9,8 @@ use oauth2::PkceCodeChallenge;
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
-use crate::{browser, provider, shop, signing_key, walk_the_provider, SigningKey, API_AUDIENCE};
+use super::{browser, provider, shop, signing_key, walk_the_provider, SigningKey, API_AUDIENCE};
+use crate::support::TestApp;
 
 /// A shop, and what it takes to forge tokens its provider would have signed.
 struct Forger {

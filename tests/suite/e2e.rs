@@ -6,19 +6,12 @@
 //! `.ci/run` provides them all. Outside CI a missing piece skips the test with a note; under
 //! `CI=true` it fails.
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "support/process.rs"]
-#[allow(dead_code)]
-mod process;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use helpers::required_env;
-use process::free_port;
+use crate::support::process::free_port;
+use crate::support::required_env;
 
 /// A running `ekart` with its own data directory; killed when dropped.
 struct Shop {
@@ -97,7 +90,7 @@ fn storefront_in_a_real_browser() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("the browser tests cannot run: {why}");
         }
-        helpers::skipped(&why);
+        crate::support::skipped(&why);
         return;
     }
     let shop = start_shop(|_| vec![("EKART_AUTH__MODE", "dev".into())]);

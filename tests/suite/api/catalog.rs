@@ -1,8 +1,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
 use crate::on_both;
+use crate::support::{Backend, TestApp};
 
 on_both!(
     demo_catalog_is_listed_paged_sorted_and_searchable,

@@ -1,4 +1,8 @@
-//! A real shop on a random port, on SQLite or PostgreSQL, for each test.
+//! What every test shares: a real shop on a random port, on SQLite or PostgreSQL, for each
+//! test; the services' addresses from the environment; the real binary as a child process
+//! ([`process`]).
+
+pub mod process;
 
 use std::time::Duration;
 

@@ -1,17 +1,11 @@
 //! Crash safety: the real binary is killed with SIGKILL under checkout load, restarted, and
 //! once recovery has run the books must balance. Runs on SQLite and on PostgreSQL.
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "support/process.rs"]
-mod process;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use helpers::{postgres_url, scratch_postgres};
-use process::{free_port, Shop};
+use crate::support::process::{free_port, Shop};
+use crate::support::{postgres_url, scratch_postgres};
 use serde_json::{json, Value};
 
 const PRODUCTS: usize = 5;

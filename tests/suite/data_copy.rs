@@ -1,18 +1,12 @@
 //! `ekart data copy`: a shop that ran on SQLite, copied into PostgreSQL by the real binary,
 //! answers the same on PostgreSQL: every order, payment, refund, journey and stock level.
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "support/process.rs"]
-mod process;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use helpers::{postgres_url, scratch_postgres, TestApp};
-use process::{free_port, Shop};
+use crate::support::process::{free_port, Shop};
+use crate::support::{postgres_url, scratch_postgres, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -1,8 +1,8 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
 use crate::on_both;
+use crate::support::{Backend, TestApp};
 
 on_both!(
     orders_are_private_and_cancel_refunds,

@@ -3,23 +3,16 @@
 //! Each test uses topics of its own (a fresh topic prefix), so tests never see each other's
 //! events.
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "support/process.rs"]
-#[allow(dead_code)]
-mod process;
-
 use std::time::Duration;
 
+use crate::support::process::free_port;
+use crate::support::{
+    kafka_brokers as brokers, postgres_url, scratch_postgres, test_settings, Backend, TestApp,
+};
 use ekart::app::Databases;
 use ekart::bus::kafka::partition_of;
 use ekart::config::Module;
 use ekart::config::{BusKind, KafkaSettings, Settings};
-use helpers::{
-    kafka_brokers as brokers, postgres_url, scratch_postgres, test_settings, Backend, TestApp,
-};
-use process::free_port;
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -10,8 +10,8 @@ use ekart::modules::user::store_journey_batch;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{postgres_url, scratch_postgres, test_settings, Backend, TestApp};
 use crate::on_both;
+use crate::support::{postgres_url, scratch_postgres, test_settings, Backend, TestApp};
 
 fn labels(journey: &Value) -> Vec<String> {
     journey["steps"]

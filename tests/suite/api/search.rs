@@ -4,8 +4,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{Backend, TestApp};
 use crate::on_both;
+use crate::support::{Backend, TestApp};
 
 /// Creates a product as `admin`; answers its id.
 async fn add(app: &TestApp, admin: &str, sku: &str, name: &str, description: &str) -> String {

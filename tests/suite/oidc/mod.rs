@@ -4,18 +4,11 @@
 //! signing key, so that tests can forge tokens it would have signed. Under `CI=true` all three
 //! must be set.
 
-#[path = "../api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "../support/process.rs"]
-#[allow(dead_code)]
-mod process;
-
 mod signin;
 mod tokens;
 
+use crate::support::{required_env, Backend, TestApp};
 use ekart::config::AuthMode;
-use helpers::{required_env, Backend, TestApp};
 use reqwest::{header, StatusCode};
 
 /// The provider's issuer and the shop's client secret there.
@@ -48,7 +41,7 @@ const API_AUDIENCE: &str = "api://ekart";
 /// A shop signing in through the test provider.
 async fn shop() -> Option<TestApp> {
     let (issuer, secret) = provider()?;
-    let port = process::free_port();
+    let port = crate::support::process::free_port();
     TestApp::spawn_with(Backend::Sqlite, |s| {
         s.server.port = port;
         s.auth.mode = AuthMode::Oidc;

@@ -10,7 +10,7 @@ use ekart::modules::stock::StockStore;
 use ekart::modules::user::UserStore;
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
+use crate::support::{Backend, TestApp};
 
 fn product(sku: &str, name: &str) -> NewProduct {
     serde_json::from_value(json!({"sku": sku, "name": name, "price_minor": 700,

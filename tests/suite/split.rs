@@ -4,16 +4,10 @@
 //! meanwhile waits on the bus and completes once stock is back, and the breaker closes again.
 //! Needs `TEST_POSTGRES_URL` and `TEST_KAFKA_BROKERS` (both required under `CI=true`).
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "support/process.rs"]
-mod process;
-
 use std::time::{Duration, Instant};
 
-use helpers::{kafka_brokers, postgres_url, scratch_postgres, TestApp};
-use process::{free_port, Shop};
+use crate::support::process::{free_port, Shop};
+use crate::support::{kafka_brokers, postgres_url, scratch_postgres, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

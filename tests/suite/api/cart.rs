@@ -1,8 +1,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
 use crate::on_both;
+use crate::support::{Backend, TestApp};
 
 on_both!(cart_add_change_remove, |app: TestApp| async move {
     let admin = app.token("admin", "admin").await;

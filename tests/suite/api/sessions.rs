@@ -8,9 +8,9 @@ use jsonwebtoken::{EncodingKey, Header};
 use reqwest::{header, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
+use crate::api::pages::Browser;
 use crate::on_both;
-use crate::pages::Browser;
+use crate::support::{Backend, TestApp};
 
 /// `/cart` for a signed-in browser, or the way to sign in for anyone else.
 async fn cart_as(app: &TestApp, cookie: &str) -> StatusCode {

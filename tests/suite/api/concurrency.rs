@@ -5,8 +5,8 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
 use crate::on_both;
+use crate::support::{Backend, TestApp};
 
 on_both!(
     two_hundred_buyers_fifty_units_exactly_fifty_sold,

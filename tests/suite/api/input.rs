@@ -3,8 +3,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
 use crate::on_both;
+use crate::support::{Backend, TestApp};
 
 on_both!(
     bad_input_is_a_problem_and_changes_nothing,

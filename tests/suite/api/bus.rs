@@ -9,7 +9,7 @@ use ekart::modules::order::events::{LineQuantity, OrderPlaced, PLACED, SOURCE};
 use ekart::modules::stock::{self, StockStore};
 use reqwest::StatusCode;
 
-use crate::helpers::{postgres_url, scratch_postgres, test_settings, Backend, TestApp};
+use crate::support::{postgres_url, scratch_postgres, test_settings, Backend, TestApp};
 
 /// The two tests of a scenario that takes a database URL: a `sqlite` one in a temporary
 /// folder and a `postgres` one in a scratch database (when `TEST_POSTGRES_URL` is set).

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{Backend, TestApp};
 use crate::on_both;
+use crate::support::{Backend, TestApp};
 
 /// Creates a product named `name` as `admin`; answers its id.
 async fn add(app: &TestApp, admin: &str, sku: &str, name: &str, price: i64) -> String {
