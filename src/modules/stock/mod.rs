@@ -2,6 +2,7 @@
 //! zero, under any concurrency), sells it when the order is paid and releases it otherwise.
 
 pub use crate::contracts::stock as events;
+mod error;
 mod handlers;
 pub mod model;
 mod routes;
@@ -12,6 +13,7 @@ pub mod upkeep;
 
 use std::sync::Arc;
 
+pub use error::StockError;
 pub use handlers::OrderEventsHandler;
 pub use routes::{api, router};
 pub use seed::seed_demo_catalog;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::error::StockError;
 use super::events::{ReservedLine, StockRejected, StockReserved};
 use super::model::{NewProduct, Product, ProductPage, ProductPatch, ProductQuery, SortKey};
 use super::search;
@@ -15,7 +16,6 @@ use crate::db::bulk::{self, Cell};
 use crate::db::keyset::{self, Paging, Window};
 use crate::db::{now_ms, padded_to_power_of_two, placeholders, rfc3339, Backend, Conn, Db, Uow};
 use crate::domain;
-use crate::error::{ApiError, ApiResult};
 
 const COLUMNS: &str =
     "id, sku, name, description, price_minor, currency, on_hand, reserved, created_at, updated_at";
@@ -57,10 +57,6 @@ fn product(row: &AnyRow) -> Result<Product, sqlx::Error> {
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
-}
-
-fn forged_cursor() -> ApiError {
-    ApiError::bad_request("the cursor is not one this list gave out")
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {
@@ -135,10 +131,12 @@ impl StockStore {
     /// A page of the catalog: all of it in the chosen order, or the products matching `q`
     /// (best match first unless a sort is chosen). Numbered pages count their way in with
     /// `OFFSET`; a `cursor` starts right after the previous page's last row (`db/keyset.rs`).
-    pub async fn list(&self, query: &ProductQuery) -> ApiResult<ProductPage> {
+    pub async fn list(&self, query: &ProductQuery) -> Result<ProductPage, StockError> {
         let q = query.q.as_deref().map(str::trim).unwrap_or("");
         if q.chars().count() > 100 {
-            return Err(ApiError::bad_request("q must be at most 100 characters"));
+            return Err(StockError::BadQuery(
+                "q must be at most 100 characters".into(),
+            ));
         }
         let order = match (q.is_empty(), query.sort) {
             (_, Some(sort)) => sort.order(),
@@ -172,7 +170,7 @@ impl StockStore {
     }
 
     /// The whole catalog, counted by the row its triggers keep (migration 0003).
-    async fn all(&self, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, Total)> {
+    async fn all(&self, window: &Window<'_>) -> Result<(Vec<AnyRow>, Total), StockError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM products {} ORDER BY {} {}",
             window.filter(1),
@@ -190,16 +188,20 @@ impl StockStore {
     /// The products matching `q` through the engine's full-text index (`search.rs`), best
     /// tier first, counted up to [`keyset::SEARCH_COUNT_CAP`]. Each tier is read newest first and
     /// only as far as the page needs, from the cursor's tier on.
-    async fn search(&self, q: &str, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, Total)> {
+    async fn search(
+        &self,
+        q: &str,
+        window: &Window<'_>,
+    ) -> Result<(Vec<AnyRow>, Total), StockError> {
         let backend = self.db.backend;
         let query = search::Query::parse(q);
         let (from, after) = match window.after {
             None => (search::Tier::Sku, None),
             Some([keyset::Key::Int(tier), seq]) => (
-                search::Tier::from_key(*tier).ok_or_else(forged_cursor)?,
+                search::Tier::from_key(*tier).ok_or_else(StockError::forged_cursor)?,
                 Some(seq),
             ),
-            Some(_) => return Err(forged_cursor()),
+            Some(_) => return Err(StockError::forged_cursor()),
         };
         // Numbered pages read their way in; past the counted matches there is nothing to show.
         let wanted = window.offset + window.limit;
@@ -243,7 +245,7 @@ impl StockStore {
             read = match after {
                 Some(keyset::Key::Int(seq)) => read.bind(*seq),
                 Some(keyset::Key::Text(seq)) => read.bind(seq.clone()),
-                Some(keyset::Key::Float(_)) => return Err(forged_cursor()),
+                Some(keyset::Key::Float(_)) => return Err(StockError::forged_cursor()),
                 None => read,
             };
             rows = read.fetch_all(&mut conn).await?;
@@ -369,7 +371,11 @@ impl StockStore {
 
     /// The products matching `q` in a chosen order: the first [`search::CANDIDATES`] matches
     /// the index yields, sorted.
-    async fn sorted_search(&self, q: &str, window: &Window<'_>) -> ApiResult<(Vec<AnyRow>, Total)> {
+    async fn sorted_search(
+        &self,
+        q: &str,
+        window: &Window<'_>,
+    ) -> Result<(Vec<AnyRow>, Total), StockError> {
         let backend = self.db.backend;
         let query = search::Query::parse(q);
         let (key, with) = search::candidates_sql(backend, query.has_words());
@@ -414,20 +420,20 @@ impl StockStore {
             .transpose()
     }
 
-    async fn get_in(uow: &mut Uow, id: &str) -> ApiResult<Product> {
+    async fn get_in(uow: &mut Uow, id: &str) -> Result<Product, StockError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM products WHERE id = $1"))
             .bind(id)
             .fetch_optional(uow.conn())
             .await?
-            .ok_or_else(|| ApiError::not_found("product"))?;
+            .ok_or(StockError::NotFound)?;
         Ok(product(&row)?)
     }
 
-    pub async fn create(&self, new: NewProduct) -> ApiResult<Product> {
-        let sku = domain::sku(&new.sku).map_err(ApiError::validation)?;
-        let name = domain::bounded_text("name", &new.name, 1, 200).map_err(ApiError::validation)?;
+    pub async fn create(&self, new: NewProduct) -> Result<Product, StockError> {
+        let sku = domain::sku(&new.sku).map_err(StockError::Invalid)?;
+        let name = domain::bounded_text("name", &new.name, 1, 200).map_err(StockError::Invalid)?;
         let description = domain::bounded_text("description", &new.description, 0, 5000)
-            .map_err(ApiError::validation)?;
+            .map_err(StockError::Invalid)?;
         self.db
             .write(move |uow| {
                 Box::pin(async move { Self::create_in(uow, sku, name, description, new).await })
@@ -442,7 +448,7 @@ impl StockStore {
         name: String,
         description: String,
         new: NewProduct,
-    ) -> ApiResult<Product> {
+    ) -> Result<Product, StockError> {
         let id = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
         let inserted = sqlx::query(
@@ -469,16 +475,16 @@ impl StockStore {
     /// Adds many products in one transaction, each checked as [`StockStore::create`] checks
     /// it: an import from another shop, or a catalog of a million for `bench/scale.sh`. One
     /// bad product (or a SKU in use) adds none of them. Answers their ids, in order.
-    pub async fn import(&self, products: Vec<NewProduct>) -> ApiResult<Vec<String>> {
+    pub async fn import(&self, products: Vec<NewProduct>) -> Result<Vec<String>, StockError> {
         let now = now_ms();
         let mut rows = Vec::with_capacity(products.len());
         let mut ids = Vec::with_capacity(products.len());
         for new in products {
-            let sku = domain::sku(&new.sku).map_err(ApiError::validation)?;
+            let sku = domain::sku(&new.sku).map_err(StockError::Invalid)?;
             let name =
-                domain::bounded_text("name", &new.name, 1, 200).map_err(ApiError::validation)?;
+                domain::bounded_text("name", &new.name, 1, 200).map_err(StockError::Invalid)?;
             let description = domain::bounded_text("description", &new.description, 0, 5000)
-                .map_err(ApiError::validation)?;
+                .map_err(StockError::Invalid)?;
             let id = uuid::Uuid::now_v7().to_string();
             rows.push(vec![
                 Cell::from(id.as_str()),
@@ -499,11 +505,7 @@ impl StockStore {
             .write(move |uow| {
                 Box::pin(async move {
                     match bulk::insert(uow, "products", &columns, &rows).await {
-                        Err(e) if is_unique_violation(&e) => Err(ApiError::conflict(
-                            "duplicate-sku",
-                            "SKU already in use",
-                            "a product of the import has a SKU that is already in use",
-                        )),
+                        Err(e) if is_unique_violation(&e) => Err(StockError::DuplicateSkuInImport),
                         other => Ok(other?),
                     }
                 })
@@ -557,26 +559,30 @@ impl StockStore {
         }
     }
 
-    pub async fn update(&self, id: &str, patch: ProductPatch) -> ApiResult<Product> {
+    pub async fn update(&self, id: &str, patch: ProductPatch) -> Result<Product, StockError> {
         let id = id.to_string();
         self.db
             .write(move |uow| Box::pin(async move { Self::update_in(uow, &id, patch).await }))
             .await
     }
 
-    async fn update_in(uow: &mut Uow, id: &str, patch: ProductPatch) -> ApiResult<Product> {
+    async fn update_in(
+        uow: &mut Uow,
+        id: &str,
+        patch: ProductPatch,
+    ) -> Result<Product, StockError> {
         let current = Self::get_in(uow, id).await?;
         let sku = match &patch.sku {
-            Some(s) => domain::sku(s).map_err(ApiError::validation)?,
+            Some(s) => domain::sku(s).map_err(StockError::Invalid)?,
             None => current.sku,
         };
         let name = match &patch.name {
-            Some(n) => domain::bounded_text("name", n, 1, 200).map_err(ApiError::validation)?,
+            Some(n) => domain::bounded_text("name", n, 1, 200).map_err(StockError::Invalid)?,
             None => current.name,
         };
         let description = match &patch.description {
             Some(d) => {
-                domain::bounded_text("description", d, 0, 5000).map_err(ApiError::validation)?
+                domain::bounded_text("description", d, 0, 5000).map_err(StockError::Invalid)?
             }
             None => current.description,
         };
@@ -607,14 +613,14 @@ impl StockStore {
     /// Takes a product out of the catalog. A product that was ever in an order stays: its
     /// reservations are the record of what was sold, so deleting it answers 409 (take its
     /// units off the shelf instead).
-    pub async fn delete(&self, id: &str) -> ApiResult<()> {
+    pub async fn delete(&self, id: &str) -> Result<(), StockError> {
         let id = id.to_string();
         self.db
             .write(move |uow| Box::pin(async move { Self::delete_in(uow, &id).await }))
             .await
     }
 
-    async fn delete_in(uow: &mut Uow, id: &str) -> ApiResult<()> {
+    async fn delete_in(uow: &mut Uow, id: &str) -> Result<(), StockError> {
         Self::get_in(uow, id).await?;
         let ordered: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE product_id = $1")
@@ -622,12 +628,7 @@ impl StockStore {
                 .fetch_one(uow.conn())
                 .await?;
         if ordered > 0 {
-            return Err(ApiError::conflict(
-                "product-in-orders",
-                "Product is in orders",
-                "this product is in orders, so it stays in the catalog; reduce its stock to 0 \
-                 to stop selling it",
-            ));
+            return Err(StockError::InOrders);
         }
         sqlx::query("DELETE FROM products WHERE id = $1")
             .bind(id)
@@ -636,18 +637,18 @@ impl StockStore {
         Ok(())
     }
 
-    pub async fn restock(&self, id: &str, quantity: i64) -> ApiResult<Product> {
+    pub async fn restock(&self, id: &str, quantity: i64) -> Result<Product, StockError> {
         let id = id.to_string();
         self.db
             .write(move |uow| Box::pin(async move { Self::restock_in(uow, &id, quantity).await }))
             .await
     }
 
-    async fn restock_in(uow: &mut Uow, id: &str, quantity: i64) -> ApiResult<Product> {
+    async fn restock_in(uow: &mut Uow, id: &str, quantity: i64) -> Result<Product, StockError> {
         let current = Self::get_in(uow, id).await?;
         if current.on_hand + quantity > domain::StockLevel::MAX * 100 {
-            return Err(ApiError::validation(
-                "that would put too many units on hand",
+            return Err(StockError::Invalid(
+                "that would put too many units on hand".into(),
             ));
         }
         sqlx::query("UPDATE products SET on_hand = on_hand + $1, updated_at = $2 WHERE id = $3")
@@ -660,14 +661,14 @@ impl StockStore {
     }
 
     /// Takes units off the shelf (damaged, lost). Units reserved for orders stay.
-    pub async fn reduce(&self, id: &str, quantity: i64) -> ApiResult<Product> {
+    pub async fn reduce(&self, id: &str, quantity: i64) -> Result<Product, StockError> {
         let id = id.to_string();
         self.db
             .write(move |uow| Box::pin(async move { Self::reduce_in(uow, &id, quantity).await }))
             .await
     }
 
-    async fn reduce_in(uow: &mut Uow, id: &str, quantity: i64) -> ApiResult<Product> {
+    async fn reduce_in(uow: &mut Uow, id: &str, quantity: i64) -> Result<Product, StockError> {
         let current = Self::get_in(uow, id).await?;
         let done = sqlx::query(
             "UPDATE products SET on_hand = on_hand - $1, updated_at = $2 \
@@ -679,15 +680,10 @@ impl StockStore {
         .execute(uow.conn())
         .await?;
         if done.rows_affected() == 0 {
-            return Err(ApiError::conflict(
-                "insufficient-stock",
-                "Not enough stock",
-                format!(
-                    "only {} units are available to remove ({} are reserved for orders)",
-                    current.available, current.reserved
-                ),
-            )
-            .with("available", current.available));
+            return Err(StockError::InsufficientStock {
+                available: current.available,
+                reserved: current.reserved,
+            });
         }
         Self::get_in(uow, id).await
     }
@@ -875,12 +871,8 @@ impl StockStore {
     }
 }
 
-fn duplicate_sku(sku: &str) -> ApiError {
-    ApiError::conflict(
-        "duplicate-sku",
-        "SKU already in use",
-        format!("another product already has SKU {sku}"),
-    )
+fn duplicate_sku(sku: &str) -> StockError {
+    StockError::DuplicateSku(sku.to_string())
 }
 
 /// A product as a batch of reservations sees it: what it costs and how many are left.
