@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub use crate::contracts::order as events;
+mod error;
 mod handlers;
 pub mod model;
 mod routes;
@@ -12,6 +13,7 @@ mod waiters;
 
 use std::sync::Arc;
 
+pub use error::OrderError;
 pub use routes::{api, router, OrderState};
 pub use store::{OrderStore, PastLine, PastOrder};
 pub use waiters::Waiters;

@@ -94,9 +94,9 @@ async fn refresh_totals(
 
 /// Whether `wanted` units of a product may be in one cart: within the per-order limit and
 /// what is available.
-fn check_wanted(info: &ProductInfo, wanted: i64) -> ApiResult<()> {
+fn check_wanted(info: &ProductInfo, wanted: i64) -> Result<(), OrderError> {
     if wanted > Quantity::MAX {
-        return Err(ApiError::validation(format!(
+        return Err(OrderError::Invalid(format!(
             "at most {} of one product per order",
             Quantity::MAX
         )));
@@ -107,16 +107,12 @@ fn check_wanted(info: &ProductInfo, wanted: i64) -> ApiResult<()> {
     Ok(())
 }
 
-fn not_enough(info: &ProductInfo, wanted: i64) -> ApiError {
-    ApiError::conflict(
-        "insufficient-stock",
-        "Not enough stock",
-        format!(
-            "you asked for {wanted} of {}, but only {} are available",
-            info.name, info.available
-        ),
-    )
-    .with("available", info.available)
+fn not_enough(info: &ProductInfo, wanted: i64) -> OrderError {
+    OrderError::NotEnough {
+        name: info.name.clone(),
+        wanted,
+        available: info.available,
+    }
 }
 
 impl OrderStore {
@@ -135,7 +131,7 @@ impl OrderStore {
         product_id: &str,
         info: &ProductInfo,
         quantity: Quantity,
-    ) -> ApiResult<Option<Added>> {
+    ) -> Result<Option<Added>, OrderError> {
         let now = now_ms();
         // A new cart is made only for a line that may be in it; an existing one is checked
         // with what it holds, below.
@@ -164,16 +160,11 @@ impl OrderStore {
         .fetch_one(uow.conn())
         .await?;
         if lines > 0 && currency.as_deref() != Some(info.currency.as_str()) {
-            return Err(ApiError::conflict(
-                "currency-mismatch",
-                "One currency per order",
-                format!(
-                    "{} is priced in {}, but your cart is in {}",
-                    info.name,
-                    info.currency,
-                    currency.unwrap_or_default()
-                ),
-            ));
+            return Err(OrderError::CurrencyMismatch {
+                name: info.name.clone(),
+                priced_in: info.currency.clone(),
+                cart_in: currency.unwrap_or_default(),
+            });
         }
         let wanted = existing.unwrap_or(0) + quantity.get();
         check_wanted(info, wanted)?;
@@ -227,7 +218,7 @@ impl OrderStore {
         quantity: Quantity,
         now: i64,
         make: bool,
-    ) -> ApiResult<OpenedCart> {
+    ) -> Result<OpenedCart, OrderError> {
         let id = uuid::Uuid::now_v7().to_string();
         let columns = "INSERT INTO orders (id, user_id, status, currency, total_minor, \
              created_at, updated_at)";
@@ -300,11 +291,11 @@ impl OrderStore {
         product_id: &str,
         info: Option<&ProductInfo>,
         quantity: Quantity,
-    ) -> ApiResult<String> {
+    ) -> Result<String, OrderError> {
         let now = now_ms();
         let order_id = lock_cart(uow, user)
             .await?
-            .ok_or_else(|| ApiError::not_found("cart item"))?;
+            .ok_or(OrderError::NotFound("cart item"))?;
         if let Some(info) = info {
             if quantity.get() > info.available {
                 return Err(not_enough(info, quantity.get()));
@@ -319,24 +310,28 @@ impl OrderStore {
         .execute(uow.conn())
         .await?;
         if done.rows_affected() == 0 {
-            return Err(ApiError::not_found("cart item"));
+            return Err(OrderError::NotFound("cart item"));
         }
         refresh_totals(uow, &order_id, now, None).await?;
         Ok(order_id)
     }
 
-    async fn remove_item_in(uow: &mut Uow, user: &str, product_id: &str) -> ApiResult<String> {
+    async fn remove_item_in(
+        uow: &mut Uow,
+        user: &str,
+        product_id: &str,
+    ) -> Result<String, OrderError> {
         let now = now_ms();
         let order_id = lock_cart(uow, user)
             .await?
-            .ok_or_else(|| ApiError::not_found("cart item"))?;
+            .ok_or(OrderError::NotFound("cart item"))?;
         let done = sqlx::query("DELETE FROM order_lines WHERE order_id = $1 AND product_id = $2")
             .bind(&order_id)
             .bind(product_id)
             .execute(uow.conn())
             .await?;
         if done.rows_affected() == 0 {
-            return Err(ApiError::not_found("cart item"));
+            return Err(OrderError::NotFound("cart item"));
         }
         refresh_totals(uow, &order_id, now, None).await?;
         Ok(order_id)
@@ -349,7 +344,7 @@ impl OrderStore {
         product_id: &str,
         info: ProductInfo,
         quantity: Quantity,
-    ) -> ApiResult<Cart> {
+    ) -> Result<Cart, OrderError> {
         let info = Arc::new(info);
         for _ in 0..3 {
             let (user, product_id, info) = (user.to_string(), product_id.to_string(), info.clone());
@@ -368,11 +363,7 @@ impl OrderStore {
                 None => {}
             }
         }
-        Err(ApiError::conflict(
-            "cart-busy",
-            "The cart is changing",
-            "your cart is being changed by other requests; try again",
-        ))
+        Err(OrderError::CartBusy)
     }
 
     /// Sets a cart line's quantity (`info` is the product now, to check availability).
@@ -382,7 +373,7 @@ impl OrderStore {
         product_id: &str,
         info: Option<ProductInfo>,
         quantity: Quantity,
-    ) -> ApiResult<Order> {
+    ) -> Result<Order, OrderError> {
         let (user, product_id) = (user.to_string(), product_id.to_string());
         let id = self
             .db
@@ -395,7 +386,7 @@ impl OrderStore {
         self.cart_by_id(&id).await
     }
 
-    pub async fn remove_item(&self, user: &str, product_id: &str) -> ApiResult<Order> {
+    pub async fn remove_item(&self, user: &str, product_id: &str) -> Result<Order, OrderError> {
         let (user, product_id) = (user.to_string(), product_id.to_string());
         let id = self
             .db
@@ -407,7 +398,7 @@ impl OrderStore {
     }
 
     /// A cart just changed, read after the change committed: the writer is kept for writes.
-    async fn cart_by_id(&self, id: &str) -> ApiResult<Order> {
+    async fn cart_by_id(&self, id: &str) -> Result<Order, OrderError> {
         let mut conn = self.db.read.acquire().await?;
         Ok(load_cart(&mut conn, self.db.backend, id).await?)
     }

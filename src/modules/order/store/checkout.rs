@@ -54,14 +54,6 @@ async fn place_cart(
         .await
 }
 
-fn empty_cart() -> ApiError {
-    ApiError::conflict(
-        "empty-cart",
-        "The cart is empty",
-        "add something to the cart before checking out",
-    )
-}
-
 impl OrderStore {
     async fn idempotent<C>(
         conn: &mut C,
@@ -91,7 +83,7 @@ impl OrderStore {
         method: &PaymentMethod,
         idempotency: Option<(&str, &str)>,
         waiters: &Arc<Waiters>,
-    ) -> ApiResult<Placed> {
+    ) -> Result<Placed, OrderError> {
         if let Some((key, _)) = idempotency {
             if let Some(found) = Self::idempotent(uow.conn(), user, key).await? {
                 return Ok(found);
@@ -107,7 +99,7 @@ impl OrderStore {
                     return Ok(found);
                 }
             }
-            return Err(empty_cart());
+            return Err(OrderError::EmptyCart);
         };
         // Read after the move, which waited for any change to the cart in flight: these are
         // the lines the order was placed with, and none can be added any more.
@@ -117,7 +109,7 @@ impl OrderStore {
                 .fetch_all(uow.conn())
                 .await?;
         if lines.is_empty() {
-            return Err(empty_cart()); // the job fails, so the move is undone
+            return Err(OrderError::EmptyCart); // the job fails, so the move is undone
         }
         if let Some((key, fingerprint)) = idempotency {
             sqlx::query(
@@ -164,7 +156,7 @@ impl OrderStore {
         method: &PaymentMethod,
         idempotency: Option<(&str, &str)>,
         waiters: &Arc<Waiters>,
-    ) -> ApiResult<Placed> {
+    ) -> Result<Placed, OrderError> {
         let (user, method, waiters) = (user.to_string(), method.clone(), waiters.clone());
         let session = session.map(str::to_string);
         let idempotency = idempotency.map(|(k, f)| (k.to_string(), f.to_string()));

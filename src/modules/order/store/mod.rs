@@ -10,6 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
 use super::catalog::ProductInfo;
+use super::error::OrderError;
 use super::events::{self, LineQuantity, OrderPlaced, PaymentMethod, SOURCE};
 use super::model::{Cart, Failure, Order, OrderLine, OrderStatus, StatusChange};
 use super::waiters::{Waiters, Waiting};
@@ -19,7 +20,6 @@ use crate::db::bulk::{self, Cell};
 use crate::db::keyset::{self, Next, Order as ListOrder, Paging};
 use crate::db::{now_ms, placeholders, power_of_two_runs, rfc3339, Backend, Db, Uow};
 use crate::domain::{Currency, PriceMinor, Quantity};
-use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::Identity;
 
 mod cart;
@@ -268,29 +268,29 @@ impl OrderStore {
     }
 
     /// The order if `who` may see it: their own, or any for an admin.
-    pub async fn visible(&self, who: &Identity, id: &str) -> ApiResult<Order> {
+    pub async fn visible(&self, who: &Identity, id: &str) -> Result<Order, OrderError> {
         match self.get(id).await? {
             Some(o)
                 if (who.is_admin() || o.user_id == who.sub) && o.status != OrderStatus::Cart =>
             {
                 Ok(o)
             }
-            _ => Err(ApiError::not_found("order")),
+            _ => Err(OrderError::NotFound("order")),
         }
     }
 
     /// Adds orders completed elsewhere (an import from another shop, or a million orders for
     /// `bench/scale.sh`) with their lines and history, in one transaction; answers their ids.
     /// Stock and payments are not touched: these orders are history, not sales to make.
-    pub async fn import(&self, orders: Vec<PastOrder>) -> ApiResult<Vec<String>> {
+    pub async fn import(&self, orders: Vec<PastOrder>) -> Result<Vec<String>, OrderError> {
         let mut rows = Vec::with_capacity(orders.len());
         let mut lines = vec![];
         let mut history = vec![];
         let mut ids = Vec::with_capacity(orders.len());
         for order in orders {
             if order.lines.is_empty() {
-                return Err(ApiError::validation(
-                    "an imported order needs at least one line",
+                return Err(OrderError::Invalid(
+                    "an imported order needs at least one line".into(),
                 ));
             }
             let id = uuid::Uuid::now_v7().to_string();
@@ -300,7 +300,7 @@ impl OrderStore {
                 total = total
                     .checked_add(line.unit_price_minor.get() * line.quantity.get())
                     .ok_or_else(|| {
-                        ApiError::validation("an imported order's total is too large")
+                        OrderError::Invalid("an imported order's total is too large".into())
                     })?;
                 lines.push(vec![
                     Cell::from(id.as_str()),
@@ -363,7 +363,7 @@ impl OrderStore {
                     bulk::insert(uow, "order_lines", &columns, &lines).await?;
                     let columns = ["order_id", "status", "note", "at"];
                     bulk::insert(uow, "order_history", &columns, &history).await?;
-                    Ok::<_, ApiError>(())
+                    Ok::<_, OrderError>(())
                 })
             })
             .await?;
@@ -371,7 +371,7 @@ impl OrderStore {
     }
 
     /// Cancels a completed order: stock takes the units back and payment refunds.
-    pub async fn cancel(&self, who: &Identity, id: &str) -> ApiResult<Order> {
+    pub async fn cancel(&self, who: &Identity, id: &str) -> Result<Order, OrderError> {
         let order = self.visible(who, id).await?;
         let who = who.clone();
         self.db
@@ -388,7 +388,7 @@ impl OrderStore {
         status.as_deref().map(status_of).transpose()
     }
 
-    async fn cancel_in(uow: &mut Uow, who: &Identity, order: Order) -> ApiResult<Order> {
+    async fn cancel_in(uow: &mut Uow, who: &Identity, order: Order) -> Result<Order, OrderError> {
         let id = order.id.as_str();
         let now = now_ms();
         let done = sqlx::query(
@@ -405,16 +405,8 @@ impl OrderStore {
                 .await?
                 .map_or(order.status, |o| o.status);
             return Err(match status {
-                OrderStatus::Placed | OrderStatus::Reserved => ApiError::conflict(
-                    "order-in-progress",
-                    "The order is still being processed",
-                    "try again in a moment, once the order has completed",
-                ),
-                _ => ApiError::conflict(
-                    "order-final",
-                    "The order cannot be cancelled",
-                    format!("the order is {}", status.as_str()),
-                ),
+                OrderStatus::Placed | OrderStatus::Reserved => OrderError::InProgress,
+                _ => OrderError::Final(status),
             });
         }
         let note = format!(

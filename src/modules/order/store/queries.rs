@@ -47,7 +47,7 @@ impl OrderStore {
         &self,
         filter: &OrderFilter<'_>,
         paging: &Paging,
-    ) -> ApiResult<(Vec<Order>, i64, bool, Next)> {
+    ) -> Result<(Vec<Order>, i64, bool, Next), OrderError> {
         let mut conn = self.db.read.acquire().await?;
         let mut binds: Vec<String> = vec![];
         let mut bind = |value: String| {
