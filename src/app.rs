@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::bus::inbox::spawn_consumer;
 use crate::bus::kafka::KafkaBus;
@@ -74,7 +75,6 @@ impl Application {
         // Before anything records: a handle taken before the recorder exists records nowhere.
         crate::telemetry::metrics::install();
         let runs = |m: Module| settings.modules.runs(m);
-        let d = &settings.database;
         let body_limit = settings.server.body_limit_bytes;
         let bus: Arc<dyn Bus> = match settings.bus.kind {
             BusKind::Memory => MemoryBus::new(),
@@ -85,7 +85,6 @@ impl Application {
             AuthMode::Oidc => Some(Provider::new(settings.auth.oidc.clone())?),
             AuthMode::Dev => None,
         };
-        let mut sessions = Sessions::Unchecked;
         let https = settings.server.public_url.starts_with("https://");
         let oidc_mode = settings.auth.mode == AuthMode::Oidc;
         // Routes beside the local modules' documented API: modules in other processes (with
@@ -103,87 +102,39 @@ impl Application {
         }
 
         // Each module: its database, its consumers (subscribed before any relay runs, so no
-        // event finds the bus empty), its routes.
-        let mut databases = Vec::new();
-        let mut api = Vec::new();
+        // event finds the bus empty), its routes, its tasks.
+        let wiring = Wiring {
+            settings: &settings,
+            bus: &bus,
+            auth: &auth,
+            provider: provider.as_ref(),
+            https,
+        };
+        let mut mounted = Mounted::default();
         let mut catalog: Option<Arc<dyn Catalog>> = None;
-        let mut housekeeping = Vec::new();
         if runs(Module::Stock) {
-            let db = open_database(d, "stock", &stock::MIGRATIONS).await?;
-            let store = StockStore::new(db.clone());
-            if settings.catalog.seed_demo {
-                let seeded = stock::seed_demo_catalog(&store).await?;
-                if seeded > 0 {
-                    tracing::info!(products = seeded, "seeded the demo catalog");
-                }
-            }
-            let handler = stock::order_events_handler();
-            spawn_consumer(&bus, db.clone(), stock::CONSUMER, topics::ORDER, handler);
-            if db.backend == Backend::Sqlite {
-                housekeeping.push(tokio::spawn(stock::upkeep::run(store.clone())));
-            }
-            api.push(stock::router(store.clone()));
-            catalog = Some(Arc::new(store));
-            databases.push(db);
+            catalog = Some(Arc::new(mount_stock(&wiring, &mut mounted).await?));
         } else if let Some(remote) = remotes.get(&Module::Stock) {
             catalog = Some(Arc::new(RemoteCatalog(remote.clone())));
         }
         if runs(Module::Payment) {
-            let db = open_database(d, "payment", &payment::MIGRATIONS).await?;
-            let store = PaymentStore::new(db.clone());
-            let provider = payment::provider::named(settings.payment.provider);
-            let handler = payment::order_events_handler(Settler::start(store.clone(), provider));
-            spawn_consumer(&bus, db.clone(), payment::CONSUMER, topics::ORDER, handler);
-            api.push(payment::router(store));
-            databases.push(db);
+            mount_payment(&wiring, &mut mounted).await?;
         }
         if runs(Module::Order) {
-            let db = open_database(d, "orders", &order::MIGRATIONS).await?;
-            let waiters = Arc::new(Waiters::default());
-            let saga = order::saga_handler(waiters.clone());
-            for topic in [topics::STOCK, topics::PAYMENT] {
-                spawn_consumer(&bus, db.clone(), order::CONSUMER, topic, saga.clone());
-            }
-            api.push(order::router(OrderState {
-                store: OrderStore::new(db.clone()),
-                catalog: catalog.expect("validated: order runs with a stock module to ask"),
-                waiters,
-                checkout_wait: Duration::from_millis(settings.checkout.wait_ms),
-                // Over Kafka another instance of the module may read the order's partition.
-                poll_outcome: (settings.bus.kind == BusKind::Kafka)
-                    .then(|| Duration::from_millis(250)),
-            }));
-            databases.push(db);
+            let catalog = catalog.expect("validated: order runs with a stock module to ask");
+            mount_order(&wiring, &mut mounted, catalog).await?;
         }
+        let mut users = None;
         if runs(Module::User) {
-            let db = open_database(d, "users", &user::MIGRATIONS).await?;
-            let users = UserStore::new(db.clone());
-            sessions = Sessions::local(Arc::new(users.clone()), &settings.auth);
-            user::spawn_journey_consumer(&bus, db.clone());
-            let handler = user::order_events_handler();
-            spawn_consumer(&bus, db.clone(), user::CONSUMER, topics::ORDER, handler);
-            api.push(user::router(JourneyStore::new(db.clone())));
-            api.push(user::signin::session_router(users.clone()));
-            if let Some(provider) = &provider {
-                let oidc =
-                    user::oidc::Oidc::new(provider.clone(), auth.clone(), users.clone(), https);
-                routed.push((oidc.router(), utoipa::openapi::OpenApi::default()));
-            }
-            if settings.auth.mode == AuthMode::Dev && settings.auth.dev_on_network {
-                tracing::error!(
-                    host = %settings.server.host,
-                    "DEV SIGN-IN IS OPEN TO THE NETWORK (--insecure-dev-sign-in): anyone who \
-                     can reach this address can sign in as anyone, admin included"
-                );
-            } else if settings.auth.mode == AuthMode::Dev {
-                tracing::warn!(
-                    "dev sign-in is ON: anyone can get a token for any name and role at \
-                     POST /auth/dev/token. Never expose this shop to the internet like this."
-                );
-                api.push(user::signin::dev_router(auth.clone(), users));
-            }
-            databases.push(db);
+            users = Some(mount_user(&wiring, &mut mounted).await?);
         }
+        let Mounted {
+            databases,
+            mut api,
+            routed: browser_flows,
+            tasks: housekeeping,
+        } = mounted;
+        routed.extend(browser_flows);
         api.push(health::router(health::Probes {
             databases: databases.clone(),
             bus: bus.clone(),
@@ -208,15 +159,19 @@ impl Application {
                 })
             }
         });
-        if let Some(user) = remotes.get(&Module::User) {
-            sessions = Sessions::remote(user.clone());
-        } else if !runs(Module::User) {
-            tracing::warn!(
-                "no address for the user module (modules.user.instances): this process checks \
-                 session tokens by signature and expiry only, so sign-out and idle expiry do \
-                 not reach it"
-            );
-        }
+        // Who answers whether a session is live: the user module, here or elsewhere.
+        let sessions = match (users, remotes.get(&Module::User)) {
+            (Some(users), _) => Sessions::local(Arc::new(users), &settings.auth),
+            (None, Some(user)) => Sessions::remote(user.clone()),
+            (None, None) => {
+                tracing::warn!(
+                    "no address for the user module (modules.user.instances): this process \
+                     checks session tokens by signature and expiry only, so sign-out and idle \
+                     expiry do not reach it"
+                );
+                Sessions::Unchecked
+            }
+        };
         let door = gateway::Door {
             gate: Arc::new(Gate {
                 auth,
@@ -290,6 +245,123 @@ impl Application {
         }
         result
     }
+}
+
+/// What every module is mounted with.
+struct Wiring<'a> {
+    settings: &'a Settings,
+    bus: &'a Arc<dyn Bus>,
+    auth: &'a Arc<Authenticator>,
+    /// OIDC mode's provider.
+    provider: Option<&'a Arc<Provider>>,
+    https: bool,
+}
+
+/// What the modules running in this process add to it.
+#[derive(Default)]
+struct Mounted {
+    databases: Vec<Db>,
+    /// Their documented HTTP API.
+    api: Vec<OpenApiRouter>,
+    /// Routes outside the API's description (the browser's sign-in flow).
+    routed: Vec<(axum::Router, utoipa::openapi::OpenApi)>,
+    /// Tasks of their own, stopped with the application.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The stock module: the catalog (seeded with the demo products if asked and empty), the
+/// reservations the order saga asks for, and on SQLite the search index's upkeep. Answers
+/// the store, which is the order module's catalog in this process.
+async fn mount_stock(w: &Wiring<'_>, m: &mut Mounted) -> anyhow::Result<StockStore> {
+    let db = open_database(&w.settings.database, "stock", &stock::MIGRATIONS).await?;
+    let store = StockStore::new(db.clone());
+    if w.settings.catalog.seed_demo {
+        let seeded = stock::seed_demo_catalog(&store).await?;
+        if seeded > 0 {
+            tracing::info!(products = seeded, "seeded the demo catalog");
+        }
+    }
+    let handler = stock::order_events_handler();
+    spawn_consumer(w.bus, db.clone(), stock::CONSUMER, topics::ORDER, handler);
+    if db.backend == Backend::Sqlite {
+        m.tasks
+            .push(tokio::spawn(stock::upkeep::run(store.clone())));
+    }
+    m.api.push(stock::router(store.clone()));
+    m.databases.push(db);
+    Ok(store)
+}
+
+/// The payment module: charges and refunds through the configured provider.
+async fn mount_payment(w: &Wiring<'_>, m: &mut Mounted) -> anyhow::Result<()> {
+    let db = open_database(&w.settings.database, "payment", &payment::MIGRATIONS).await?;
+    let store = PaymentStore::new(db.clone());
+    let provider = payment::provider::named(w.settings.payment.provider);
+    let handler = payment::order_events_handler(Settler::start(store.clone(), provider));
+    spawn_consumer(w.bus, db.clone(), payment::CONSUMER, topics::ORDER, handler);
+    m.api.push(payment::router(store));
+    m.databases.push(db);
+    Ok(())
+}
+
+/// The order module: carts, checkout and the saga, asking `catalog` about products.
+async fn mount_order(
+    w: &Wiring<'_>,
+    m: &mut Mounted,
+    catalog: Arc<dyn Catalog>,
+) -> anyhow::Result<()> {
+    let db = open_database(&w.settings.database, "orders", &order::MIGRATIONS).await?;
+    let waiters = Arc::new(Waiters::default());
+    let saga = order::saga_handler(waiters.clone());
+    for topic in [topics::STOCK, topics::PAYMENT] {
+        spawn_consumer(w.bus, db.clone(), order::CONSUMER, topic, saga.clone());
+    }
+    m.api.push(order::router(OrderState {
+        store: OrderStore::new(db.clone()),
+        catalog,
+        waiters,
+        checkout_wait: Duration::from_millis(w.settings.checkout.wait_ms),
+        // Over Kafka another instance of the module may read the order's partition.
+        poll_outcome: (w.settings.bus.kind == BusKind::Kafka).then(|| Duration::from_millis(250)),
+    }));
+    m.databases.push(db);
+    Ok(())
+}
+
+/// The user module: journeys, and sign-in (its sessions, the `/auth/*` routes). Answers the
+/// store, which keeps the sessions the door checks.
+async fn mount_user(w: &Wiring<'_>, m: &mut Mounted) -> anyhow::Result<UserStore> {
+    let settings = w.settings;
+    let db = open_database(&settings.database, "users", &user::MIGRATIONS).await?;
+    let users = UserStore::new(db.clone());
+    user::spawn_journey_consumer(w.bus, db.clone());
+    let handler = user::order_events_handler();
+    spawn_consumer(w.bus, db.clone(), user::CONSUMER, topics::ORDER, handler);
+    m.api.push(user::router(JourneyStore::new(db.clone())));
+    m.api.push(user::signin::session_router(users.clone()));
+    if let Some(provider) = w.provider {
+        let oidc = user::oidc::Oidc::new(provider.clone(), w.auth.clone(), users.clone(), w.https);
+        m.routed
+            .push((oidc.router(), utoipa::openapi::OpenApi::default()));
+    }
+    if settings.auth.mode == AuthMode::Dev {
+        if settings.auth.dev_on_network {
+            tracing::error!(
+                host = %settings.server.host,
+                "DEV SIGN-IN IS OPEN TO THE NETWORK (--insecure-dev-sign-in): anyone who \
+                 can reach this address can sign in as anyone, admin included"
+            );
+        } else {
+            tracing::warn!(
+                "dev sign-in is ON: anyone can get a token for any name and role at \
+                 POST /auth/dev/token. Never expose this shop to the internet like this."
+            );
+        }
+        m.api
+            .push(user::signin::dev_router(w.auth.clone(), users.clone()));
+    }
+    m.databases.push(db);
+    Ok(users)
 }
 
 /// Order's catalog port answered by the stock module in the same process.

@@ -98,6 +98,9 @@ async fn run(
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match asked.try_recv() {
+                // A payment queued twice (by its consumer and by the recovery at start) is
+                // asked once per batch: one answer, one event.
+                Ok(attempt) if batch.iter().any(|a| a.payment.id == attempt.payment.id) => {}
                 Ok(attempt) => batch.push(attempt),
                 Err(_) => break,
             }

@@ -778,9 +778,12 @@ async fn a_charge_whose_answer_was_lost_is_settled_on_restart_without_charging_t
     assert_eq!(payment.status, "pending");
     assert!(outbox_events(&dbs.payment).await.is_empty());
 
-    // "Restart": two new settlers over the same database, as two instances would start.
+    // "Restart": two new settlers over the same database, as two instances would start; the
+    // first is also handed the payment its own recovery finds, so it queues it twice.
+    let left = store.unsettled().await.unwrap();
     ledger.lose_answers.store(false, Ordering::SeqCst);
-    let _first = Settler::start(store.clone(), ledger.clone());
+    let first = Settler::start(store.clone(), ledger.clone());
+    first.settle(left);
     let _second = Settler::start(store.clone(), ledger.clone());
     settled(&dbs.payment).await;
 

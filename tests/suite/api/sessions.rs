@@ -159,3 +159,16 @@ async fn a_busy_session_still_ends_at_its_absolute_limit() {
         assert!(after >= Duration::from_millis(1500), "{after:?}");
     }
 }
+
+/// `ekart serve --insecure-dev-sign-in` says dev sign-in is open to the network, and it is:
+/// the dev token route is there (it was left out when the flag was set).
+#[tokio::test]
+async fn dev_sign_in_open_to_the_network_still_signs_in() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| s.auth.dev_on_network = true)
+        .await
+        .unwrap();
+    let token = app.token("asha", "customer").await;
+    let (status, me) = app.get("/auth/session", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["name"], "asha");
+}
