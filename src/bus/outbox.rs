@@ -160,6 +160,9 @@ async fn still_leading(
 /// SQLite is one process's alone: nothing to wait for.
 async fn lead(db: &Db, retry: Duration) -> Option<PoolConnection<sqlx::Any>> {
     let pool = db.read.postgres_pool()?;
+    // Keyed by `hashtext`, not `db::advisory_key` as the other locks are: a process of an
+    // older release and one of this release must contend for the same lock, or during a
+    // rolling upgrade both would relay.
     let key = format!("ekart outbox relay {}", db.name);
     let mut said = false;
     loop {

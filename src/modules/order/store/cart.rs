@@ -285,52 +285,35 @@ impl OrderStore {
         Ok(OpenedCart::Made(id))
     }
 
-    async fn set_quantity_in(
+    /// Sets (`Some`, after checking `info`'s availability if given) or removes (`None`) the
+    /// line of `product_id` in `user`'s cart; answers the cart's id.
+    async fn edit_line_in(
         uow: &mut Uow,
         user: &str,
         product_id: &str,
-        info: Option<&ProductInfo>,
-        quantity: Quantity,
+        quantity: Option<(Quantity, Option<&ProductInfo>)>,
     ) -> Result<String, OrderError> {
         let now = now_ms();
         let order_id = lock_cart(uow, user)
             .await?
             .ok_or(OrderError::NotFound("cart item"))?;
-        if let Some(info) = info {
-            if quantity.get() > info.available {
-                return Err(not_enough(info, quantity.get()));
+        let edit = match quantity {
+            Some((quantity, info)) => {
+                if let Some(info) = info.filter(|info| quantity.get() > info.available) {
+                    return Err(not_enough(info, quantity.get()));
+                }
+                sqlx::query(
+                    "UPDATE order_lines SET quantity = $1 WHERE order_id = $2 AND product_id = $3",
+                )
+                .bind(quantity.get())
+                .bind(&order_id)
+                .bind(product_id)
             }
-        }
-        let done = sqlx::query(
-            "UPDATE order_lines SET quantity = $1 WHERE order_id = $2 AND product_id = $3",
-        )
-        .bind(quantity.get())
-        .bind(&order_id)
-        .bind(product_id)
-        .execute(uow.conn())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(OrderError::NotFound("cart item"));
-        }
-        refresh_totals(uow, &order_id, now, None).await?;
-        Ok(order_id)
-    }
-
-    async fn remove_item_in(
-        uow: &mut Uow,
-        user: &str,
-        product_id: &str,
-    ) -> Result<String, OrderError> {
-        let now = now_ms();
-        let order_id = lock_cart(uow, user)
-            .await?
-            .ok_or(OrderError::NotFound("cart item"))?;
-        let done = sqlx::query("DELETE FROM order_lines WHERE order_id = $1 AND product_id = $2")
-            .bind(&order_id)
-            .bind(product_id)
-            .execute(uow.conn())
-            .await?;
-        if done.rows_affected() == 0 {
+            None => sqlx::query("DELETE FROM order_lines WHERE order_id = $1 AND product_id = $2")
+                .bind(&order_id)
+                .bind(product_id),
+        };
+        if edit.execute(uow.conn()).await?.rows_affected() == 0 {
             return Err(OrderError::NotFound("cart item"));
         }
         refresh_totals(uow, &order_id, now, None).await?;
@@ -379,7 +362,8 @@ impl OrderStore {
             .db
             .write(move |uow| {
                 Box::pin(async move {
-                    Self::set_quantity_in(uow, &user, &product_id, info.as_ref(), quantity).await
+                    Self::edit_line_in(uow, &user, &product_id, Some((quantity, info.as_ref())))
+                        .await
                 })
             })
             .await?;
@@ -391,7 +375,7 @@ impl OrderStore {
         let id = self
             .db
             .write(move |uow| {
-                Box::pin(async move { Self::remove_item_in(uow, &user, &product_id).await })
+                Box::pin(async move { Self::edit_line_in(uow, &user, &product_id, None).await })
             })
             .await?;
         self.cart_by_id(&id).await
