@@ -19,7 +19,8 @@ pub fn api() -> OpenApiRouter<PaymentStore> {
     OpenApiRouter::new().routes(routes!(order_payment))
 }
 
-/// The payment of an order. Another user's order answers 404, as does an order not yet paid.
+/// The payment of an order: `pending` while the provider is being asked, then its outcome.
+/// Another user's order answers 404, as does an order payment has not been asked for yet.
 #[utoipa::path(get, path = "/api/orders/{id}/payment", tag = "payments",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "order id")),

@@ -132,6 +132,7 @@ async fn run(
         if answered.is_empty() {
             continue;
         }
+        let asked_again: Vec<Payment> = answered.iter().map(|(a, _)| a.payment.clone()).collect();
         let records: Vec<(Payment, Answer)> = answered
             .into_iter()
             .map(|(attempt, answer)| (attempt.payment, answer))
@@ -141,13 +142,11 @@ async fn run(
             .write(move |uow| Box::pin(async move { record(uow, &records).await }))
             .await;
         if let Err(e) = result {
-            // The provider answered but the answer is not recorded: the payments are still
+            // The provider answered but the answers are not recorded: the payments are still
             // unsettled in the database, and asking again with the same keys is harmless.
             tracing::error!(error = %e, "cannot record the payment provider's answers; asking again");
-            if let Ok(left) = store.unsettled().await {
-                for payment in left {
-                    settler.later(Attempt { payment, tries: 1 });
-                }
+            for payment in asked_again {
+                settler.later(Attempt { payment, tries: 1 });
             }
         }
     }
