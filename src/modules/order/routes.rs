@@ -18,7 +18,7 @@ use super::waiters::Waiters;
 use crate::contracts::payment_method::CheckoutRequest;
 use crate::db::keyset::Paging;
 use crate::error::{ApiError, ApiResult};
-use crate::gateway::auth::CurrentUser;
+use crate::gateway::auth::{CurrentUser, Identity};
 use crate::gateway::extract::{ApiJson, ApiPath, ApiQuery};
 
 #[derive(Clone)]
@@ -279,7 +279,18 @@ async fn get_order(
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Order>> {
-    Ok(Json(s.store.visible(&user, &id).await?))
+    Ok(Json(visible(&s.store, &user, &id).await?))
+}
+
+/// The order if `user` may see it: their own, or any for an admin. Another's answers 404,
+/// never 403, so order ids cannot be probed.
+async fn visible(store: &OrderStore, user: &Identity, id: &str) -> ApiResult<Order> {
+    match store.get(id).await? {
+        Some(o) if o.status != OrderStatus::Cart && (user.is_admin() || o.user_id == user.sub) => {
+            Ok(o)
+        }
+        _ => Err(ApiError::not_found("order")),
+    }
 }
 
 /// Cancels a completed order: the units go back on the shelf and the payment is refunded.
@@ -292,7 +303,12 @@ async fn cancel_order(
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Order>> {
-    let order = s.store.cancel(&user, &id).await?;
+    let order = visible(&s.store, &user, &id).await?;
+    let by = match user.is_admin() && user.sub != order.user_id {
+        true => "an admin",
+        false => "the shopper",
+    };
+    let order = s.store.cancel(order, by).await?;
     tracing::info!(user = %user.sub, order = %id, "order cancelled");
     Ok(Json(order))
 }
