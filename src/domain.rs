@@ -151,3 +151,60 @@ mod tests {
         assert!(sku("a b").is_err());
     }
 }
+
+/// How an amount is written for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoneyStyle {
+    /// With the currency's symbol where it has one (`₹1,234.50`), else its code after the
+    /// amount (`12.34 JPY`): the pages.
+    Symbol,
+    /// With the currency's code first (`INR 1,234.50`): for text that cannot show every
+    /// symbol, as the journey PDF's fonts.
+    Code,
+}
+
+/// An amount of minor units as people read it, two decimals and thousands grouped: the one
+/// money formatter of the shop, for its pages and its PDF alike.
+pub fn format_money(minor: i64, currency: &str, style: MoneyStyle) -> String {
+    let abs = minor.unsigned_abs();
+    let units = (abs / 100).to_string();
+    let mut grouped = String::with_capacity(units.len() + units.len() / 3 + 3);
+    for (i, digit) in units.chars().enumerate() {
+        if i > 0 && (units.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    let sign = if minor < 0 { "-" } else { "" };
+    let amount = format!("{grouped}.{:02}", abs % 100);
+    let symbol = match currency {
+        "INR" => "₹",
+        "USD" => "$",
+        "EUR" => "€",
+        "GBP" => "£",
+        _ => "",
+    };
+    match (style, currency.trim()) {
+        (_, "") => format!("{sign}{amount}"),
+        (MoneyStyle::Symbol, _) if !symbol.is_empty() => format!("{sign}{symbol}{amount}"),
+        (MoneyStyle::Symbol, code) => format!("{sign}{amount} {code}"),
+        (MoneyStyle::Code, code) => format!("{code} {sign}{amount}"),
+    }
+}
+
+#[cfg(test)]
+mod money_tests {
+    use super::{format_money, MoneyStyle};
+
+    #[test]
+    fn money_reads_as_people_write_it() {
+        use MoneyStyle::{Code, Symbol};
+        assert_eq!(format_money(49_900, "INR", Symbol), "₹499.00");
+        assert_eq!(format_money(123_450, "INR", Symbol), "₹1,234.50");
+        assert_eq!(format_money(-5, "USD", Symbol), "-$0.05");
+        assert_eq!(format_money(1_234, "JPY", Symbol), "12.34 JPY");
+        assert_eq!(format_money(123_450, "INR", Code), "INR 1,234.50");
+        assert_eq!(format_money(-100_000_000, "USD", Code), "USD -1,000,000.00");
+        assert_eq!(format_money(5, "", Code), "0.05");
+    }
+}

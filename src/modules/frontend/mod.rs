@@ -29,23 +29,9 @@ pub struct Frontend {
     pub oidc: bool,
 }
 
-/// `12345` INR → `₹123.45`.
+/// Money on the pages: the shop's one formatter, with the currency's symbol.
 pub fn format_money(minor: i64, currency: &str) -> String {
-    let symbol = match currency {
-        "INR" => "₹",
-        "USD" => "$",
-        "EUR" => "€",
-        "GBP" => "£",
-        _ => "",
-    };
-    let sign = if minor < 0 { "-" } else { "" };
-    let minor = minor.abs();
-    let text = format!("{sign}{symbol}{}.{:02}", minor / 100, minor % 100);
-    if symbol.is_empty() {
-        format!("{text} {currency}")
-    } else {
-        text
-    }
+    crate::domain::format_money(minor, currency, crate::domain::MoneyStyle::Symbol)
 }
 
 pub fn router(frontend: Frontend) -> Router {

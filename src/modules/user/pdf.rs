@@ -438,24 +438,10 @@ fn format_duration(ms: i64) -> String {
     }
 }
 
-/// Money as the PDF's fonts can show it, from minor units: the currency's code, then the
-/// amount with its thousands grouped and two decimals ("INR 1,234.50").
+/// Money as the PDF's fonts can show it: the shop's one formatter, with the currency's code
+/// ("INR 1,234.50").
 pub fn format_money(minor: i64, currency: &str) -> String {
-    let abs = minor.unsigned_abs();
-    let units = (abs / 100).to_string();
-    let mut grouped = String::with_capacity(units.len() + units.len() / 3);
-    for (i, digit) in units.chars().enumerate() {
-        if i > 0 && (units.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    let sign = if minor < 0 { "-" } else { "" };
-    let amount = format!("{sign}{grouped}.{:02}", abs % 100);
-    match clean(currency).trim() {
-        "" => amount,
-        currency => format!("{currency} {amount}"),
-    }
+    crate::domain::format_money(minor, &clean(currency), crate::domain::MoneyStyle::Code)
 }
 
 /// `text` made showable in a WinAnsi font and truncated with "..." to fit
