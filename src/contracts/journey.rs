@@ -22,3 +22,53 @@ pub struct JourneyStep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
+
+/// What a step of a journey was, as every view of a journey (the timeline page, the PDF)
+/// tells it: its highlight follows from this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    Page,
+    Action,
+    Cart,
+    Checkout,
+    OrderCompleted,
+    OrderFailed,
+}
+
+impl StepKind {
+    /// The kind of a recorded step: `kind` is `page`, `click` or `order`, `name` its path,
+    /// action or outcome.
+    pub fn of(kind: &str, name: &str) -> StepKind {
+        match (kind, name) {
+            ("order", "completed") => StepKind::OrderCompleted,
+            ("order", "failed") => StepKind::OrderFailed,
+            ("order", _) | ("click", "checkout" | "place-order") => StepKind::Checkout,
+            ("click", "add-to-cart") => StepKind::Cart,
+            ("page", path) if path.starts_with("/cart") => StepKind::Cart,
+            ("page", path) if path.starts_with("/checkout") => StepKind::Checkout,
+            ("page", _) => StepKind::Page,
+            _ => StepKind::Action,
+        }
+    }
+}
+
+/// What a recorded step's line says under its label, in every view of a journey: its
+/// detail, else the amount it paid (money written in `style`), else a page's address.
+pub fn step_detail(
+    kind: &str,
+    name: &str,
+    detail: Option<&str>,
+    paid: Option<(i64, &str)>,
+    style: crate::domain::MoneyStyle,
+) -> Option<String> {
+    if let Some(detail) = detail {
+        return Some(detail.to_string());
+    }
+    if let Some((minor, currency)) = paid {
+        return Some(format!(
+            "paid {}",
+            crate::domain::format_money(minor, currency, style)
+        ));
+    }
+    (kind == "page").then(|| name.to_string())
+}

@@ -4,6 +4,8 @@
 use serde::Deserialize;
 
 use super::format_money;
+use crate::contracts::journey::{step_detail, StepKind};
+use crate::domain::MoneyStyle;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Product {
@@ -206,25 +208,23 @@ impl Step {
     /// What the step's line says under its label: its detail, else the amount it paid, else
     /// a page's address.
     pub fn detail_text(&self) -> Option<String> {
-        if let Some(detail) = &self.detail {
-            return Some(detail.clone());
-        }
-        if let (Some(minor), Some(currency)) = (self.amount_minor, &self.currency) {
-            return Some(format!("paid {}", format_money(minor, currency)));
-        }
-        (self.kind == "page").then(|| self.name.clone())
+        step_detail(
+            &self.kind,
+            &self.name,
+            self.detail.as_deref(),
+            self.amount_minor.zip(self.currency.as_deref()),
+            MoneyStyle::Symbol,
+        )
     }
 
     /// A CSS class for the step's highlight on the timeline.
     pub fn class(&self) -> &'static str {
-        match (self.kind.as_str(), self.name.as_str()) {
-            ("order", "completed") => "step-ok",
-            ("order", "failed") => "step-bad",
-            ("order", _) | ("click", "checkout" | "place-order") => "step-checkout",
-            ("click", "add-to-cart") => "step-cart",
-            ("page", path) if path.starts_with("/cart") => "step-cart",
-            ("page", path) if path.starts_with("/checkout") => "step-checkout",
-            _ => "",
+        match StepKind::of(&self.kind, &self.name) {
+            StepKind::OrderCompleted => "step-ok",
+            StepKind::OrderFailed => "step-bad",
+            StepKind::Checkout => "step-checkout",
+            StepKind::Cart => "step-cart",
+            StepKind::Page | StepKind::Action => "",
         }
     }
 }

@@ -21,15 +21,7 @@ use printpdf::{
 };
 
 /// What a step was, for its box colour/highlight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepKind {
-    Page,
-    Action,
-    Cart,
-    Checkout,
-    OrderCompleted,
-    OrderFailed,
-}
+pub use crate::contracts::journey::StepKind;
 
 #[derive(Debug, Clone)]
 pub struct Step {

@@ -131,35 +131,22 @@ async fn get_journey(
 
 /// The PDF's view of a journey: each step's kind decides its box's highlight.
 pub fn pdf_doc(journey: &Journey) -> pdf::JourneyDoc {
-    use pdf::StepKind;
+    use crate::contracts::journey::{step_detail, StepKind};
+    use crate::domain::MoneyStyle;
     let steps = journey
         .steps
         .iter()
-        .map(|s| {
-            let kind = match (s.kind.as_str(), s.name.as_str()) {
-                ("order", "completed") => StepKind::OrderCompleted,
-                ("order", "failed") => StepKind::OrderFailed,
-                ("order", _) | ("click", "checkout" | "place-order") => StepKind::Checkout,
-                ("click", "add-to-cart") => StepKind::Cart,
-                ("page", path) if path.starts_with("/cart") => StepKind::Cart,
-                ("page", path) if path.starts_with("/checkout") => StepKind::Checkout,
-                ("page", _) => StepKind::Page,
-                _ => StepKind::Action,
-            };
-            pdf::Step {
-                at_ms: s.at,
-                kind,
-                label: s.label.clone(),
-                detail: s
-                    .detail
-                    .clone()
-                    .or_else(|| match (s.amount_minor, &s.currency) {
-                        (Some(minor), Some(currency)) => {
-                            Some(format!("paid {}", pdf::format_money(minor, currency)))
-                        }
-                        _ => (s.kind == "page").then(|| s.name.clone()),
-                    }),
-            }
+        .map(|s| pdf::Step {
+            at_ms: s.at,
+            kind: StepKind::of(&s.kind, &s.name),
+            label: s.label.clone(),
+            detail: step_detail(
+                &s.kind,
+                &s.name,
+                s.detail.as_deref(),
+                s.amount_minor.zip(s.currency.as_deref()),
+                MoneyStyle::Code,
+            ),
         })
         .collect();
     pdf::JourneyDoc {
