@@ -112,6 +112,31 @@ fn authority(url: &str) -> Option<&str> {
     Some(rest.split(['/', '?', '#']).next().unwrap_or(rest))
 }
 
+/// A path on this shop to send a browser to, or `/`: the one judge of every redirect a request
+/// can steer (sign-in's `next`, the cart forms' `back`, OIDC's `return_to`). Refused: anything
+/// not starting with one `/`, backslashes (browsers read `/\host` as `//host`), control
+/// characters (browsers drop tabs and newlines, so `/<TAB>/host` is `//host`; CR and LF would
+/// also break the `Location` header), and anything that, resolved as a browser does, leaves
+/// the shop's origin.
+pub fn local_path(path: Option<&str>) -> String {
+    const HOME: &str = "/";
+    let Some(path) = path else {
+        return HOME.into();
+    };
+    let plain = path.starts_with('/')
+        && !path.starts_with("//")
+        && path.len() <= 2048
+        && !path.chars().any(|c| c == '\\' || c.is_control());
+    if !plain {
+        return HOME.into();
+    }
+    let shop = reqwest::Url::parse("https://shop.invalid/").expect("a valid base");
+    match shop.join(path) {
+        Ok(there) if there.origin() == shop.origin() => path.to_string(),
+        _ => HOME.into(),
+    }
+}
+
 /// Whether two secrets are equal, in time that does not depend on where they differ.
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -131,6 +156,7 @@ pub async fn no_nul_in_address(request: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use super::local_path;
     use axum::http::{HeaderMap, HeaderValue};
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -161,5 +187,31 @@ mod tests {
         ] {
             assert!(!super::from_this_origin(&headers(&bad)), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn only_paths_on_this_shop_are_followed() {
+        for (asked, got) in [
+            (Some("/cart?x=1"), "/cart?x=1"),
+            (
+                Some("/orders?status=failed#top"),
+                "/orders?status=failed#top",
+            ),
+            (Some("/%09/evil.example"), "/%09/evil.example"),
+            (Some("//evil.example/"), "/"),
+            (Some("https://evil.example/"), "/"),
+            (Some("/\\evil.example"), "/"),
+            (Some("/\t/evil.example"), "/"),
+            (Some("/\n/evil.example"), "/"),
+            (Some("/ok\r\nSet-Cookie: x=y"), "/"),
+            (Some("/\u{0}x"), "/"),
+            (Some("javascript:alert(1)"), "/"),
+            (Some(" /x"), "/"),
+            (Some(""), "/"),
+            (None, "/"),
+        ] {
+            assert_eq!(local_path(asked), got, "{asked:?}");
+        }
+        assert_eq!(local_path(Some(&format!("/{}", "a".repeat(3000)))), "/");
     }
 }

@@ -393,3 +393,55 @@ on_both!(
         assert_eq!(orders["items"][0]["status"], "completed");
     }
 );
+
+/// Every redirect a request can steer stays on the shop: sign-in's `next` and the cart's
+/// `back` with a tab, a newline or a backslash where a browser would read another host.
+#[tokio::test]
+async fn crafted_next_and_back_never_leave_the_shop() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let hostile = [
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r\n/evil.example",
+        "/ok\r\nSet-Cookie: x=y",
+        "/\\evil.example",
+        "\t//evil.example",
+        "https://evil.example/",
+    ];
+    for next in hostile {
+        let mut browser = Browser::new(&app);
+        let page = browser
+            .post(
+                "/signin",
+                &[
+                    ("name", "asha"),
+                    ("email", "asha@example.com"),
+                    ("role", "customer"),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(
+            page.status,
+            StatusCode::SEE_OTHER,
+            "{next:?}: {}",
+            page.html
+        );
+        assert_eq!(page.location.as_deref(), Some("/"), "{next:?}");
+    }
+    let admin = app.token("admin", "admin").await;
+    let product = app.product(&admin, "TEA", 500, 10).await;
+    let mut shopper = Browser::new(&app);
+    shopper.sign_in("bela", "customer").await;
+    for back in hostile {
+        let page = shopper
+            .post(
+                "/cart/items",
+                &[("product_id", &product), ("quantity", "1"), ("back", back)],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{back:?}");
+        let to = page.location.unwrap();
+        assert!(to.starts_with("/?notice="), "{back:?} went to {to}");
+    }
+}

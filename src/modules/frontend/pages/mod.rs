@@ -104,14 +104,7 @@ pub fn encode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-/// A path on this site to go back to: anything else (another host, a scheme) becomes `/`,
-/// so a crafted link cannot bounce a shopper elsewhere.
-pub fn local_path(path: Option<&str>) -> String {
-    match path {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
-        _ => "/".into(),
-    }
-}
+pub use crate::gateway::security::local_path;
 
 /// Which form field an API error is about, judged by the words of its detail; None puts it
 /// at the top of the form.
@@ -145,19 +138,5 @@ impl FormError {
     /// The message if it belongs to no field.
     pub fn general(&self) -> Option<&str> {
         (self.field.is_none() && !self.message.is_empty()).then_some(self.message.as_str())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_local_paths_are_followed() {
-        assert_eq!(local_path(Some("/cart?x=1")), "/cart?x=1");
-        assert_eq!(local_path(Some("//evil.example/")), "/");
-        assert_eq!(local_path(Some("https://evil.example/")), "/");
-        assert_eq!(local_path(Some("/\\evil.example")), "/");
-        assert_eq!(local_path(None), "/");
     }
 }
