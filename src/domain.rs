@@ -115,10 +115,58 @@ pub fn bounded_text(field: &str, value: &str, min: usize, max: usize) -> Result<
     if n < min || n > max {
         return Err(format!("{field} must be {min} to {max} characters"));
     }
-    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if v.chars()
+        .any(|c| (c.is_control() && c != '\n' && c != '\t') || is_direction_override(c))
+    {
         return Err(format!("{field} must not contain control characters"));
     }
     Ok(v.to_string())
+}
+
+/// Characters that reorder the text around them without being seen (bidirectional embeddings,
+/// overrides and isolates): `admin\u{202E}gpj.exe` shows as something else than it is.
+fn is_direction_override(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Whether `c` may stand in a person's name or email: no control character (no line breaks,
+/// tabs or escapes) and no direction override.
+fn fit_for_a_person(c: char) -> bool {
+    !c.is_control() && !is_direction_override(c)
+}
+
+/// A person's display name: 1 to 100 characters, one line, nothing that reorders text.
+pub fn person_name(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    let n = v.chars().count();
+    if n == 0 || n > 100 {
+        return Err("name must be 1 to 100 characters".into());
+    }
+    if !v.chars().all(fit_for_a_person) {
+        return Err("name must not contain control or direction characters".into());
+    }
+    Ok(v.to_string())
+}
+
+/// An email address as people type it, lower-cased: something@domain.tld, no spaces, no
+/// control or direction characters, at most 254 bytes.
+pub fn email(value: &str) -> Result<String, String> {
+    let v = value.trim().to_lowercase();
+    let valid = v.len() <= 254
+        && v.split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !v.chars().any(char::is_whitespace)
+        && v.chars().all(fit_for_a_person);
+    if !valid {
+        return Err("email must look like name@example.com".into());
+    }
+    Ok(v)
+}
+
+/// `text` without what [`person_name`] refuses: for names and emails another party vouches for
+/// (an OIDC provider's claims), which the shop keeps rather than refusing the sign-in.
+pub fn fit_for_a_person_only(text: &str) -> String {
+    text.chars().filter(|c| fit_for_a_person(*c)).collect()
 }
 
 /// A stock-keeping unit: letters, digits, `-` and `_`, up to 64.

@@ -267,7 +267,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
         if identity.is_admin() {
             Ok(Admin(identity))
         } else {
-            tracing::warn!(target: "audit", user = %identity.sub, method = %parts.method,
+            tracing::warn!(target: "audit", user = ?identity.sub, method = %parts.method,
                 path = %parts.uri.path(), "admin action refused");
             Err(ApiError::forbidden("this needs the admin role"))
         }

@@ -306,7 +306,7 @@ impl Provider {
             .await
             .map(|claims| self.identity(claims))
             .map_err(|why| {
-                tracing::warn!(target: "audit", why = %why, "bearer token refused");
+                tracing::warn!(target: "audit", why = ?why, "bearer token refused");
                 ApiError::unauthorized(format!("the access token is not valid: {why}"))
             })
     }
@@ -322,11 +322,14 @@ impl Provider {
         } else {
             Role::Customer
         };
-        let email = claims.email.unwrap_or_default();
-        let name = claims
-            .name
-            .or(claims.preferred_username)
-            .unwrap_or_else(|| claims.sub.clone());
+        // Shown on pages and written in logs: nothing that breaks a line or reorders text.
+        let email = crate::domain::fit_for_a_person_only(&claims.email.unwrap_or_default());
+        let name = crate::domain::fit_for_a_person_only(
+            &claims
+                .name
+                .or(claims.preferred_username)
+                .unwrap_or_else(|| claims.sub.clone()),
+        );
         Identity {
             sub: claims.sub,
             name,
@@ -340,6 +343,6 @@ impl Provider {
 
 /// A sign-in that cannot be verified: 401, and a line in the audit log.
 pub fn refused(why: String) -> ApiError {
-    tracing::warn!(target: "audit", why = %why, "sign-in refused");
+    tracing::warn!(target: "audit", why = ?why, "sign-in refused");
     ApiError::unauthorized(format!("the sign-in could not be verified: {why}"))
 }

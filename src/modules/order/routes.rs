@@ -309,6 +309,6 @@ async fn cancel_order(
         false => "the shopper",
     };
     let order = s.store.cancel(order, by).await?;
-    tracing::info!(user = %user.sub, order = %id, "order cancelled");
+    tracing::info!(user = ?user.sub, order = ?id, "order cancelled");
     Ok(Json(order))
 }

@@ -112,7 +112,7 @@ async fn logout(State(oidc): State<Arc<Oidc>>, jar: CookieJar) -> Result<Respons
         .and_then(|c| oidc.auth.verify(c.value()).ok())
     {
         oidc.users.end_session(&sub, &session).await?;
-        tracing::info!(target: "audit", user = %sub, session = %session, action = "sign out");
+        tracing::info!(target: "audit", user = ?sub, session = %session, action = "sign out");
     }
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
     let to = oidc.provider.end_session_url().await?;
@@ -179,7 +179,7 @@ async fn finish(
         .complete(pending.grant, q.state, q.code)
         .await?;
     let session = oidc.users.start_session(&identity).await?;
-    tracing::info!(target: "audit", user = %identity.sub, role = ?identity.role,
+    tracing::info!(target: "audit", user = ?identity.sub, role = ?identity.role,
         session = %session.id, action = "sign in (oidc)");
     identity.session = Some(session.id);
     identity.session_started_at = Some(session.started_at);

@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::store::UserStore;
+use crate::domain;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::{Authenticator, CurrentUser, Identity, Role};
 use crate::gateway::extract::ApiJson;
@@ -110,7 +111,7 @@ async fn sign_out(
     if let Some(session) = &user.session {
         users.end_session(&user.sub, session).await?;
     }
-    tracing::info!(target: "audit", user = %user.sub, session = ?user.session, action = "sign out");
+    tracing::info!(target: "audit", user = ?user.sub, session = ?user.session, action = "sign out");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -122,31 +123,18 @@ async fn dev_token(
     State(state): State<DevState>,
     ApiJson(req): ApiJson<DevTokenRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<TokenResponse>)> {
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::validation("name must be 1 to 100 characters"));
-    }
-    let email = req.email.trim().to_lowercase();
-    let valid_email = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-        && !email.chars().any(char::is_whitespace);
-    if !valid_email {
-        return Err(ApiError::validation(
-            "email must look like name@example.com",
-        ));
-    }
+    let name = domain::person_name(&req.name).map_err(ApiError::validation)?;
+    let email = domain::email(&req.email).map_err(ApiError::validation)?;
     let mut identity = Identity {
         sub: format!("dev|{email}"),
-        name: name.to_string(),
+        name,
         email,
         role: req.role,
         session: None,
         session_started_at: None,
     };
     let session = state.users.start_session(&identity).await?;
-    tracing::info!(target: "audit", user = %identity.sub, role = ?identity.role,
+    tracing::info!(target: "audit", user = ?identity.sub, role = ?identity.role,
         session = %session.id, action = "sign in (dev)");
     identity.session = Some(session.id);
     identity.session_started_at = Some(session.started_at);

@@ -172,3 +172,43 @@ async fn dev_sign_in_open_to_the_network_still_signs_in() {
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!(me["name"], "asha");
 }
+
+/// A name or email with an escape, a line break or a direction override is refused (422):
+/// it would be shown on pages and written in the audit log as it came.
+#[tokio::test]
+async fn names_and_emails_with_control_or_direction_characters_are_refused() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    for (name, email) in [
+        ("asha", "asha\u{1b}[31m@example.com"),
+        ("asha", "asha\u{202e}moc.elpmaxe@example.com"),
+        ("asha\nuser=admin", "asha@example.com"),
+        ("asha\u{2066}", "asha@example.com"),
+        ("\u{1b}[2J", "asha@example.com"),
+    ] {
+        let (status, problem) = app
+            .post(
+                "/auth/dev/token",
+                None,
+                json!({"name": name, "email": email, "role": "customer"}),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name:?} {email:?}: {problem}"
+        );
+        assert_eq!(
+            problem["type"].as_str().map(|t| t.ends_with("validation")),
+            Some(true)
+        );
+    }
+    // Letters of any script are welcome.
+    let (status, _) = app
+        .post(
+            "/auth/dev/token",
+            None,
+            json!({"name": "آشا राव", "email": "asha@example.com", "role": "customer"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}

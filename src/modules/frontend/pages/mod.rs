@@ -35,7 +35,7 @@ impl PageError {
             return PageError::sign_in(here);
         }
         if problem.status.is_server_error() {
-            tracing::error!(detail = %problem.detail, "a page's API call failed");
+            tracing::error!(detail = ?problem.detail, "a page's API call failed");
         }
         let page = ErrorPage {
             chrome,
