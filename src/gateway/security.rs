@@ -142,6 +142,23 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Middleware: an answer to a request that carries credentials (a session cookie, a bearer
+/// token) is someone's own (their cart, orders, journeys, session), so no cache on the way or
+/// in the browser may keep it: `Cache-Control: no-store`, unless the route said otherwise
+/// (the embedded assets are immutable for everyone).
+pub async fn private_answers_not_stored(request: Request, next: Next) -> Response {
+    let personal = request.headers().contains_key(header::COOKIE)
+        || request.headers().contains_key(header::AUTHORIZATION);
+    let mut response = next.run(request).await;
+    if personal && !response.headers().contains_key(header::CACHE_CONTROL) {
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+    }
+    response
+}
+
 /// Middleware: refuses an address carrying a NUL character (`%00`) with 400. No text of the
 /// shop may hold one (PostgreSQL's text cannot), so it is never a real request; refusing it
 /// at the door keeps every handler from meeting it as a database error.

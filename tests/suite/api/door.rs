@@ -251,3 +251,36 @@ async fn metrics_are_for_this_machine_or_a_scraper_with_the_token() {
     }
     assert_eq!(status(&scraped, &[]).await, StatusCode::NOT_FOUND);
 }
+
+/// What a signed-in shopper gets (their cart, their session, their pages) is never stored by
+/// a cache; the public catalog and the immutable assets keep their own rules.
+#[tokio::test]
+async fn personal_answers_are_not_stored() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let token = app.token("asha", "customer").await;
+    for path in ["/api/cart", "/auth/session", "/api/orders", "/api/journeys"] {
+        let (status, headers, _) = app
+            .call_with(reqwest::Method::GET, path, Some(&token), None, &[])
+            .await;
+        assert!(status.is_success(), "{path}: {status}");
+        assert_eq!(
+            headers[reqwest::header::CACHE_CONTROL],
+            "no-store",
+            "{path}"
+        );
+    }
+    let mut browser = crate::api::pages::Browser::new(&app);
+    browser.sign_in("bela", "customer").await;
+    let page = browser.get("/cart").await;
+    assert_eq!(page.headers[reqwest::header::CACHE_CONTROL], "no-store");
+    let (_, headers, _) = app
+        .call_with(reqwest::Method::GET, "/api/products", None, None, &[])
+        .await;
+    assert_ne!(
+        headers
+            .get(reqwest::header::CACHE_CONTROL)
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store"),
+        "the catalog without credentials is anyone's"
+    );
+}
