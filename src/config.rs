@@ -489,6 +489,15 @@ impl Settings {
             if !o.redirect_url.ends_with("/auth/callback") {
                 return invalid("auth.oidc.redirect_url must be this shop's /auth/callback");
             }
+            // The client secret, the code and the tokens cross these: in clear only on this
+            // machine.
+            for (key, url) in [("issuer", &o.issuer), ("redirect_url", &o.redirect_url)] {
+                if !secure_or_local(url) {
+                    return invalid(&format!(
+                        "auth.oidc.{key} must be https:// (plain http only on loopback): {url}"
+                    ));
+                }
+            }
             if !o.scopes.iter().any(|s| s == "openid") {
                 return invalid("auth.oidc.scopes must include openid");
             }
@@ -629,6 +638,15 @@ fn write_table(out: &mut String, path: &str, table: &serde_json::Value) {
     }
 }
 
+/// An `https://` URL, or an `http://` one to this machine.
+fn secure_or_local(url: &str) -> bool {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" => true,
+        Ok(u) if u.scheme() == "http" => u.host_str().is_some_and(is_loopback),
+        _ => false,
+    }
+}
+
 fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host
@@ -724,6 +742,59 @@ mod tests {
         s.bus.kafka.instances = 2;
         s.bus.kafka.instance = 2;
         assert!(refused(&s).contains("instance"));
+    }
+
+    #[test]
+    fn the_provider_is_reached_over_https_unless_on_this_machine() {
+        let mut s = Settings::default();
+        s.auth.oidc.client_id = "shop".into();
+        s.auth.oidc.client_secret = "secret".into();
+        let ok = [
+            (
+                "https://id.example.com/oauth2/default",
+                "https://shop.example.com/auth/callback",
+            ),
+            (
+                "http://127.0.0.1:19300",
+                "http://localhost:8080/auth/callback",
+            ),
+            (
+                "http://[::1]:9000",
+                "https://shop.example.com/auth/callback",
+            ),
+        ];
+        for (issuer, redirect) in ok {
+            s.auth.oidc.issuer = issuer.into();
+            s.auth.oidc.redirect_url = redirect.into();
+            s.validate().expect(issuer);
+        }
+        let refused = [
+            (
+                "http://id.example.com/oauth2/default",
+                "https://shop.example.com/auth/callback",
+            ),
+            (
+                "https://id.example.com",
+                "http://shop.example.com/auth/callback",
+            ),
+            (
+                "http://10.0.0.5:8080",
+                "https://shop.example.com/auth/callback",
+            ),
+            (
+                "ftp://id.example.com",
+                "https://shop.example.com/auth/callback",
+            ),
+        ];
+        for (issuer, redirect) in refused {
+            s.auth.oidc.issuer = issuer.into();
+            s.auth.oidc.redirect_url = redirect.into();
+            let why = s.validate().unwrap_err().to_string();
+            assert!(
+                why.contains("must be https://"),
+                "{issuer} {redirect}: {why}"
+            );
+        }
     }
 
     #[test]
