@@ -36,6 +36,9 @@ const REMOTE_ANSWER_TTL: Duration = Duration::from_secs(5);
 /// Remembered answers past which old ones are swept.
 const REMOTE_CACHE_SWEEP_AT: usize = 10_000;
 
+/// A (user, session) pair.
+type UserSession = (String, String);
+
 #[derive(Clone)]
 pub enum Sessions {
     /// The user module runs in this process.
@@ -47,7 +50,8 @@ pub enum Sessions {
     /// The user module runs elsewhere: ask it (`GET /auth/session` with the same token).
     Remote {
         user: Arc<Remote>,
-        answers: Arc<Mutex<HashMap<String, (bool, Instant)>>>,
+        /// By (user, session): a token naming another user's session is asked about anew.
+        answers: Arc<Mutex<HashMap<UserSession, (bool, Instant)>>>,
     },
     /// No user module to ask (a split process given no address for it): tokens are checked by
     /// signature and expiry alone.
@@ -71,11 +75,11 @@ impl Sessions {
         }
     }
 
-    /// Whether the session `identity` names (from `token`) is still live. Identities without a
-    /// session (provider access tokens) have nothing to check here.
+    /// Whether the session the shop's token names (`identity`, from `token`) is still live,
+    /// and is its subject's. Every shop token names one: one that names none is not live.
     pub async fn live(&self, identity: &Identity, token: &str) -> Result<bool, ApiError> {
         let Some(session) = &identity.session else {
-            return Ok(true);
+            return Ok(false);
         };
         match self {
             Sessions::Local {
@@ -88,7 +92,8 @@ impl Sessions {
                     .await
             }
             Sessions::Remote { user, answers } => {
-                if let Some((live, at)) = answers.lock().unwrap().get(session) {
+                let key = (identity.sub.clone(), session.clone());
+                if let Some((live, at)) = answers.lock().unwrap().get(&key) {
                     if at.elapsed() < REMOTE_ANSWER_TTL {
                         return Ok(*live);
                     }
@@ -111,9 +116,10 @@ impl Sessions {
                 if answers.len() >= REMOTE_CACHE_SWEEP_AT {
                     answers.retain(|_, (_, at)| at.elapsed() < REMOTE_ANSWER_TTL);
                 }
-                answers.insert(session.clone(), (live, Instant::now()));
+                answers.insert(key, (live, Instant::now()));
                 Ok(live)
             }
+            // No user module to ask: the token's signature and expiry are all there is.
             Sessions::Unchecked => Ok(true),
         }
     }

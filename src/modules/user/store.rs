@@ -10,8 +10,9 @@ use crate::gateway::auth::{Identity, Role};
 #[derive(Clone)]
 pub struct UserStore {
     db: Db,
-    /// Sessions found live lately, and when: most requests need no read to know.
-    live: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Sessions found live lately, by (user, session), and when: most requests need no read
+    /// to know. Keyed by both, so a token naming another user's session is never taken for it.
+    live: Arc<Mutex<HashMap<(String, String), Instant>>>,
 }
 
 /// How often a live session's last use is written down: reads stay reads between.
@@ -149,7 +150,10 @@ impl UserStore {
 
     /// Marks the user's session as ended (sign-out). Ending it twice keeps the first end.
     pub async fn end_session(&self, user: &str, session: &str) -> Result<(), sqlx::Error> {
-        self.live.lock().unwrap().remove(session);
+        self.live
+            .lock()
+            .unwrap()
+            .remove(&(user.to_string(), session.to_string()));
         let (user, session, now) = (user.to_string(), session.to_string(), now_ms());
         self.db
             .write(move |uow| {
@@ -181,7 +185,8 @@ impl UserStore {
         max_ms: i64,
     ) -> Result<bool, sqlx::Error> {
         let trust_for = LIVE_FOR.min(Duration::from_millis(idle_ms as u64 / 8));
-        if let Some(at) = self.live.lock().unwrap().get(session) {
+        let key = (user.to_string(), session.to_string());
+        if let Some(at) = self.live.lock().unwrap().get(&key) {
             if at.elapsed() < trust_for {
                 return Ok(true);
             }
@@ -200,7 +205,7 @@ impl UserStore {
         };
         let expires = (seen + idle_ms).min(started + max_ms);
         if now >= expires {
-            self.live.lock().unwrap().remove(session);
+            self.live.lock().unwrap().remove(&key);
             self.set_session_time("ended_at", session.to_string(), expires)
                 .await?;
             return Ok(false);
@@ -213,7 +218,7 @@ impl UserStore {
         if live.len() >= REMEMBERED_SWEEP_AT {
             live.retain(|_, at| at.elapsed() < LIVE_FOR);
         }
-        live.insert(session.to_string(), Instant::now());
+        live.insert(key, Instant::now());
         Ok(true)
     }
 

@@ -212,3 +212,46 @@ async fn names_and_emails_with_control_or_direction_characters_are_refused() {
         .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Even signed with the shop's own key (defence in depth: these need the secret), a token
+/// must name a live session of its own subject: one naming no session, or pairing one user
+/// with another's live session, is refused, at once and after the session was found live.
+#[tokio::test]
+async fn a_shop_token_must_name_a_live_session_of_its_subject() {
+    const SECRET: &str = "the shop's own session secret, for this test only";
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| s.auth.session_secret = SECRET.into())
+        .await
+        .unwrap();
+    let asha = app.token("asha", "customer").await;
+    // Asha's session is found live (and remembered as such).
+    let (status, me) = app.get("/auth/session", Some(&asha)).await;
+    assert_eq!(status, StatusCode::OK);
+    let asha_session = me["session"].as_str().unwrap().to_string();
+    let sign = |claims: serde_json::Value| {
+        jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let no_session = sign(json!({
+        "sub": "dev|bela@example.com", "name": "bela", "email": "bela@example.com",
+        "role": "admin", "iss": "ekart-dev", "iat": now, "exp": now + 3600,
+    }));
+    let borrowed = sign(json!({
+        "sub": "dev|bela@example.com", "name": "bela", "email": "bela@example.com",
+        "role": "admin", "iss": "ekart-dev", "iat": now, "exp": now + 3600,
+        "sid": asha_session,
+    }));
+    for token in [&no_session, &borrowed] {
+        let (status, body) = app.get("/api/orders", Some(token)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let cookie = format!("ekart_session={token}");
+        assert_eq!(cart_as(&app, &cookie).await, StatusCode::UNAUTHORIZED);
+    }
+    // Asha's own token still works.
+    let (status, _) = app.get("/api/orders", Some(&asha)).await;
+    assert_eq!(status, StatusCode::OK);
+}
