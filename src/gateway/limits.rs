@@ -1,11 +1,14 @@
 //! Rate limits, on tower-governor's limiters (GCRA, keyed): every request per client, and
-//! stricter ones for signing in (per address) and checking out (per client). A client is the
-//! credential it sends (bearer token or session cookie), so shoppers behind one address do not
-//! share a budget, or its address when it sends none. Over the limit → 429, a problem document
-//! and `Retry-After`.
+//! stricter ones for signing in (per address) and checking out (per client). A client is who
+//! its credential proved it to be (the signed-in user), so shoppers behind one address do not
+//! share a budget; a request with no valid credential is its address. What the client merely
+//! sends is never the key: a new random cookie per request, or the same token spelled anew
+//! (`bearer`, extra spaces), would each get a fresh budget. Over the limit → 429, a problem
+//! document and `Retry-After`.
 //!
-//! Which limiter applies depends on the path, so one middleware picks them rather than a
-//! `GovernorLayer` per route (the routes live in the modules' routers).
+//! Which limiter applies depends on the path, so a middleware picks them rather than a
+//! `GovernorLayer` per route (the routes live in the modules' routers): [`per_address`] before
+//! authentication, [`per_client`] after it.
 
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -13,17 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum_extra::extract::CookieJar;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 use tower_governor::GovernorError;
 
-use super::auth::SESSION_COOKIE;
+use super::auth::Identity;
 use crate::config::LimitSettings;
 use crate::error::ApiError;
 
@@ -40,12 +42,17 @@ const CHECKOUT: [&str; 2] = ["/checkout", "/api/checkout"];
 /// Who is asking, as far as limits go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Client {
-    /// A hash of the bearer token or session cookie it sends.
-    Credential(u64),
+    /// A hash of the signed-in user's subject.
+    User(u64),
     Address(IpAddr),
     /// Neither (a request that did not come through a socket).
     Unknown,
 }
+
+/// Marks a request the shop's own pages make of its API in-process: the page's request was
+/// counted already.
+#[derive(Debug, Clone, Copy)]
+pub struct InProcess;
 
 /// Keys requests by [`Client`]; by address only when `by_address`.
 #[derive(Debug, Clone, Copy)]
@@ -58,16 +65,10 @@ impl KeyExtractor for ClientKey {
 
     fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Client, GovernorError> {
         if !self.by_address {
-            let hash = |credential: &[u8]| {
+            if let Some(identity) = req.extensions().get::<Identity>() {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                credential.hash(&mut hasher);
-                Client::Credential(hasher.finish())
-            };
-            if let Some(bearer) = req.headers().get(header::AUTHORIZATION) {
-                return Ok(hash(bearer.as_bytes()));
-            }
-            if let Some(cookie) = CookieJar::from_headers(req.headers()).get(SESSION_COOKIE) {
-                return Ok(hash(cookie.value().as_bytes()));
+                identity.sub.hash(&mut hasher);
+                return Ok(Client::User(hasher.finish()));
             }
         }
         Ok(req
@@ -141,26 +142,49 @@ impl Limits {
     }
 }
 
-/// Middleware: answers 429 when any limiter that applies to the request is spent.
-pub async fn enforce(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
-    let post = request.method() == Method::POST;
-    let path = request.uri().path();
-    let strict = match () {
-        _ if post && SIGN_IN.contains(&path) => Some((&limits.sign_in, "sign-in attempts")),
-        _ if post && CHECKOUT.contains(&path) => Some((&limits.checkout, "checkouts")),
-        _ => None,
-    };
-    for (limiter, what) in [Some((&limits.every, "requests")), strict]
-        .into_iter()
-        .flatten()
-    {
-        let client = limiter.key.extract(&request).unwrap_or(Client::Unknown);
-        if let Err(not_until) = limiter.config.limiter().check_key(&client) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return too_many(what, wait, &client);
+/// Middleware, before authentication: sign-in attempts, per address.
+pub async fn per_address(
+    State(limits): State<Arc<Limits>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let sign_in = request.method() == Method::POST && SIGN_IN.contains(&request.uri().path());
+    if sign_in {
+        if let Some(answer) = refused(&limits.sign_in, &request, "sign-in attempts") {
+            return answer;
         }
     }
     next.run(request).await
+}
+
+/// Middleware, after authentication: every request and checkouts, per client (the signed-in
+/// user, else the address). The pages' own calls to the API in-process are not counted again.
+pub async fn per_client(
+    State(limits): State<Arc<Limits>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.extensions().get::<InProcess>().is_none() {
+        let checkout = request.method() == Method::POST && CHECKOUT.contains(&request.uri().path());
+        let strict = checkout.then_some((&limits.checkout, "checkouts"));
+        for (limiter, what) in [Some((&limits.every, "requests")), strict]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(answer) = refused(limiter, &request, what) {
+                return answer;
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Takes one request from the client's budget; the 429 to answer if it is spent.
+fn refused(limiter: &Limiter, request: &Request, what: &str) -> Option<Response> {
+    let client = limiter.key.extract(request).unwrap_or(Client::Unknown);
+    let not_until = limiter.config.limiter().check_key(&client).err()?;
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    Some(too_many(what, wait, &client))
 }
 
 fn too_many(what: &str, wait: Duration, client: &Client) -> Response {

@@ -169,6 +169,13 @@ pub fn router(
     ProblemResponses.modify(&mut openapi);
     let openapi = Arc::new(openapi);
     let authenticated = |router: Router| {
+        let router = match &limits {
+            Some(limits) => router.layer(middleware::from_fn_with_state(
+                limits.clone(),
+                limits::per_client,
+            )),
+            None => router,
+        };
         router
             .layer(middleware::from_fn_with_state(
                 gate.clone(),
@@ -186,9 +193,18 @@ pub fn router(
     ));
     let api = api.merge(crate::telemetry::metrics::router(metrics_token));
     let site = match pages {
-        Some(pages) => api
-            .clone()
-            .merge(authenticated(pages(api.clone().fallback(not_found)))),
+        Some(pages) => {
+            let in_process = api
+                .clone()
+                .fallback(not_found)
+                .layer(middleware::map_request(
+                    |mut req: axum::extract::Request| async {
+                        req.extensions_mut().insert(limits::InProcess);
+                        req
+                    },
+                ));
+            api.clone().merge(authenticated(pages(in_process)))
+        }
         None => api,
     };
     let site = site
@@ -198,7 +214,7 @@ pub fn router(
         .layer(middleware::from_fn(security::private_answers_not_stored))
         .layer(middleware::from_fn(security::no_nul_in_address));
     let site = match limits {
-        Some(limits) => site.layer(middleware::from_fn_with_state(limits, limits::enforce)),
+        Some(limits) => site.layer(middleware::from_fn_with_state(limits, limits::per_address)),
         None => site,
     };
     site.layer(middleware::from_fn(move |req, next| {

@@ -205,6 +205,68 @@ async fn past_the_limits_come_429s_with_retry_after() {
     assert!(limited, "the general limit applies");
 }
 
+/// The limits key on who a request proved to be, not on what it sends: a fresh random
+/// cookie per request is an anonymous client at its address, and one token spelled anew
+/// (`bearer`, extra spaces) is the same shopper.
+#[tokio::test]
+async fn limits_key_on_the_verified_client_not_on_what_it_sends() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.limits.enabled = true;
+        s.limits.checkout_per_minute = 1;
+        s.limits.checkout_burst = 1;
+        s.limits.per_second = 1;
+        s.limits.burst = 10;
+    })
+    .await
+    .unwrap();
+    let admin = app.token("admin", "admin").await;
+    let asha = app.token("asha", "customer").await;
+    let tea = app.product(&admin, "TEA", 25_000, 100).await;
+
+    // Checkouts: one, then the same token re-spelled is still asha, and refused.
+    app.add_to_cart(&asha, &tea, 1).await;
+    let (status, body) = app
+        .post(
+            "/api/checkout",
+            Some(&asha),
+            json!({"payment_mode": "CASH"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    app.add_to_cart(&asha, &tea, 1).await;
+    for spelling in [format!("bearer {asha}"), format!("Bearer   {asha}  ")] {
+        let res = app
+            .client
+            .post(format!("{}/api/checkout", app.base))
+            .header(header::AUTHORIZATION, &spelling)
+            .json(&json!({"payment_mode": "CASH"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "{spelling:?}");
+    }
+
+    // Every request: a new random cookie each time is still this address, and runs out.
+    let mut limited = false;
+    for i in 0..40 {
+        let res = app
+            .client
+            .get(format!("{}/api/products", app.base))
+            .header(
+                header::COOKIE,
+                format!("ekart_session=random-{i}-{}", uuid::Uuid::new_v4()),
+            )
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "random cookies do not escape the limit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_for_this_machine_or_a_scraper_with_the_token() {
     let status = |app: &TestApp, headers: &[(&str, &str)]| {
