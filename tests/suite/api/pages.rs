@@ -445,3 +445,28 @@ async fn crafted_next_and_back_never_leave_the_shop() {
         assert!(to.starts_with("/?notice="), "{back:?} went to {to}");
     }
 }
+
+/// The journey PDF asked for at the page's address (`/journeys/{session}.pdf`) is sent on to
+/// the API's PDF, and a signed-in browser gets it there: never an internal error.
+#[tokio::test]
+async fn a_journey_pdf_at_the_pages_address_is_the_pdf() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let mut shopper = Browser::new(&app);
+    shopper.sign_in("asha", "customer").await;
+    let page = shopper.get("/journeys").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let session = page
+        .html
+        .split("/api/journeys/")
+        .nth(1)
+        .and_then(|rest| rest.split(".pdf").next())
+        .expect("the list links to this session's PDF")
+        .to_string();
+    let page = shopper.get(&format!("/journeys/{session}.pdf")).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.html);
+    let to = page.location.unwrap();
+    assert_eq!(to, format!("/api/journeys/{session}.pdf"));
+    let pdf = shopper.get(&to).await;
+    assert_eq!(pdf.status, StatusCode::OK);
+    assert_eq!(pdf.headers[header::CONTENT_TYPE], "application/pdf");
+}

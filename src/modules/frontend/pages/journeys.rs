@@ -3,7 +3,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 
-use super::{encode, ok, PageError, PageResult};
+use super::{encode, ok, see_other, PageError, PageResult};
 use crate::modules::frontend::views::{time_text, Journey, Page, SessionSummary};
 use crate::modules::frontend::visitor::{Chrome, Shopper};
 use crate::modules::frontend::Frontend;
@@ -66,6 +66,11 @@ pub async fn journey(
     Shopper(visitor): Shopper,
     Path(id): Path<String>,
 ) -> PageResult {
+    // The PDF is the API's to draw (`/api/journeys/{id}.pdf`, which the page links to); an
+    // address typed or shared as the page's own gets sent there, not read as the journey.
+    if let Some(session) = id.strip_suffix(".pdf") {
+        return Ok(see_other(&format!("/api/journeys/{}.pdf", encode(session))));
+    }
     let journey = fe
         .api
         .get(visitor.token(), &format!("/api/journeys/{}", encode(&id)))
