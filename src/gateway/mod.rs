@@ -212,6 +212,7 @@ pub fn router(
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(security::same_origin))
         .layer(middleware::from_fn(security::private_answers_not_stored))
+        .layer(middleware::from_fn(security::plain_refusals_as_problems))
         .layer(middleware::from_fn(security::no_nul_in_address));
     let site = match limits {
         Some(limits) => site.layer(middleware::from_fn_with_state(limits, limits::per_address)),

@@ -10,7 +10,7 @@
 //! browser never attaches one by itself.
 
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
@@ -157,6 +157,33 @@ pub async fn private_answers_not_stored(request: Request, next: Next) -> Respons
         );
     }
     response
+}
+
+/// Middleware: a refusal axum or a layer wrote as plain text (a body over the limit, a form or
+/// query that does not parse) is answered as problem details like every other error, its
+/// words kept as the detail.
+pub async fn plain_refusals_as_problems(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !plain || !status.is_client_error() {
+        return response;
+    }
+    let (kind, title) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Body too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported body"),
+        StatusCode::UNPROCESSABLE_ENTITY => ("validation", "Invalid request"),
+        _ => ("bad-request", "Bad request"),
+    };
+    let bytes = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let detail = String::from_utf8_lossy(&bytes).trim().to_string();
+    ApiError::new(status, kind, title, detail).into_response()
 }
 
 /// Middleware: refuses an address carrying a NUL character (`%00`) with 400. No text of the

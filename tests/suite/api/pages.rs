@@ -470,3 +470,44 @@ async fn a_journey_pdf_at_the_pages_address_is_the_pdf() {
     assert_eq!(pdf.status, StatusCode::OK);
     assert_eq!(pdf.headers[header::CONTENT_TYPE], "application/pdf");
 }
+
+/// A page's form over the body limit is refused as problem details like every other error,
+/// not as plain text; a form missing its fields gets the page back with the error (never
+/// plain text either).
+#[tokio::test]
+async fn refused_forms_and_bodies_are_never_plain_text() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let unpooled = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let res = unpooled
+        .post(format!("{}/signin", app.base))
+        .header("origin", &app.base)
+        .form(&[("name", "a".repeat(200_000))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        res.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/payload-too-large", "{problem}");
+
+    let res = app
+        .client
+        .post(format!("{}/signin", app.base))
+        .header("origin", &app.base)
+        .form(&[("name", "asha")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let kind = res.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(!kind.starts_with("text/plain"), "{kind}");
+}
