@@ -65,6 +65,8 @@ pub struct Application {
     router: axum::Router,
     databases: Vec<Db>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// How long a connection may take over a request's headers, or idle between requests.
+    header_timeout: Duration,
 }
 
 impl Application {
@@ -187,7 +189,11 @@ impl Application {
                 .map(|issuer| issuer.origin().ascii_serialization()),
             metrics_token: settings.server.metrics_token.clone(),
         };
-        let router = gateway::router(api, routed, pages, door);
+        let router = gateway::router(api, routed, pages, door).layer(
+            tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(
+                settings.server.body_timeout_secs,
+            )),
+        );
 
         let sweep = Duration::from_millis(settings.bus.relay_sweep_ms);
         let tasks = databases
@@ -218,6 +224,7 @@ impl Application {
             router,
             databases,
             tasks,
+            header_timeout: Duration::from_secs(settings.server.header_timeout_secs),
         })
     }
 
@@ -225,27 +232,83 @@ impl Application {
         self.listener.local_addr().expect("bound listener")
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish (for at most
+    /// [`DRAIN`]).
+    ///
+    /// The accept loop is hyper's own rather than `axum::serve`, which sets no timer: a
+    /// connection gets `header_timeout` to send a request's headers, counted from when it
+    /// starts waiting for one, so a client dribbling headers (slowloris) and a connection
+    /// sitting idle between requests are both closed then.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        // Rate limits key anonymous clients by their address.
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        for task in &self.tasks {
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        use tower::ServiceExt;
+
+        let Application {
+            listener,
+            router,
+            databases,
+            tasks,
+            header_timeout,
+        } = self;
+        // HTTP/1.1 alone (TLS and HTTP/2 end at the proxy in front): a server that also
+        // listened for HTTP/2's preface would wait for a client's first bytes with no timer.
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(connection) => connection,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let router = router.clone();
+            // Rate limits key anonymous clients by their address.
+            let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                let mut request = request.map(axum::body::Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                router.clone().oneshot(request)
+            });
+            let connection =
+                graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(DRAIN, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after {DRAIN:?}; closing them");
+        }
+        for task in &tasks {
             task.abort();
         }
-        for db in &self.databases {
+        for db in &databases {
             db.close().await;
         }
-        result
+        Ok(())
     }
 }
+
+/// How long a stopping shop waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(30);
 
 /// What every module is mounted with.
 struct Wiring<'a> {

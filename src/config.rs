@@ -157,6 +157,11 @@ pub struct ServerSettings {
     /// Bearer token a Prometheus scraper sends for `/metrics`. Empty: only clients on this
     /// machine, and not through a proxy, may read it.
     pub metrics_token: String,
+    /// Seconds a connection may take to send a request's headers, and may sit idle waiting
+    /// for its next request; then it is closed (slow or idle clients hold no socket for long).
+    pub header_timeout_secs: u64,
+    /// Seconds a request's body may take to arrive; a slower one is refused.
+    pub body_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -314,6 +319,8 @@ impl Default for Settings {
                 body_limit_bytes: 64 * 1024,
                 public_url: String::new(),
                 metrics_token: String::new(),
+                header_timeout_secs: 10,
+                body_timeout_secs: 30,
             },
             database: DatabaseSettings {
                 url: "sqlite://data/".into(),

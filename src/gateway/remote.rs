@@ -166,7 +166,9 @@ impl Remote {
             endpoints: RwLock::new(Arc::new(endpoints)),
             next: AtomicUsize::new(0),
             client: reqwest::Client::builder()
-                .pool_idle_timeout(Duration::from_secs(30))
+                // Well under the modules' own idle limit (`server.header_timeout_secs`, 10 s
+                // by default), so a pooled connection is not reused just as its server closes it.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()?,
             timeout: Duration::from_millis(settings.timeout_ms),
             retries: settings.retries,

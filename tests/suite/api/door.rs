@@ -346,3 +346,105 @@ async fn personal_answers_are_not_stored() {
         "the catalog without credentials is anyone's"
     );
 }
+
+/// Slow and idle clients hold no socket for long: a connection that sends nothing, one that
+/// dribbles its headers, and one that announces a huge body and sends two bytes are all
+/// closed (or answered) within the configured seconds.
+#[tokio::test]
+async fn slow_or_idle_connections_are_closed() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.server.header_timeout_secs = 1;
+        s.server.body_timeout_secs = 1;
+    })
+    .await
+    .unwrap();
+    let address = app.base.trim_start_matches("http://").to_string();
+    // Reads until the server closes the connection (or 5 s pass); answers how long it took
+    // and what it said.
+    async fn until_closed(
+        stream: &mut tokio::net::TcpStream,
+        started: Instant,
+    ) -> (Duration, String) {
+        let mut said = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => said.extend_from_slice(&buf[..n]),
+                Err(_) => panic!("still open after 5 s"),
+            }
+        }
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&said).into_owned(),
+        )
+    }
+
+    // Idle: connected, nothing sent.
+    let started = Instant::now();
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let (took, _) = until_closed(&mut idle, started).await;
+    assert!(
+        took < Duration::from_secs(4),
+        "idle connection open for {took:?}"
+    );
+
+    // Idle between requests on a kept-alive connection.
+    let mut kept = tokio::net::TcpStream::connect(&address).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (took, said) = until_closed(&mut kept, started).await;
+    assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+    assert!(
+        took < Duration::from_secs(4),
+        "kept-alive connection open for {took:?}"
+    );
+
+    // Slowloris: a header line every 300 ms, never finished.
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let started = Instant::now();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\n")
+        .await
+        .unwrap();
+    let mut closed_after = None;
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if slow
+            .write_all(format!("X-Slow-{i}: x\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(1), slow.read(&mut probe)).await
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let took = closed_after.expect("a slowloris connection stayed open for 6 s");
+    assert!(took < Duration::from_secs(4), "slowloris open for {took:?}");
+
+    // A 10 GB body announced, two bytes sent.
+    let mut huge = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let started = Instant::now();
+    huge.write_all(
+        b"POST /api/products HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\n\
+          Content-Length: 10000000000\r\n\r\n{\"",
+    )
+    .await
+    .unwrap();
+    let (took, _) = until_closed(&mut huge, started).await;
+    assert!(
+        took < Duration::from_secs(4),
+        "a stalled body was waited on for {took:?}"
+    );
+}
