@@ -158,7 +158,7 @@ impl Authenticator {
 
     pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| ApiError::unauthorized(format!("the access token is not valid: {e}")))?;
+            .map_err(|e| token_refused(&e))?;
         let c = data.claims;
         Ok(Identity {
             sub: c.sub,
@@ -168,6 +168,18 @@ impl Authenticator {
             session: c.sid,
             session_started_at: c.sst,
         })
+    }
+}
+
+/// A refused token, in words for the client: expired, or not valid. Which check failed (the
+/// library's error kind) goes to the audit log, not to whoever sent the token.
+fn token_refused(e: &jsonwebtoken::errors::Error) -> ApiError {
+    tracing::info!(target: "audit", why = ?e.kind(), "token refused");
+    match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+            ApiError::unauthorized("the access token has expired; sign in again")
+        }
+        _ => ApiError::unauthorized("the access token is not valid"),
     }
 }
 
@@ -187,7 +199,7 @@ impl Gate {
     async fn bearer(&self, token: &str) -> Result<Identity, ApiError> {
         let alg = jsonwebtoken::decode_header(token)
             .map(|h| h.alg)
-            .map_err(|e| ApiError::unauthorized(format!("the access token is not valid: {e}")))?;
+            .map_err(|e| token_refused(&e))?;
         match &self.provider {
             Some(provider) if alg != Algorithm::HS256 => provider.verify_access_token(token).await,
             _ => self.session_token(token).await,

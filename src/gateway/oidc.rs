@@ -307,7 +307,7 @@ impl Provider {
             .map(|claims| self.identity(claims))
             .map_err(|why| {
                 tracing::warn!(target: "audit", why = ?why, "bearer token refused");
-                ApiError::unauthorized(format!("the access token is not valid: {why}"))
+                ApiError::unauthorized("the access token is not valid")
             })
     }
 

@@ -255,3 +255,19 @@ async fn a_shop_token_must_name_a_live_session_of_its_subject() {
     let (status, _) = app.get("/api/orders", Some(&asha)).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A refused token is told so in plain words, never which of the library's checks failed.
+#[tokio::test]
+async fn a_refused_token_says_not_valid_and_no_more() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let real = app.token("asha", "customer").await;
+    let tampered = format!("{}x", &real[..real.len() - 1]);
+    for token in ["not-a-jwt", "a.b.c", tampered.as_str()] {
+        let (status, problem) = app.get("/api/cart", Some(token)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            problem["detail"], "the access token is not valid",
+            "{token}"
+        );
+    }
+}
