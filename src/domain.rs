@@ -137,15 +137,11 @@ fn fit_for_a_person(c: char) -> bool {
 
 /// A person's display name: 1 to 100 characters, one line, nothing that reorders text.
 pub fn person_name(value: &str) -> Result<String, String> {
-    let v = value.trim();
-    let n = v.chars().count();
-    if n == 0 || n > 100 {
-        return Err("name must be 1 to 100 characters".into());
-    }
+    let v = bounded_text("name", value, 1, 100)?;
     if !v.chars().all(fit_for_a_person) {
         return Err("name must not contain control or direction characters".into());
     }
-    Ok(v.to_string())
+    Ok(v)
 }
 
 /// An email address as people type it, lower-cased: something@domain.tld, no spaces, no

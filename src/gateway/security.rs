@@ -130,9 +130,11 @@ pub fn local_path(path: Option<&str>) -> String {
     if !plain {
         return HOME.into();
     }
-    let shop = reqwest::Url::parse("https://shop.invalid/").expect("a valid base");
-    match shop.join(path) {
-        Ok(there) if there.origin() == shop.origin() => path.to_string(),
+    static SHOP: std::sync::LazyLock<reqwest::Url> = std::sync::LazyLock::new(|| {
+        reqwest::Url::parse("https://shop.invalid/").expect("a valid base")
+    });
+    match SHOP.join(path) {
+        Ok(there) if there.origin() == SHOP.origin() => path.to_string(),
         _ => HOME.into(),
     }
 }

@@ -132,21 +132,28 @@ async fn run(
         if answered.is_empty() {
             continue;
         }
-        let asked_again: Vec<Payment> = answered.iter().map(|(a, _)| a.payment.clone()).collect();
-        let records: Vec<(Payment, Answer)> = answered
-            .into_iter()
-            .map(|(attempt, answer)| (attempt.payment, answer))
-            .collect();
+        // Shared with the write rather than copied for it: on failure the same payments are
+        // asked about again.
+        let records: Arc<Vec<(Payment, Answer)>> = Arc::new(
+            answered
+                .into_iter()
+                .map(|(attempt, answer)| (attempt.payment, answer))
+                .collect(),
+        );
+        let written = records.clone();
         let result = store
             .db
-            .write(move |uow| Box::pin(async move { record(uow, &records).await }))
+            .write(move |uow| Box::pin(async move { record(uow, &written).await }))
             .await;
         if let Err(e) = result {
             // The provider answered but the answers are not recorded: the payments are still
             // unsettled in the database, and asking again with the same keys is harmless.
             tracing::error!(error = %e, "cannot record the payment provider's answers; asking again");
-            for payment in asked_again {
-                settler.later(Attempt { payment, tries: 1 });
+            for (payment, _) in records.iter() {
+                settler.later(Attempt {
+                    payment: payment.clone(),
+                    tries: 1,
+                });
             }
         }
     }
