@@ -94,6 +94,9 @@ impl Layout {
     }
 }
 
+/// What the bench sends to read each process's `/metrics`.
+const METRICS_TOKEN: &str = "the-bench-scraper";
+
 /// Processes of one layout, with their addresses, and their scratch database; the processes
 /// are killed when dropped.
 struct Processes {
@@ -116,6 +119,7 @@ impl Processes {
         for (_, base) in &self.running {
             let text = http
                 .get(format!("{base}/metrics"))
+                .bearer_auth(METRICS_TOKEN)
                 .send()
                 .await?
                 .text()
@@ -200,6 +204,7 @@ async fn start(
         ),
         ("EKART_CATALOG__SEED_DEMO", "false".into()),
         ("EKART_LOG__LEVEL", "warn".into()),
+        ("EKART_SERVER__METRICS_TOKEN", METRICS_TOKEN.into()),
         (
             "EKART_BUS__KAFKA__BROKERS",
             format!("[{}]", brokers.join(",")),

@@ -63,6 +63,8 @@ impl Databases {
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    /// `server.metrics_addr`'s listener and its router (only `/metrics`).
+    metrics: Option<(TcpListener, axum::Router)>,
     databases: Vec<Db>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// How long a connection may take over a request's headers, or idle between requests.
@@ -219,9 +221,21 @@ impl Application {
                     settings.server.port
                 )
             })?;
+        let metrics = match settings.server.metrics_addr.as_str() {
+            "" => None,
+            addr => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
+                let router =
+                    crate::telemetry::metrics::router(settings.server.metrics_token.clone());
+                Some((listener, router))
+            }
+        };
         Ok(Application {
             listener,
             router,
+            metrics,
             databases,
             tasks,
             header_timeout: Duration::from_secs(settings.server.header_timeout_secs),
@@ -230,6 +244,12 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Where `server.metrics_addr` listens, if it is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let (listener, _) = self.metrics.as_ref()?;
+        Some(listener.local_addr().expect("bound listener"))
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish (for at most
@@ -249,6 +269,7 @@ impl Application {
         let Application {
             listener,
             router,
+            metrics,
             databases,
             tasks,
             header_timeout,
@@ -262,17 +283,26 @@ impl Application {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(connection) => connection,
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause rather than spin.
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+            // The metrics address, if any, is served by the same loop with the same timers.
+            let metrics_accept = async {
+                match &metrics {
+                    Some((listener, router)) => (listener.accept().await, router),
+                    None => std::future::pending().await,
+                }
+            };
+            let (accepted, router) = tokio::select! {
+                accepted = listener.accept() => (accepted, &router),
+                accepted = metrics_accept => accepted,
                 () = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(connection) => connection,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let router = router.clone();
@@ -291,6 +321,7 @@ impl Application {
             });
         }
         drop(listener);
+        drop(metrics);
         if tokio::time::timeout(DRAIN, graceful.shutdown())
             .await
             .is_err()

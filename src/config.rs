@@ -154,9 +154,13 @@ pub struct ServerSettings {
     /// The address shoppers use, e.g. `https://shop.example.com`, if it differs from
     /// `http://host:port` (behind a proxy). An `https://` one turns on HSTS.
     pub public_url: String,
-    /// Bearer token a Prometheus scraper sends for `/metrics`. Empty: only clients on this
-    /// machine, and not through a proxy, may read it.
+    /// Bearer token a Prometheus scraper sends for `/metrics` on the shop's address. Empty:
+    /// the shop's address serves no metrics (a proxy in front cannot be told from a local
+    /// client, so nothing is guessed from headers).
     pub metrics_token: String,
+    /// A second address, e.g. `127.0.0.1:9464` or a private interface's, that serves only
+    /// `/metrics` (with `metrics_token` too, if one is set). Empty: no second listener.
+    pub metrics_addr: String,
     /// Seconds a connection may take to send a request's headers, and may sit idle waiting
     /// for its next request; then it is closed (slow or idle clients hold no socket for long).
     pub header_timeout_secs: u64,
@@ -319,6 +323,7 @@ impl Default for Settings {
                 body_limit_bytes: 64 * 1024,
                 public_url: String::new(),
                 metrics_token: String::new(),
+                metrics_addr: String::new(),
                 header_timeout_secs: 10,
                 body_timeout_secs: 30,
             },
@@ -462,6 +467,15 @@ impl Settings {
             || self.server.public_url.starts_with("https://"))
         {
             return invalid("server.public_url must be empty or start with http:// or https://");
+        }
+        if !self.server.metrics_addr.is_empty()
+            && self
+                .server
+                .metrics_addr
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return invalid("server.metrics_addr must be empty or an address like 127.0.0.1:9464");
         }
         if self.server.body_limit_bytes < 1024 {
             return invalid("server.body_limit_bytes must be at least 1024");

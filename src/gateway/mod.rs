@@ -132,7 +132,7 @@ pub struct Door {
     pub https: bool,
     /// The sign-in provider's origin, where signing out leads (CSP `form-action`).
     pub provider_origin: Option<String>,
-    /// What a scraper of `/metrics` must send (empty: local clients only).
+    /// What a scraper of `/metrics` must send (empty: no `/metrics` here).
     pub metrics_token: String,
 }
 
@@ -191,7 +191,10 @@ pub fn router(
             async move { Json(openapi.as_ref().clone()) }
         }),
     ));
-    let api = api.merge(crate::telemetry::metrics::router(metrics_token));
+    let api = match metrics_token.as_str() {
+        "" => api,
+        _ => api.merge(crate::telemetry::metrics::router(metrics_token)),
+    };
     let site = match pages {
         Some(pages) => {
             let in_process = api

@@ -267,25 +267,28 @@ async fn limits_key_on_the_verified_client_not_on_what_it_sends() {
     assert!(limited, "random cookies do not escape the limit");
 }
 
+/// `/metrics` is for a scraper with the token, or on an address of its own; it is never
+/// judged from the client's address or headers (behind a proxy that sets only `X-Real-IP`,
+/// every client looks local).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_are_for_this_machine_or_a_scraper_with_the_token() {
-    let status = |app: &TestApp, headers: &[(&str, &str)]| {
-        let mut req = app.client.get(format!("{}/metrics", app.base));
+async fn metrics_only_with_the_token_or_on_their_own_address() {
+    let status = |url: String, headers: &[(&str, &str)]| {
+        let mut req = reqwest::Client::new().get(url);
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
         async move { req.send().await.unwrap().status() }
     };
-    let Some(local) = TestApp::spawn(Backend::Sqlite).await else {
+    let Some(plain) = TestApp::spawn(Backend::Sqlite).await else {
         return;
     };
-    assert_eq!(status(&local, &[]).await, StatusCode::OK);
-    // Through a proxy on this machine, the client is someone else.
-    for proxied in [
-        ("x-forwarded-for", "203.0.113.7"),
-        ("forwarded", "for=203.0.113.7"),
+    let at = |app: &TestApp| format!("{}/metrics", app.base);
+    for headers in [
+        &[][..],
+        &[("x-real-ip", "127.0.0.1")],
+        &[("x-forwarded-for", "203.0.113.7")],
     ] {
-        assert_eq!(status(&local, &[proxied]).await, StatusCode::NOT_FOUND);
+        assert_eq!(status(at(&plain), headers).await, StatusCode::NOT_FOUND);
     }
 
     let token = "a-scraper-token-from-the-environment";
@@ -298,7 +301,7 @@ async fn metrics_are_for_this_machine_or_a_scraper_with_the_token() {
     };
     let bearer = format!("Bearer {token}");
     assert_eq!(
-        status(&scraped, &[("authorization", &bearer)]).await,
+        status(at(&scraped), &[("authorization", &bearer)]).await,
         StatusCode::OK
     );
     for wrong in [
@@ -307,11 +310,28 @@ async fn metrics_are_for_this_machine_or_a_scraper_with_the_token() {
         "Bearer a-scraper-token-from-the-environmenT",
     ] {
         assert_eq!(
-            status(&scraped, &[("authorization", wrong)]).await,
+            status(at(&scraped), &[("authorization", wrong)]).await,
             StatusCode::NOT_FOUND
         );
     }
-    assert_eq!(status(&scraped, &[]).await, StatusCode::NOT_FOUND);
+    assert_eq!(status(at(&scraped), &[]).await, StatusCode::NOT_FOUND);
+
+    // An address of their own serves the metrics and nothing else; the shop's address none.
+    let Some(apart) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.server.metrics_addr = "127.0.0.1:0".into();
+    })
+    .await
+    else {
+        return;
+    };
+    let metrics = apart.metrics.clone().expect("a metrics address");
+    let res = reqwest::get(format!("{metrics}/metrics")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("# TYPE"));
+    for elsewhere in [format!("{metrics}/api/products"), format!("{metrics}/")] {
+        assert_eq!(status(elsewhere, &[]).await, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(status(at(&apart), &[]).await, StatusCode::NOT_FOUND);
 }
 
 /// What a signed-in shopper gets (their cart, their session, their pages) is never stored by

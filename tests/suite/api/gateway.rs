@@ -75,7 +75,8 @@ async fn a_dead_instance_is_skipped_and_a_dead_module_fails_fast() {
     let shop = TestApp::spawn_with(Backend::Sqlite, |s| {
         // A host name: each address it resolves to is an instance of its own.
         let live = stock.base.replace("127.0.0.1", "localhost");
-        split(s, &REST, vec![dead, live])
+        split(s, &REST, vec![dead, live]);
+        s.server.metrics_addr = "127.0.0.1:0".into();
     })
     .await
     .unwrap();
@@ -117,7 +118,7 @@ async fn a_dead_instance_is_skipped_and_a_dead_module_fails_fast() {
     assert!(open, "the breaker opened");
     let metrics = shop
         .client
-        .get(format!("{}/metrics", shop.base))
+        .get(format!("{}/metrics", shop.metrics.as_ref().unwrap()))
         .send()
         .await
         .unwrap()

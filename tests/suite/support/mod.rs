@@ -75,6 +75,8 @@ pub async fn scratch_postgres(server: &str) -> String {
 
 pub struct TestApp {
     pub base: String,
+    /// `server.metrics_addr`'s address (`http://…`), when it is set.
+    pub metrics: Option<String>,
     pub client: reqwest::Client,
     _dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -128,12 +130,14 @@ impl TestApp {
     pub async fn start(settings: Settings) -> TestApp {
         let app = Application::build(settings).await.expect("app starts");
         let base = format!("http://{}", app.local_addr());
+        let metrics = app.metrics_addr().map(|addr| format!("http://{addr}"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
         let mut app = TestApp::at(base);
         app.stop = Some(stop);
+        app.metrics = metrics;
         app
     }
 
@@ -141,6 +145,7 @@ impl TestApp {
     pub fn at(base: String) -> TestApp {
         TestApp {
             base,
+            metrics: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()

@@ -3,6 +3,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// What a test sends to read a process's `/metrics`.
+pub const METRICS_TOKEN: &str = "a-test-scraper";
+
 /// A running `ekart`; killed (SIGKILL) when dropped.
 pub struct Shop {
     child: Child,
@@ -34,6 +37,7 @@ impl Shop {
             .env("EKART_AUTH__MODE", "dev")
             .env("EKART_LIMITS__ENABLED", "false")
             .env("EKART_LOG__LEVEL", "error")
+            .env("EKART_SERVER__METRICS_TOKEN", METRICS_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (key, value) in env {
