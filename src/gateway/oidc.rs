@@ -158,14 +158,14 @@ impl Provider {
         Ok((url.to_string(), grant))
     }
 
-    /// The signed-in identity, from the provider's answer (`state` and `code`) to the request
-    /// `grant` was made for.
+    /// The signed-in identity and the ID token that proved it, from the provider's answer
+    /// (`state` and `code`) to the request `grant` was made for.
     pub async fn complete(
         &self,
         grant: Grant,
         state: Option<String>,
         code: Option<String>,
-    ) -> Result<Identity, ApiError> {
+    ) -> Result<(Identity, String), ApiError> {
         let state = state.ok_or_else(|| refused("the provider's answer has no state".into()))?;
         if !same_secret(state.as_bytes(), grant.state.as_bytes()) {
             return Err(refused("the state is not this sign-in's".into()));
@@ -179,13 +179,19 @@ impl Provider {
             .request_async(&self.http)
             .await
             .map_err(|e| refused(format!("the code exchange failed: {e}")))?;
-        self.verify_id_token(&token.extra_fields().id_token, &grant.nonce)
-            .await
+        let id_token = token.extra_fields().id_token.clone();
+        let identity = self.verify_id_token(&id_token, &grant.nonce).await?;
+        Ok((identity, id_token))
     }
 
     /// Where to send the browser to end its session at the provider too (RP-initiated
     /// logout), coming back to the shop's home; None if the provider offers no such endpoint.
-    pub async fn end_session_url(&self) -> Result<Option<String>, ApiError> {
+    /// `id_token_hint` is the ID token the session began with: OIDC RP-Initiated Logout
+    /// recommends it, and Okta ends nothing without it.
+    pub async fn end_session_url(
+        &self,
+        id_token_hint: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
         let d = self.discovery().await?;
         let Some(end) = &d.end_session_endpoint else {
             return Ok(None);
@@ -195,9 +201,14 @@ impl Provider {
         let home = reqwest::Url::parse(&self.settings.redirect_url)
             .and_then(|u| u.join("/"))
             .map_err(|e| ApiError::internal(format!("redirect_url: {e}")))?;
-        url.query_pairs_mut()
+        let mut query = url.query_pairs_mut();
+        if let Some(hint) = id_token_hint {
+            query.append_pair("id_token_hint", hint);
+        }
+        query
             .append_pair("client_id", &self.settings.client_id)
             .append_pair("post_logout_redirect_uri", home.as_str());
+        drop(query);
         Ok(Some(url.to_string()))
     }
 

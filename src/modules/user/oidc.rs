@@ -1,14 +1,18 @@
 //! The browser's sign-in through the OIDC provider (`[auth] mode = "oidc"`):
 //! `GET /auth/login` sends the browser to the provider, remembering the request's grant in a
 //! short-lived, sealed, HttpOnly cookie; `GET /auth/callback` completes it (the provider's
-//! checks are `gateway::oidc`'s) and starts a session; `GET /auth/logout` ends it here and
+//! checks are `gateway::oidc`'s) and starts a session; `POST /auth/logout` ends it here and
 //! at the provider.
+//!
+//! Another site can send a shopper's browser to any of these, so none of them ends a session
+//! on a mere visit: sign-out is a POST, which the door refuses unless the shop's own page sent
+//! it, and a callback ends the browser's previous session only once the new sign-in succeeded.
 
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use axum_extra::extract::CookieJar;
@@ -37,7 +41,7 @@ struct PendingLogin {
     exp: i64,
 }
 
-/// The browser sign-in flow: `/auth/login`, `/auth/callback`, `/auth/logout`.
+/// The browser sign-in flow: `GET /auth/login`, `GET /auth/callback`, `POST /auth/logout`.
 pub struct Oidc {
     provider: Arc<Provider>,
     auth: Arc<Authenticator>,
@@ -61,13 +65,13 @@ impl Oidc {
         })
     }
 
-    /// `GET /auth/login`, `GET /auth/callback` and `GET /auth/logout` ([`PATHS`]).
+    /// `GET /auth/login`, `GET /auth/callback` and `POST /auth/logout` ([`PATHS`]).
     pub fn router(self: &Arc<Self>) -> Router {
         let [login_path, callback_path, logout_path] = PATHS;
         Router::new()
             .route(login_path, get(login))
             .route(callback_path, get(callback))
-            .route(logout_path, get(logout))
+            .route(logout_path, post(logout))
             .with_state(self.clone())
     }
 }
@@ -98,11 +102,11 @@ async fn login(
     Ok((jar.add(cookie), Redirect::to(&url)).into_response())
 }
 
-/// Ends the browser's session here (if it still has one: the storefront's `POST /signout`
-/// ends it first), then sends the browser to the provider to end its session too, and back to
-/// the shop's home. A GET, as providers' logout endpoints are: a third-party page could sign
-/// a shopper out, but never in, nor do anything in their name.
+/// Ends the browser's session here, then sends the browser to the provider to end its session
+/// too (with the ID token the session began with as `id_token_hint`), and back to the shop's
+/// home. The storefront's Sign out button posts here (through `POST /signout`).
 async fn logout(State(oidc): State<Arc<Oidc>>, jar: CookieJar) -> Result<Response, ApiError> {
+    let mut id_token = None;
     if let Some(Identity {
         sub,
         session: Some(session),
@@ -111,11 +115,11 @@ async fn logout(State(oidc): State<Arc<Oidc>>, jar: CookieJar) -> Result<Respons
         .get(SESSION_COOKIE)
         .and_then(|c| oidc.auth.verify(c.value()).ok())
     {
-        oidc.users.end_session(&sub, &session).await?;
+        id_token = oidc.users.end_session(&sub, &session).await?;
         tracing::info!(target: "audit", user = ?sub, session = %session, action = "sign out");
     }
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
-    let to = oidc.provider.end_session_url().await?;
+    let to = oidc.provider.end_session_url(id_token.as_deref()).await?;
     Ok((jar, Redirect::to(to.as_deref().unwrap_or("/"))).into_response())
 }
 
@@ -138,25 +142,27 @@ async fn callback(
         .and_then(|c| oidc.auth.open::<PendingLogin>(c.value()))
         .filter(|p| p.exp > chrono::Utc::now().timestamp());
     let jar = jar.remove(Cookie::build(LOGIN_COOKIE).path("/auth/callback"));
+    let (session, return_to) = match finish(&oidc, pending, q).await {
+        Ok(signed_in) => signed_in,
+        Err(err) => return (jar, err).into_response(),
+    };
     // A new session at every sign-in; the one this browser had ends (session ids never carry
-    // over a sign-in).
+    // over a sign-in), but only now: a callback that fails, or that another site sent the
+    // browser to, leaves it signed in as it was.
     let previous = jar
         .get(SESSION_COOKIE)
         .and_then(|c| oidc.auth.verify(c.value()).ok());
     if let Some(Identity {
         sub,
-        session: Some(session),
+        session: Some(ended),
         ..
     }) = previous
     {
-        if let Err(e) = oidc.users.end_session(&sub, &session).await {
+        if let Err(e) = oidc.users.end_session(&sub, &ended).await {
             return (jar, ApiError::from(e)).into_response();
         }
     }
-    match finish(&oidc, pending, q).await {
-        Ok((session, return_to)) => (jar.add(session), Redirect::to(&return_to)).into_response(),
-        Err(err) => (jar, err).into_response(),
-    }
+    (jar.add(session), Redirect::to(&return_to)).into_response()
 }
 
 /// Checks the provider's answer against the pending sign-in, and starts the session.
@@ -174,11 +180,11 @@ async fn finish(
     let pending = pending.ok_or_else(|| {
         refused("no sign-in is in progress in this browser (or it expired)".into())
     })?;
-    let mut identity = oidc
+    let (mut identity, id_token) = oidc
         .provider
         .complete(pending.grant, q.state, q.code)
         .await?;
-    let session = oidc.users.start_session(&identity).await?;
+    let session = oidc.users.start_session(&identity, Some(id_token)).await?;
     tracing::info!(target: "audit", user = ?identity.sub, role = ?identity.role,
         session = %session.id, action = "sign in (oidc)");
     identity.session = Some(session.id);

@@ -133,7 +133,7 @@ async fn dev_token(
         session: None,
         session_started_at: None,
     };
-    let session = state.users.start_session(&identity).await?;
+    let session = state.users.start_session(&identity, None).await?;
     tracing::info!(target: "audit", user = ?identity.sub, role = ?identity.role,
         session = %session.id, action = "sign in (dev)");
     identity.session = Some(session.id);

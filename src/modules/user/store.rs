@@ -41,7 +41,13 @@ impl UserStore {
 
     /// Signs a user in: creates the account on first sign-in (refreshing name, email and role
     /// after that) and starts a new session, in one transaction.
-    pub async fn start_session(&self, identity: &Identity) -> Result<Session, sqlx::Error> {
+    /// Starts a sign-in session for `identity` (creating or updating the user), keeping the
+    /// provider's `id_token` to hint at sign-out.
+    pub async fn start_session(
+        &self,
+        identity: &Identity,
+        id_token: Option<String>,
+    ) -> Result<Session, sqlx::Error> {
         let now = now_ms();
         let role = match identity.role {
             Role::Admin => "admin",
@@ -70,12 +76,13 @@ impl UserStore {
                     .execute(uow.conn())
                     .await?;
                     sqlx::query(
-                        "INSERT INTO sessions (id, user_sub, started_at, last_seen_at) \
-                         VALUES ($1, $2, $3, $3)",
+                        "INSERT INTO sessions (id, user_sub, started_at, last_seen_at, id_token) \
+                         VALUES ($1, $2, $3, $3, $4)",
                     )
                     .bind(&id)
                     .bind(&identity.sub)
                     .bind(now)
+                    .bind(&id_token)
                     .execute(uow.conn())
                     .await?;
                     Ok::<_, sqlx::Error>(())
@@ -148,8 +155,13 @@ impl UserStore {
         Ok(ids)
     }
 
-    /// Marks the user's session as ended (sign-out). Ending it twice keeps the first end.
-    pub async fn end_session(&self, user: &str, session: &str) -> Result<(), sqlx::Error> {
+    /// Marks the user's session as ended (sign-out), and answers the ID token it was started
+    /// with (forgotten now), if it was live and had one. Ending it twice keeps the first end.
+    pub async fn end_session(
+        &self,
+        user: &str,
+        session: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
         self.live
             .lock()
             .unwrap()
@@ -158,8 +170,16 @@ impl UserStore {
         self.db
             .write(move |uow| {
                 Box::pin(async move {
+                    let id_token: Option<Option<String>> = sqlx::query_scalar(
+                        "SELECT id_token FROM sessions \
+                         WHERE id = $1 AND user_sub = $2 AND ended_at IS NULL",
+                    )
+                    .bind(&session)
+                    .bind(&user)
+                    .fetch_optional(uow.conn())
+                    .await?;
                     sqlx::query(
-                        "UPDATE sessions SET ended_at = $1 \
+                        "UPDATE sessions SET ended_at = $1, id_token = NULL \
                          WHERE id = $2 AND user_sub = $3 AND ended_at IS NULL",
                     )
                     .bind(now)
@@ -167,7 +187,7 @@ impl UserStore {
                     .bind(&user)
                     .execute(uow.conn())
                     .await?;
-                    Ok(())
+                    Ok(id_token.flatten())
                 })
             })
             .await

@@ -60,15 +60,23 @@ async fn a_shopper_signs_in_at_the_provider_and_shops() {
     let again = browser.get(back).send().await.unwrap();
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
 
-    // Signing out ends the shop's session, then the provider's.
+    // Signing out: the page's form goes on (307, the same POST) to the user module's
+    // sign-out, which ends the shop's session, then sends the browser to the provider's.
     let out = browser
         .post(format!("{}/signout", app.base))
         .header(header::ORIGIN, &app.base)
         .send()
         .await
         .unwrap();
-    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(out.status(), StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(out.headers()[header::LOCATION], "/auth/logout");
+    let to_provider = browser
+        .post(format!("{}/auth/logout", app.base))
+        .header(header::ORIGIN, &app.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(to_provider.status(), StatusCode::SEE_OTHER);
     let cart = browser
         .get(format!("{}/api/cart", app.base))
         .send()
@@ -79,18 +87,34 @@ async fn a_shopper_signs_in_at_the_provider_and_shops() {
         StatusCode::UNAUTHORIZED,
         "the cookie is gone"
     );
-    let to_provider = browser
-        .get(format!("{}/auth/logout", app.base))
-        .send()
-        .await
-        .unwrap();
-    let end = to_provider.headers()[header::LOCATION].to_str().unwrap();
+    let end =
+        reqwest::Url::parse(to_provider.headers()[header::LOCATION].to_str().unwrap()).unwrap();
     let (issuer, _) = provider().unwrap();
-    assert!(end.starts_with(&format!("{issuer}/session/end?")), "{end}");
     assert!(
-        end.contains("client_id=ekart") && end.contains("post_logout_redirect_uri="),
+        end.as_str().starts_with(&format!("{issuer}/session/end?")),
         "{end}"
     );
+    let param = |name: &str| {
+        end.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    assert_eq!(param("client_id").as_deref(), Some("ekart"));
+    assert!(param("post_logout_redirect_uri").is_some(), "{end}");
+    // The hint is the ID token she signed in with: the provider's, for this shop, about her.
+    let hint = param("id_token_hint").expect("an id_token_hint");
+    let claims = hint.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["iss"], issuer.as_str());
+    assert_eq!(claims["aud"], "ekart");
+    assert_eq!(claims["sub"], "asha");
+    // And the provider takes it: it asks to confirm the sign-out, rather than refusing.
+    let at_provider = browser.get(end).send().await.unwrap();
+    assert_eq!(at_provider.status(), StatusCode::OK);
+    assert!(at_provider.text().await.unwrap().contains("logout"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,8 +246,11 @@ async fn a_code_without_its_pkce_verifier_is_worthless() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// Another site can send a shopper's browser anywhere: to `/auth/logout`, or to
+/// `/auth/callback` with or without parameters. None of that signs her out; her own page's
+/// Sign out does, and a copy of her cookie is worthless afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_logout_link_alone_ends_the_session() {
+async fn a_third_party_page_cannot_sign_a_shopper_out() {
     let Some(app) = shop().await else { return };
     let browser = browser();
     let back = through_the_provider(&browser, &app.base, "asha", "/").await;
@@ -249,8 +276,47 @@ async fn the_logout_link_alone_ends_the_session() {
         }
     };
     assert_eq!(cart(cookie.clone()).await, StatusCode::OK);
+    let visit = |path: &str| browser.get(format!("{}{path}", app.base)).send();
+    assert_eq!(
+        visit("/auth/logout").await.unwrap().status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    for path in [
+        "/auth/callback",
+        "/auth/callback?code=x&state=y",
+        "/auth/callback?error=access_denied",
+    ] {
+        assert_eq!(
+            visit(path).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+    for origin in ["https://evil.example", "null"] {
+        let res = browser
+            .post(format!("{}/auth/logout", app.base))
+            .header(header::ORIGIN, origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{origin}");
+    }
     let res = browser
-        .get(format!("{}/auth/logout", app.base))
+        .post(format!("{}/auth/logout", app.base))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        cart(cookie.clone()).await,
+        StatusCode::OK,
+        "still signed in"
+    );
+
+    let res = browser
+        .post(format!("{}/auth/logout", app.base))
+        .header("sec-fetch-site", "same-origin")
         .send()
         .await
         .unwrap();

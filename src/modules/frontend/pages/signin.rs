@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Redirect};
 use axum::Form;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use axum_extra::extract::CookieJar;
@@ -155,13 +155,15 @@ async fn end_session(fe: &Frontend, visitor: &Visitor) {
     }
 }
 
-/// Ends the session (its journey ends here) and forgets the cookie.
+/// Ends the session (its journey ends here) and forgets the cookie. Signed in through OIDC,
+/// the user module's `POST /auth/logout` does that and ends the provider's session too: a 307
+/// sends the browser there with the same POST (from the same page, so the door's same-origin
+/// check holds).
 pub async fn sign_out(State(fe): State<Frontend>, visitor: Visitor, jar: CookieJar) -> PageResult {
+    if fe.oidc {
+        return Ok(Redirect::temporary("/auth/logout").into_response());
+    }
     end_session(&fe, &visitor).await;
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
-    if fe.oidc {
-        // The provider's session too, then home.
-        return Ok((jar, see_other("/auth/logout")).into_response());
-    }
     Ok((jar, see_other_with("/", "You are signed out")).into_response())
 }
