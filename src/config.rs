@@ -259,9 +259,15 @@ pub struct OidcSettings {
     /// Where the provider sends the browser back: this shop's `/auth/callback`.
     pub redirect_url: String,
     pub scopes: Vec<String>,
-    /// The audience of the provider's access tokens for this shop's API (Okta's default
-    /// authorization server: `api://default`). API clients send those as bearer tokens.
+    /// The audience of the provider's access tokens for this shop's API: a dedicated one (an
+    /// Okta custom authorization server's, e.g. `api://ekart`), never one that every app of the
+    /// organisation gets (Okta's `api://default`). Empty: the API takes no provider tokens.
     pub audience: String,
+    /// Client ids (Okta's `cid`, RFC 9068's `client_id`) whose access tokens the API takes,
+    /// besides this shop's own `client_id`.
+    pub api_clients: Vec<String>,
+    /// Scopes (Okta's `scp`, RFC 9068's `scope`) every API access token must carry.
+    pub api_scopes: Vec<String>,
     /// The token claim listing the user's groups.
     pub groups_claim: String,
     /// Members of this group are admins.
@@ -354,7 +360,6 @@ impl Default for Settings {
                 dev_on_network: false,
                 oidc: OidcSettings {
                     scopes: vec!["openid".into(), "profile".into(), "email".into()],
-                    audience: "api://default".into(),
                     groups_claim: "groups".into(),
                     admin_group: "ekart-admins".into(),
                     ..OidcSettings::default()

@@ -96,12 +96,43 @@ pub struct Grant {
 #[derive(Debug, Deserialize)]
 struct ProviderClaims {
     sub: String,
+    /// One audience, or several (checked by `jsonwebtoken`; several call for `azp`).
+    #[serde(default)]
+    aud: Value,
+    /// The party the ID token was issued to.
+    azp: Option<String>,
+    /// The client an access token was issued to: Okta's `cid`, RFC 9068's `client_id`.
+    cid: Option<String>,
+    client_id: Option<String>,
+    /// Its scopes: Okta's `scp` (a list), RFC 9068's `scope` (space-separated).
+    scp: Option<Vec<String>>,
+    scope: Option<String>,
     nonce: Option<String>,
     name: Option<String>,
     email: Option<String>,
     preferred_username: Option<String>,
     #[serde(flatten)]
     rest: serde_json::Map<String, Value>,
+}
+
+/// Why a provider's token was not taken.
+#[derive(Debug)]
+enum Unverified {
+    /// The token fails a check: 401 (and why, for the audit log).
+    Refused(String),
+    /// The provider (its discovery document or key set) cannot be reached: 503, since the
+    /// token may be good.
+    Unreachable,
+}
+
+impl From<String> for Unverified {
+    fn from(why: String) -> Self {
+        Unverified::Refused(why)
+    }
+}
+
+fn provider_unreachable() -> ApiError {
+    ApiError::unavailable("the sign-in provider cannot be reached; try again shortly")
 }
 
 /// The provider's discovery document and signing keys: what the sign-in flow and the check of
@@ -178,7 +209,13 @@ impl Provider {
             .set_pkce_verifier(PkceCodeVerifier::new(grant.verifier))
             .request_async(&self.http)
             .await
-            .map_err(|e| refused(format!("the code exchange failed: {e}")))?;
+            .map_err(|e| match e {
+                oauth2::RequestTokenError::Request(e) => {
+                    tracing::error!(error = %e, "cannot reach the provider's token endpoint");
+                    provider_unreachable()
+                }
+                e => refused(format!("the code exchange failed: {e}")),
+            })?;
         let id_token = token.extra_fields().id_token.clone();
         let identity = self.verify_id_token(&id_token, &grant.nonce).await?;
         Ok((identity, id_token))
@@ -229,7 +266,7 @@ impl Provider {
             .await
             .map_err(|e| {
                 tracing::error!(error = %format!("{e:#}"), "cannot read the OIDC provider's discovery document");
-                ApiError::unavailable("the sign-in provider cannot be reached; try again shortly")
+                provider_unreachable()
             })
     }
 
@@ -247,14 +284,17 @@ impl Provider {
     }
 
     /// The key `kid` names, fetching the key set again if it is unknown (rate-limited).
-    async fn key(&self, kid: Option<&str>, d: &Discovery) -> Result<DecodingKey, String> {
+    async fn key(&self, kid: Option<&str>, d: &Discovery) -> Result<DecodingKey, Unverified> {
         let find = |set: &JwkSet| match kid {
             Some(kid) => set.find(kid).cloned(),
             None if set.keys.len() == 1 => set.keys.first().cloned(),
             None => None,
         };
+        let decoding = |jwk: &jsonwebtoken::jwk::Jwk| {
+            DecodingKey::from_jwk(jwk).map_err(|e| Unverified::Refused(format!("bad key: {e}")))
+        };
         if let Some(jwk) = find(&*self.jwks.read().await) {
-            return DecodingKey::from_jwk(&jwk).map_err(|e| format!("bad key: {e}"));
+            return decoding(&jwk);
         }
         {
             let mut fetched = self.jwks_fetched.lock().await;
@@ -268,23 +308,26 @@ impl Provider {
                     .await
                     .map_err(|e: reqwest::Error| {
                         tracing::error!(error = %e, "cannot read the provider's JWKS");
-                        "the provider's key set cannot be read".to_string()
+                        Unverified::Unreachable
                     })?;
                 *self.jwks.write().await = set;
             }
         }
         let jwk = find(&*self.jwks.read().await)
             .ok_or_else(|| format!("no key {kid:?} in the provider's key set"))?;
-        DecodingKey::from_jwk(&jwk).map_err(|e| format!("bad key: {e}"))
+        decoding(&jwk)
     }
 
     /// Checks a token the provider signed, meant for `audience`: signature (asymmetric only)
     /// against the provider's key set, issuer, audience, `exp` and `nbf` with a small leeway.
-    async fn verify(&self, token: &str, audience: &str) -> Result<ProviderClaims, String> {
-        let d = self.discovery().await.map_err(|e| e.detail)?;
+    async fn verify(&self, token: &str, audience: &str) -> Result<ProviderClaims, Unverified> {
+        let d = self
+            .discovery()
+            .await
+            .map_err(|_| Unverified::Unreachable)?;
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
         if !ALGORITHMS.contains(&header.alg) {
-            return Err(format!("{:?} is not an accepted signature", header.alg));
+            return Err(format!("{:?} is not an accepted signature", header.alg).into());
         }
         let key = self.key(header.kid.as_deref(), d).await?;
         let mut validation = Validation::new(header.alg);
@@ -295,34 +338,66 @@ impl Provider {
         validation.leeway = LEEWAY_SECS;
         jsonwebtoken::decode::<ProviderClaims>(token, &key, &validation)
             .map(|data| data.claims)
-            .map_err(|e| e.to_string())
+            .map_err(|e| Unverified::Refused(e.to_string()))
     }
 
     /// Verifies an ID token from this provider for this client, with the expected `nonce`.
     pub async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<Identity, ApiError> {
-        let claims = self
-            .verify(token, &self.settings.client_id)
-            .await
-            .map_err(refused)?;
+        let client = &self.settings.client_id;
+        let claims = self.verify(token, client).await.map_err(|e| match e {
+            Unverified::Refused(why) => refused(why),
+            Unverified::Unreachable => provider_unreachable(),
+        })?;
         if claims.nonce.as_deref() != Some(nonce) {
             return Err(refused("the nonce is not this sign-in's".into()));
+        }
+        // OIDC Core 3.1.3.7: with several audiences the token must say it was issued to us.
+        let several = claims.aud.as_array().is_some_and(|all| all.len() > 1);
+        if (several || claims.azp.is_some()) && claims.azp.as_ref() != Some(client) {
+            return Err(refused(
+                "the ID token was issued to another party (azp)".into(),
+            ));
         }
         Ok(self.identity(claims))
     }
 
     /// Verifies an access token an API client sends as `Authorization: Bearer`: issued by
-    /// this provider for the shop's API (`auth.oidc.audience`).
+    /// this provider for the shop's API (`auth.oidc.audience`), to an allowed client
+    /// (`client_id` or `api_clients`), with the required scopes (`api_scopes`).
     pub async fn verify_access_token(&self, token: &str) -> Result<Identity, ApiError> {
-        self.verify(token, &self.settings.audience)
-            .await
-            .map(|claims| self.identity(claims))
-            .map_err(|why| {
-                tracing::warn!(target: "audit", why = ?why, "bearer token refused");
-                ApiError::unauthorized("the access token is not valid")
-            })
+        let refuse = |why: String| {
+            tracing::warn!(target: "audit", why = ?why, "bearer token refused");
+            ApiError::unauthorized("the access token is not valid")
+        };
+        let s = &self.settings;
+        if s.audience.is_empty() {
+            return Err(refuse(
+                "auth.oidc.audience is not set: no API tokens".into(),
+            ));
+        }
+        let claims = match self.verify(token, &s.audience).await {
+            Ok(claims) => claims,
+            Err(Unverified::Refused(why)) => return Err(refuse(why)),
+            Err(Unverified::Unreachable) => return Err(provider_unreachable()),
+        };
+        let client = claims.cid.as_ref().or(claims.client_id.as_ref());
+        if !client.is_some_and(|c| *c == s.client_id || s.api_clients.contains(c)) {
+            return Err(refuse(format!("client {client:?} is not allowed")));
+        }
+        let scopes: Vec<&str> = match (&claims.scp, &claims.scope) {
+            (Some(list), _) => list.iter().map(String::as_str).collect(),
+            (None, Some(text)) => text.split_whitespace().collect(),
+            (None, None) => Vec::new(),
+        };
+        if let Some(missing) = s.api_scopes.iter().find(|w| !scopes.contains(&w.as_str())) {
+            return Err(refuse(format!("the scope {missing:?} is missing")));
+        }
+        Ok(self.identity(claims))
     }
 
     fn identity(&self, claims: ProviderClaims) -> Identity {
+        // A list of group names; a single string is one group's name, whatever it contains
+        // ("ekart-admins,staff" names no admin).
         let groups = match claims.rest.get(&self.settings.groups_claim) {
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
             Some(Value::String(one)) => vec![one.as_str()],

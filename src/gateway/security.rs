@@ -145,14 +145,17 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Middleware: an answer to a request that carries credentials (a session cookie, a bearer
-/// token) is someone's own (their cart, orders, journeys, session), so no cache on the way or
-/// in the browser may keep it: `Cache-Control: no-store`, unless the route said otherwise
-/// (the embedded assets are immutable for everyone).
+/// token) is someone's own (their cart, orders, journeys, session), and so is one that sets a
+/// cookie or answers a sign-in step (`/auth/…`), so no cache on the way or in the browser may
+/// keep it: `Cache-Control: no-store`, unless the route said otherwise (the embedded assets
+/// are immutable for everyone).
 pub async fn private_answers_not_stored(request: Request, next: Next) -> Response {
     let personal = request.headers().contains_key(header::COOKIE)
-        || request.headers().contains_key(header::AUTHORIZATION);
+        || request.headers().contains_key(header::AUTHORIZATION)
+        || request.uri().path().starts_with("/auth/");
     let mut response = next.run(request).await;
-    if personal && !response.headers().contains_key(header::CACHE_CONTROL) {
+    let sets_cookie = response.headers().contains_key(header::SET_COOKIE);
+    if (personal || sets_cookie) && !response.headers().contains_key(header::CACHE_CONTROL) {
         response.headers_mut().insert(
             header::CACHE_CONTROL,
             axum::http::HeaderValue::from_static("no-store"),

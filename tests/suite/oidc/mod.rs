@@ -37,6 +37,10 @@ fn signing_key() -> Option<SigningKey> {
 
 /// The audience the test provider issues API access tokens for.
 const API_AUDIENCE: &str = "api://ekart";
+/// The API client (a script, an app) the shops under test take tokens from, and the scope
+/// they require.
+const API_CLIENT: &str = "ekart-cli";
+const API_SCOPE: &str = "profile";
 
 /// A shop signing in through the test provider.
 async fn shop() -> Option<TestApp> {
@@ -51,6 +55,8 @@ async fn shop() -> Option<TestApp> {
         s.auth.oidc.client_secret = secret;
         s.auth.oidc.redirect_url = format!("http://127.0.0.1:{port}/auth/callback");
         s.auth.oidc.audience = API_AUDIENCE.into();
+        s.auth.oidc.api_clients = vec![API_CLIENT.into()];
+        s.auth.oidc.api_scopes = vec![API_SCOPE.into()];
         s.auth.oidc.scopes = ["openid", "profile", "email", "groups"]
             .map(String::from)
             .to_vec();

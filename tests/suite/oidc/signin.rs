@@ -19,6 +19,8 @@ async fn a_shopper_signs_in_at_the_provider_and_shops() {
     let res = browser.get(back.clone()).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(res.headers()[header::LOCATION], "/orders");
+    // An answer that sets a session cookie is never kept by a cache.
+    assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
     let cookies: Vec<&str> = res
         .headers()
         .get_all(header::SET_COOKIE)
@@ -177,11 +179,12 @@ async fn forged_replayed_or_off_site_answers_are_refused() {
     // The pending sign-in went with the refusal: even the true answer is refused now.
     let res = browser.get(back).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    // No pending sign-in at all.
+    // No pending sign-in at all (and no cookie: still not for a cache to keep).
     let res = reqwest::get(format!("{}/auth/callback?code=x&state=y", app.base))
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
     // The provider's answer with its state taken out.
     let browser = self::browser();
     let back = through_the_provider(&browser, &app.base, "asha", "/").await;

@@ -9,7 +9,10 @@ use oauth2::PkceCodeChallenge;
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
 
-use super::{browser, provider, shop, signing_key, walk_the_provider, SigningKey, API_AUDIENCE};
+use super::{
+    browser, provider, shop, signing_key, walk_the_provider, SigningKey, API_AUDIENCE, API_CLIENT,
+    API_SCOPE,
+};
 use crate::support::TestApp;
 
 /// A shop, and what it takes to forge tokens its provider would have signed.
@@ -42,8 +45,9 @@ impl Forger {
     /// What the provider puts in an access token for the shop's API, good for a minute.
     fn claims(&self) -> Value {
         json!({
-            "iss": self.issuer, "sub": "asha", "aud": API_AUDIENCE, "client_id": "ekart-cli",
-            "scope": "openid", "groups": ["customers"], "iat": now(), "exp": now() + 60,
+            "iss": self.issuer, "sub": "asha", "aud": API_AUDIENCE, "client_id": API_CLIENT,
+            "scope": format!("openid {API_SCOPE}"), "groups": ["customers"],
+            "iat": now(), "exp": now() + 60,
         })
     }
 
@@ -177,6 +181,10 @@ async fn a_token_naming_an_unknown_key_is_refused() {
 /// The provider as the shop's gateway sees it, for checks below the HTTP layer.
 fn provider_client() -> Option<Provider> {
     let (issuer, secret) = provider()?;
+    Some(provider_at(issuer, secret))
+}
+
+fn provider_at(issuer: String, secret: String) -> Provider {
     let provider = Provider::new(OidcSettings {
         issuer,
         client_id: "ekart".into(),
@@ -184,11 +192,13 @@ fn provider_client() -> Option<Provider> {
         redirect_url: "http://127.0.0.1/auth/callback".into(),
         scopes: vec!["openid".into()],
         audience: API_AUDIENCE.into(),
+        api_clients: vec![],
+        api_scopes: vec![],
         groups_claim: "groups".into(),
         admin_group: "ekart-admins".into(),
     })
     .unwrap();
-    Some(std::sync::Arc::into_inner(provider).unwrap())
+    std::sync::Arc::into_inner(provider).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +207,7 @@ async fn made_up_key_ids_cannot_make_the_shop_hammer_the_provider() {
         return;
     };
     let (issuer, _) = provider().unwrap();
-    let claims = json!({"iss": issuer, "sub": "asha", "aud": API_AUDIENCE,
+    let claims = json!({"iss": issuer, "sub": "asha", "aud": API_AUDIENCE, "cid": "ekart",
         "iat": now(), "exp": now() + 60});
     let signer = EncodingKey::from_rsa_pem(key.pem.as_bytes()).unwrap();
     let mut header = Header::new(Algorithm::RS256);
@@ -343,4 +353,162 @@ async fn an_api_client_calls_with_the_providers_access_token() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
+}
+
+/// An access token is the shop's only if it was issued to an allowed client (Okta's `cid`,
+/// RFC 9068's `client_id`) with the required scopes (Okta's `scp` list, RFC 9068's `scope`):
+/// an audience alone is shared by every app on an Okta authorization server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_another_client_or_without_the_scopes_is_refused() {
+    let Some(f) = forger().await else { return };
+    let without = |claim: &str| {
+        let mut claims = f.claims();
+        claims.as_object_mut().unwrap().remove(claim);
+        claims
+    };
+    let with = |claims: &Value, claim: &str, value: Value| {
+        let mut claims = claims.clone();
+        claims[claim] = value;
+        claims
+    };
+    // Another app of the same organisation, by either claim; or no client named at all.
+    f.refuses(&f.sign(&with(&f.claims(), "client_id", json!("unrelated-app"))))
+        .await;
+    let okta_style = with(&without("client_id"), "cid", json!("unrelated-app"));
+    f.refuses(&f.sign(&okta_style)).await;
+    f.refuses(&f.sign(&without("client_id"))).await;
+    // The required scope missing, or only a look-alike of it.
+    for scope in ["openid", "profiles", "openid profile-extra", ""] {
+        f.refuses(&f.sign(&with(&f.claims(), "scope", json!(scope))))
+            .await;
+    }
+    f.refuses(&f.sign(&without("scope"))).await;
+    // Okta's spelling of an allowed client with its scopes passes; so does the shop's own.
+    let okta = with(
+        &with(&without("client_id"), "cid", json!(API_CLIENT)),
+        "scp",
+        json!(["openid", API_SCOPE]),
+    );
+    let okta = with(&okta, "scope", Value::Null);
+    assert_eq!(f.status(&f.sign(&okta)).await, StatusCode::OK);
+    let own = with(&f.claims(), "client_id", json!("ekart"));
+    assert_eq!(f.status(&f.sign(&own)).await, StatusCode::OK);
+    let okta_short = with(&okta, "scp", json!(["openid"]));
+    f.refuses(&f.sign(&okta_short)).await;
+}
+
+/// OIDC Core 3.1.3.7: an ID token with several audiences, or any `azp`, must name this shop's
+/// client as the party it was issued to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_issued_to_another_party_is_refused() {
+    let (Some(p), Some(key)) = (provider_client(), signing_key()) else {
+        return;
+    };
+    let (issuer, _) = provider().unwrap();
+    let signer = EncodingKey::from_rsa_pem(key.pem.as_bytes()).unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(key.kid.clone());
+    let nonce = "n-0S6_WzA2Mj";
+    let id_token = |aud: Value, azp: Option<&str>| {
+        let mut claims = json!({"iss": issuer, "sub": "asha", "aud": aud, "nonce": nonce,
+            "iat": now(), "exp": now() + 60});
+        if let Some(azp) = azp {
+            claims["azp"] = json!(azp);
+        }
+        jsonwebtoken::encode(&header, &claims, &signer).unwrap()
+    };
+    for (aud, azp) in [
+        (json!("ekart"), None),
+        (json!(["ekart"]), None),
+        (json!("ekart"), Some("ekart")),
+        (json!(["ekart", "another-app"]), Some("ekart")),
+    ] {
+        let token = id_token(aud.clone(), azp);
+        assert!(
+            p.verify_id_token(&token, nonce).await.is_ok(),
+            "{aud} {azp:?}"
+        );
+    }
+    for (aud, azp) in [
+        (json!(["ekart", "another-app"]), None),
+        (json!(["ekart", "another-app"]), Some("another-app")),
+        (json!("ekart"), Some("another-app")),
+    ] {
+        let err = p
+            .verify_id_token(&id_token(aud.clone(), azp), nonce)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::UNAUTHORIZED, "{aud} {azp:?}");
+        assert!(err.detail.contains("azp"), "{}", err.detail);
+    }
+}
+
+/// A groups claim is a list of names; one string is one group's name, whatever it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_claim_given_as_one_string_is_one_group() {
+    let (Some(p), Some(key)) = (provider_client(), signing_key()) else {
+        return;
+    };
+    let (issuer, _) = provider().unwrap();
+    let signer = EncodingKey::from_rsa_pem(key.pem.as_bytes()).unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(key.kid.clone());
+    let role = |groups: Value| {
+        let claims = json!({"iss": issuer, "sub": "asha", "aud": "ekart", "nonce": "n",
+            "groups": groups, "iat": now(), "exp": now() + 60});
+        let token = jsonwebtoken::encode(&header, &claims, &signer).unwrap();
+        let p = &p;
+        async move { p.verify_id_token(&token, "n").await.unwrap().is_admin() }
+    };
+    assert!(role(json!(["staff", "ekart-admins"])).await);
+    assert!(role(json!("ekart-admins")).await);
+    for not_admin in [
+        json!("ekart-admins,staff"),
+        json!("ekart-admins staff"),
+        json!(["ekart-admins,staff"]),
+        json!({"ekart-admins": true}),
+    ] {
+        assert!(!role(not_admin.clone()).await, "{not_admin}");
+    }
+}
+
+/// A provider that cannot be reached is an outage, not a bad token: 503, and the shopper's
+/// token may be tried again. This needs no provider at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_cannot_be_reached_answers_503() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let p = provider_at(format!("http://{closed}"), "secret".into());
+    // Its signature is never reached: the provider's keys cannot be had.
+    let claims = json!({"iss": format!("http://{closed}"), "sub": "asha", "aud": API_AUDIENCE,
+        "client_id": "ekart", "nonce": "n", "iat": now(), "exp": now() + 60});
+    let token = format!(
+        "{}.{}.{}",
+        base64_url(br#"{"alg":"RS256","kid":"k"}"#),
+        base64_url(claims.to_string().as_bytes()),
+        base64_url(b"a signature")
+    );
+    let err = p.verify_access_token(&token).await.unwrap_err();
+    assert_eq!(
+        err.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        err.detail
+    );
+    let err = p.verify_id_token(&token, "n").await.unwrap_err();
+    assert_eq!(
+        err.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        err.detail
+    );
+    let err = p.begin().await.unwrap_err();
+    assert_eq!(
+        err.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        err.detail
+    );
 }
