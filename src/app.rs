@@ -154,12 +154,14 @@ impl Application {
         }
         let pages = runs(Module::Frontend).then(|| {
             let recorder = Recorder::start(bus.clone());
+            let auth = auth.clone();
             move |api| {
                 frontend::router(Frontend {
                     api: ApiClient::new(api),
                     recorder,
                     https,
                     oidc: oidc_mode,
+                    auth,
                 })
             }
         });

@@ -8,10 +8,13 @@
 pub mod api;
 mod assets;
 pub mod clickstream;
+mod flash;
 pub use crate::contracts::journey as events;
 mod pages;
 mod views;
 mod visitor;
+
+use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -27,6 +30,15 @@ pub struct Frontend {
     pub https: bool,
     /// Sign-in goes through an OpenID Connect provider (`/auth/login`), not the dev form.
     pub oidc: bool,
+    /// Seals the notices carried over redirects ([`flash`]).
+    pub auth: Arc<crate::gateway::auth::Authenticator>,
+}
+
+impl Frontend {
+    /// `303 See Other` to `to`, whose page will show `notice` (once).
+    pub fn see_other_with(&self, to: &str, notice: &str) -> axum::response::Response {
+        flash::see_other_with(&self.auth, to, notice)
+    }
 }
 
 /// Money on the pages: the shop's one formatter, with the currency's symbol.
@@ -36,6 +48,7 @@ pub fn format_money(minor: i64, currency: &str) -> String {
 
 pub fn router(frontend: Frontend) -> Router {
     use pages::{admin, cart, catalog, journeys, orders, signin};
+    let auth = frontend.auth.clone();
     Router::new()
         .route("/", get(catalog::catalog))
         .route("/products/{id}", get(catalog::product))
@@ -59,6 +72,10 @@ pub fn router(frontend: Frontend) -> Router {
         .route("/track", post(clickstream::track))
         .route("/static/{name}", get(assets::asset))
         .with_state(frontend)
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            flash::shown_once,
+        ))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum_extra::extract::CookieJar;
 
+use super::flash::Notice;
 use super::pages::PageError;
 use crate::gateway::auth::{Identity, SESSION_COOKIE};
 
@@ -14,7 +15,7 @@ pub struct Visitor {
     pub token: Option<String>,
     /// The page's path and query, to come back to after signing in.
     pub here: String,
-    /// A one-line message carried over a redirect (`?notice=`).
+    /// A one-line message carried over a redirect ([`super::flash`]).
     pub notice: Option<String>,
 }
 
@@ -44,33 +45,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Visitor {
                 .get(SESSION_COOKIE)
                 .map(|c| c.value().to_string())
         });
-        let notice = parts.uri.query().and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "notice")
-                .map(|(_, v)| v.chars().take(200).collect())
-        });
+        let notice = parts.extensions.get::<Notice>().map(|n| n.0.clone());
+        let here = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
         Ok(Visitor {
             identity: identity.filter(|_| token.is_some()),
             token,
-            here: here_without_notice(&parts.uri),
+            here,
             notice,
         })
     }
-}
-
-/// The page's path and query, less the notice it showed: coming back shows no stale notice.
-fn here_without_notice(uri: &axum::http::Uri) -> String {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .filter(|(k, _)| k != "notice")
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if pairs.is_empty() {
-        return uri.path().to_string();
-    }
-    let query = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish();
-    format!("{}?{query}", uri.path())
 }
 
 /// A signed-in visitor; anyone else is sent to sign in and brought back.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::orders::{list, OrdersQuery};
-use super::{encode, field_of, render, see_other_with, FormError, PageError, PageResult};
+use super::{encode, field_of, render, FormError, PageError, PageResult};
 use crate::modules::frontend::views::{Page, Product};
 use crate::modules::frontend::visitor::{Chrome, Shopper, Visitor};
 use crate::modules::frontend::Frontend;
@@ -209,10 +209,7 @@ async fn change(fe: &Frontend, shopper: &Shopper, id: &str, change: Change) -> P
         .send(visitor.token(), method, &path, Some(&body), &[])
         .await
     {
-        Ok(_) => Ok(see_other_with(
-            &format!("/admin/products?product={}", encode(id)),
-            &done,
-        )),
+        Ok(_) => Ok(fe.see_other_with(&format!("/admin/products?product={}", encode(id)), &done)),
         Err(p) if p.status.is_client_error() && p.status != StatusCode::UNAUTHORIZED => {
             let error = FormError::new(Some(field), p.detail);
             product_refused(fe, visitor, id.to_string(), p.status, error).await
@@ -364,7 +361,7 @@ pub async fn create(
         .json(visitor.token(), Method::POST, "/api/products", Some(&body))
         .await;
     match created {
-        Ok(product) => Ok(see_other_with(
+        Ok(product) => Ok(fe.see_other_with(
             &format!("/admin/products?product={}", encode(&product.id)),
             &format!("Added {}", product.name),
         )),

@@ -7,9 +7,7 @@ use axum::Form;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    encode, field_of, ok, render, see_other, see_other_with, FormError, PageError, PageResult,
-};
+use super::{encode, field_of, ok, render, see_other, FormError, PageError, PageResult};
 use crate::modules::frontend::views::{Cart, Order};
 use crate::modules::frontend::visitor::{Chrome, Shopper, Visitor};
 use crate::modules::frontend::Frontend;
@@ -49,7 +47,7 @@ pub async fn set_quantity(
 ) -> PageResult {
     let quantity = form.quantity.trim().parse::<i64>().unwrap_or(0);
     if !(1..=1000).contains(&quantity) {
-        return Ok(see_other_with("/cart", "Choose a quantity from 1 to 1000"));
+        return Ok(fe.see_other_with("/cart", "Choose a quantity from 1 to 1000"));
     }
     let path = format!("/api/cart/items/{}", encode(&product_id));
     let body = json!({ "quantity": quantity });
@@ -58,9 +56,9 @@ pub async fn set_quantity(
         .send(visitor.token(), Method::PATCH, &path, Some(&body), &[])
         .await
     {
-        Ok(_) => Ok(see_other_with("/cart", "Your cart is updated")),
+        Ok(_) => Ok(fe.see_other_with("/cart", "Your cart is updated")),
         Err(p) if p.status.is_client_error() && p.status != StatusCode::UNAUTHORIZED => {
-            Ok(see_other_with("/cart", &p.detail))
+            Ok(fe.see_other_with("/cart", &p.detail))
         }
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }
@@ -77,9 +75,9 @@ pub async fn remove(
         .send(visitor.token(), Method::DELETE, &path, None::<&Value>, &[])
         .await
     {
-        Ok(_) => Ok(see_other_with("/cart", "Removed from your cart")),
+        Ok(_) => Ok(fe.see_other_with("/cart", "Removed from your cart")),
         Err(p) if p.status == StatusCode::NOT_FOUND => {
-            Ok(see_other_with("/cart", "That was not in your cart"))
+            Ok(fe.see_other_with("/cart", "That was not in your cart"))
         }
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }
@@ -191,7 +189,7 @@ async fn checkout_page(
 ) -> PageResult {
     let cart = load_cart(fe, visitor).await?;
     if cart.lines.is_empty() {
-        return Ok(see_other_with("/cart", "Your cart is empty"));
+        return Ok(fe.see_other_with("/cart", "Your cart is empty"));
     }
     form.card_cvv.clear();
     if form.idempotency_key.is_empty() {
@@ -274,7 +272,7 @@ pub async fn place_order(
             );
             refused(FormError::new(field, p.detail)).await
         }
-        Err(p) if p.status == StatusCode::CONFLICT => Ok(see_other_with("/cart", &p.detail)),
+        Err(p) if p.status == StatusCode::CONFLICT => Ok(fe.see_other_with("/cart", &p.detail)),
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }
 }

@@ -7,9 +7,7 @@ use axum::Form;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{
-    encode, field_of, local_path, ok, render, see_other_with, FormError, PageError, PageResult,
-};
+use super::{encode, field_of, local_path, ok, render, FormError, PageError, PageResult};
 use crate::modules::frontend::views::{Cart, Page, Product};
 use crate::modules::frontend::visitor::{Chrome, Shopper, Visitor};
 use crate::modules::frontend::Frontend;
@@ -186,10 +184,7 @@ pub async fn add_to_cart(
                 .map(|l| l.name)
                 .unwrap_or_else(|| "the item".into());
             let back = local_path(form.back.as_deref());
-            Ok(see_other_with(
-                &back,
-                &format!("Added {quantity} × {name} to your cart"),
-            ))
+            Ok(fe.see_other_with(&back, &format!("Added {quantity} × {name} to your cart")))
         }
         Err(p)
             if p.status == StatusCode::CONFLICT || p.status == StatusCode::UNPROCESSABLE_ENTITY =>

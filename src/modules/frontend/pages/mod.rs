@@ -94,12 +94,6 @@ pub fn see_other(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
 
-/// A redirect carrying a one-line notice for the next page to show.
-pub fn see_other_with(to: &str, notice: &str) -> Response {
-    let sep = if to.contains('?') { '&' } else { '?' };
-    see_other(&format!("{to}{sep}notice={}", encode(notice)))
-}
-
 pub fn encode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }

@@ -7,7 +7,7 @@ use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{encode, ok, see_other_with, PageError, PageResult};
+use super::{encode, ok, PageError, PageResult};
 use crate::modules::frontend::views::{Order, Page, Payment};
 use crate::modules::frontend::visitor::{Chrome, Shopper};
 use crate::modules::frontend::Frontend;
@@ -150,11 +150,8 @@ pub async fn cancel(
         .send(visitor.token(), Method::POST, &path, None::<&Value>, &[])
         .await
     {
-        Ok(_) => Ok(see_other_with(
-            &back,
-            "Your order is cancelled; any payment is refunded",
-        )),
-        Err(p) if p.status == StatusCode::CONFLICT => Ok(see_other_with(&back, &p.detail)),
+        Ok(_) => Ok(fe.see_other_with(&back, "Your order is cancelled; any payment is refunded")),
+        Err(p) if p.status == StatusCode::CONFLICT => Ok(fe.see_other_with(&back, &p.detail)),
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }
 }

@@ -11,9 +11,7 @@ use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{
-    field_of, local_path, render, see_other, see_other_with, FormError, PageError, PageResult,
-};
+use super::{field_of, local_path, render, see_other, FormError, PageError, PageResult};
 use crate::gateway::auth::SESSION_COOKIE;
 use crate::modules::frontend::visitor::{Chrome, Visitor};
 use crate::modules::frontend::Frontend;
@@ -165,5 +163,5 @@ pub async fn sign_out(State(fe): State<Frontend>, visitor: Visitor, jar: CookieJ
     }
     end_session(&fe, &visitor).await;
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
-    Ok((jar, see_other_with("/", "You are signed out")).into_response())
+    Ok((jar, fe.see_other_with("/", "You are signed out")).into_response())
 }
