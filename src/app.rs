@@ -430,7 +430,8 @@ async fn mount_user(w: &Wiring<'_>, m: &mut Mounted) -> anyhow::Result<UserStore
     let settings = w.settings;
     let db = open_database(&settings.database, "users", &user::MIGRATIONS).await?;
     let users = UserStore::new(db.clone());
-    user::spawn_journey_consumer(w.bus, db.clone());
+    let max_steps = settings.journey.max_steps_per_session;
+    user::spawn_journey_consumer(w.bus, db.clone(), max_steps);
     let handler = user::order_events_handler();
     spawn_consumer(w.bus, db.clone(), user::CONSUMER, topics::ORDER, handler);
     m.api.push(user::router(JourneyStore::new(db.clone())));

@@ -19,6 +19,7 @@ pub struct Settings {
     pub checkout: CheckoutSettings,
     pub payment: PaymentSettings,
     pub catalog: CatalogSettings,
+    pub journey: JourneySettings,
     pub log: LogSettings,
     pub modules: ModulesSettings,
     pub gateway: GatewaySettings,
@@ -306,6 +307,15 @@ pub enum PaymentProviderKind {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct JourneySettings {
+    /// Most click-stream steps recorded per sign-in session; later page views and clicks are
+    /// dropped (and counted in `/metrics`), so no session grows its journey, page and PDF
+    /// without bound. Order outcomes are always recorded.
+    pub max_steps_per_session: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CatalogSettings {
     /// Seed the demo catalog when the product table is empty.
     pub seed_demo: bool,
@@ -370,6 +380,9 @@ impl Default for Settings {
                 provider: PaymentProviderKind::Simulator,
             },
             catalog: CatalogSettings { seed_demo: true },
+            journey: JourneySettings {
+                max_steps_per_session: 2000,
+            },
             log: LogSettings {
                 level: "info,sqlx=warn".into(),
             },
@@ -481,6 +494,9 @@ impl Settings {
                 .is_err()
         {
             return invalid("server.metrics_addr must be empty or an address like 127.0.0.1:9464");
+        }
+        if self.journey.max_steps_per_session == 0 {
+            return invalid("journey.max_steps_per_session must be at least 1");
         }
         if self.server.body_limit_bytes < 1024 {
             return invalid("server.body_limit_bytes must be at least 1024");

@@ -42,14 +42,20 @@ fn step_of(event: &Event) -> Option<Step> {
 }
 
 /// Stores each batch of the click-stream in one transaction with one multi-row insert: the
-/// step's event id is its inbox entry, so a redelivered batch adds nothing.
+/// step's event id is its inbox entry, so a redelivered batch adds nothing. A session keeps
+/// at most `max_steps` of them.
 pub async fn store_journey_batch(
     db: &Db,
     events: Arc<Vec<crate::bus::Delivered>>,
+    max_steps: u32,
 ) -> anyhow::Result<u64> {
     db.write(move |uow| {
         Box::pin(async move {
             let steps: Vec<Step> = events.iter().filter_map(|d| step_of(&d.event)).collect();
+            let (steps, dropped) = journey::within_cap(uow, steps, max_steps).await?;
+            if dropped > 0 {
+                metrics::counter!("ekart_journey_steps_dropped_total").increment(dropped);
+            }
             let added = journey::append(uow, &steps).await?;
             if let Some(last) = events.iter().rev().find_map(|d| d.position) {
                 save_position(uow, CONSUMER, topics::JOURNEY, last).await?;
@@ -60,12 +66,13 @@ pub async fn store_journey_batch(
     .await
 }
 
-/// Consumes `ekart.journey`, from where it stopped, until the process ends.
-pub fn spawn_journey_consumer(bus: &Arc<dyn Bus>, db: Db) {
+/// Consumes `ekart.journey`, from where it stopped, until the process ends, keeping at most
+/// `max_steps` per session.
+pub fn spawn_journey_consumer(bus: &Arc<dyn Bus>, db: Db, max_steps: u32) {
     let store = db.clone();
     consume(bus, &db, CONSUMER, topics::JOURNEY, move |events| {
         let db = store.clone();
-        async move { store_journey_batch(&db, events).await }
+        async move { store_journey_batch(&db, events, max_steps).await }
     });
 }
 

@@ -1,13 +1,15 @@
 //! Journeys: the steps of each sign-in session, in the order they happened, and what they add
 //! up to.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::db::keyset::{self, Next, Order, Paging};
-use crate::db::{Backend, Db, Uow};
+use crate::db::{padded_to_power_of_two, placeholders, Backend, Db, Uow};
 
 /// A stored step. `kind` is `page`, `click` or `order`; `name` is the page's path, the
 /// control's action (`add-to-cart`, `checkout`, …) or the order's outcome (`placed`,
@@ -100,6 +102,50 @@ pub struct Journey {
     pub session: SessionSummary,
     pub steps: Vec<Step>,
     pub totals: JourneyTotals,
+}
+
+/// Keeps, of `steps` (in the order they came), those that fit under `cap` steps per session
+/// with the steps already stored; answers them and how many were dropped. A session at its
+/// cap records no more page views and clicks: a script clicking forever cannot grow a
+/// journey, its page and its PDF without bound.
+pub async fn within_cap(
+    uow: &mut Uow,
+    steps: Vec<Step>,
+    cap: u32,
+) -> Result<(Vec<Step>, u64), sqlx::Error> {
+    let mut sessions: Vec<&str> = steps.iter().map(|s| s.session_id.as_str()).collect();
+    sessions.sort_unstable();
+    sessions.dedup();
+    if sessions.is_empty() {
+        return Ok((steps, 0));
+    }
+    let ids = padded_to_power_of_two(&sessions);
+    let sql = format!(
+        "SELECT session_id, COUNT(*) FROM journey_steps WHERE session_id IN ({}) \
+         GROUP BY session_id",
+        placeholders(1, ids.len())
+    );
+    let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+    for id in ids {
+        query = query.bind(id);
+    }
+    let mut room: HashMap<String, i64> = query
+        .fetch_all(uow.conn())
+        .await?
+        .into_iter()
+        .map(|(session, stored)| (session, cap as i64 - stored))
+        .collect();
+    let mut dropped = 0;
+    let kept = steps
+        .into_iter()
+        .filter(|step| {
+            let left = room.entry(step.session_id.clone()).or_insert(cap as i64);
+            *left -= 1;
+            dropped += u64::from(*left < 0);
+            *left >= 0
+        })
+        .collect();
+    Ok((kept, dropped))
 }
 
 /// Rows per INSERT: well under SQLite's and PostgreSQL's bind-parameter limits.

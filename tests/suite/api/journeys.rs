@@ -215,33 +215,18 @@ on_both!(
 
 async fn journey_events_delivered_twice_are_stored_once(url: String) {
     let dbs = Databases::open(&test_settings(url)).await.unwrap();
-    let event = |i: i64| Delivered {
-        event: Event::new(
-            SOURCE,
-            PAGE_VIEWED,
-            "session-1",
-            JourneyStep {
-                session_id: "session-1".into(),
-                user_id: "dev|asha@example.com".into(),
-                at_ms: 1_000 + i,
-                name: format!("/p/{i}"),
-                label: format!("page {i}"),
-                detail: None,
-            },
-        ),
-        position: None,
-    };
+    let event = |i: i64| page_view("session-1", i);
     let batch: Vec<Delivered> = (0..10).map(event).collect();
-    let first = store_journey_batch(&dbs.users, Arc::new(batch.clone()))
+    let first = store_journey_batch(&dbs.users, Arc::new(batch.clone()), 1000)
         .await
         .unwrap();
     // Again, alone, and inside a bigger batch with new events.
-    let again = store_journey_batch(&dbs.users, Arc::new(batch.clone()))
+    let again = store_journey_batch(&dbs.users, Arc::new(batch.clone()), 1000)
         .await
         .unwrap();
     let mut bigger = batch.clone();
     bigger.extend((10..15).map(event));
-    let mixed = store_journey_batch(&dbs.users, Arc::new(bigger))
+    let mixed = store_journey_batch(&dbs.users, Arc::new(bigger), 1000)
         .await
         .unwrap();
     assert_eq!((first, again, mixed), (10, 0, 5));
@@ -263,5 +248,83 @@ async fn journey_events_delivered_twice_are_stored_once_sqlite() {
 async fn journey_events_delivered_twice_are_stored_once_postgres() {
     if let Some(server) = postgres_url() {
         journey_events_delivered_twice_are_stored_once(scratch_postgres(&server).await).await;
+    }
+}
+
+/// A page view in `session` at millisecond `i`, as the bus delivers it.
+fn page_view(session: &str, i: i64) -> Delivered {
+    Delivered {
+        event: Event::new(
+            SOURCE,
+            PAGE_VIEWED,
+            session,
+            JourneyStep {
+                session_id: session.into(),
+                user_id: "dev|asha@example.com".into(),
+                at_ms: 1_000 + i,
+                name: format!("/p/{i}"),
+                label: format!("page {i}"),
+                detail: None,
+            },
+        ),
+        position: None,
+    }
+}
+
+/// A session records at most its cap of page views and clicks, across batches and with
+/// redeliveries among them; other sessions are not held back by it.
+async fn a_session_records_at_most_its_cap(url: String) {
+    let dbs = Databases::open(&test_settings(url)).await.unwrap();
+    let stored = |session: &'static str| {
+        let read = dbs.users.read.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM journey_steps WHERE session_id = $1")
+                .bind(session)
+                .fetch_one(&read)
+                .await
+                .unwrap()
+        }
+    };
+    let cap = 25;
+    let mut first: Vec<Delivered> = (0..20).map(|i| page_view("busy", i)).collect();
+    first.extend((0..10).map(|i| page_view("calm", i)));
+    let added = store_journey_batch(&dbs.users, Arc::new(first.clone()), cap)
+        .await
+        .unwrap();
+    assert_eq!(added, 30);
+    // Ten more for the busy session, behind a redelivery of its first: five fit.
+    let mut second = vec![first[0].clone()];
+    second.extend((20..30).map(|i| page_view("busy", i)));
+    second.extend((10..12).map(|i| page_view("calm", i)));
+    let added = store_journey_batch(&dbs.users, Arc::new(second), cap)
+        .await
+        .unwrap();
+    assert!((6..=7).contains(&added), "{added}");
+    let third: Vec<Delivered> = (30..40).map(|i| page_view("busy", i)).collect();
+    let added = store_journey_batch(&dbs.users, Arc::new(third), cap)
+        .await
+        .unwrap();
+    // (A redelivered step may have held a place in the batch it came with.)
+    assert!(added <= 1, "{added}");
+    assert_eq!(stored("busy").await, 25);
+    let fourth: Vec<Delivered> = (40..50).map(|i| page_view("busy", i)).collect();
+    let added = store_journey_batch(&dbs.users, Arc::new(fourth), cap)
+        .await
+        .unwrap();
+    assert_eq!(added, 0);
+    assert_eq!(stored("busy").await, 25);
+    assert_eq!(stored("calm").await, 12);
+}
+
+#[tokio::test]
+async fn a_session_records_at_most_its_cap_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_session_records_at_most_its_cap(format!("sqlite://{}/", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn a_session_records_at_most_its_cap_postgres() {
+    if let Some(server) = postgres_url() {
+        a_session_records_at_most_its_cap(scratch_postgres(&server).await).await;
     }
 }
