@@ -204,6 +204,21 @@ fn decode(cursor: &str, scope: &str, arity: usize) -> Result<Vec<Key>, ApiError>
     Ok(wire.a)
 }
 
+/// How long a list's pages are: `default` rows unless the client asks for 1 to `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct PageSizes {
+    pub default: u32,
+    pub max: u32,
+}
+
+impl PageSizes {
+    /// What every list of the API serves unless it says otherwise.
+    pub const LIST: PageSizes = PageSizes {
+        default: 20,
+        max: 100,
+    };
+}
+
 /// How one request reads a list: a numbered page (counted into with `OFFSET`, fine for the
 /// first few) or the page after a cursor, `per_page` rows long.
 pub struct Paging {
@@ -232,10 +247,22 @@ impl Paging {
         per_page: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<Paging, ApiError> {
+        Self::sized(scope, order, page, per_page, cursor, PageSizes::LIST)
+    }
+
+    /// [`Paging::new`] for a list whose pages are `sizes` long.
+    pub fn sized(
+        scope: String,
+        order: Order,
+        page: Option<u32>,
+        per_page: Option<u32>,
+        cursor: Option<&str>,
+        sizes: PageSizes,
+    ) -> Result<Paging, ApiError> {
         if cursor.is_some() && page.is_some() {
             return Err(ApiError::bad_request("give page or cursor, not both"));
         }
-        let (page, per_page) = checked(page, per_page)?;
+        let (page, per_page) = checked(page, per_page, sizes)?;
         let after = match cursor {
             Some(cursor) => Some(decode(cursor, &scope, order.columns.len())?),
             None => None,
@@ -360,15 +387,22 @@ fn keys_of(row: &AnyRow, columns: &[&str]) -> Result<Vec<Key>, sqlx::Error> {
         .collect()
 }
 
-/// A list's `page` (from 1, default 1) and `per_page` (1 to 100, default 20), checked the
-/// same way by every list the API serves.
-fn checked(page: Option<u32>, per_page: Option<u32>) -> Result<(u32, u32), ApiError> {
-    let (page, per_page) = (page.unwrap_or(1), per_page.unwrap_or(20));
+/// A list's `page` (from 1, default 1) and `per_page` (1 to `sizes.max`, default
+/// `sizes.default`), checked the same way by every list the API serves.
+fn checked(
+    page: Option<u32>,
+    per_page: Option<u32>,
+    sizes: PageSizes,
+) -> Result<(u32, u32), ApiError> {
+    let (page, per_page) = (page.unwrap_or(1), per_page.unwrap_or(sizes.default));
     if page == 0 || page > 100_000 {
         return Err(ApiError::bad_request("page must be from 1 to 100000"));
     }
-    if !(1..=100).contains(&per_page) {
-        return Err(ApiError::bad_request("per_page must be from 1 to 100"));
+    if !(1..=sizes.max).contains(&per_page) {
+        return Err(ApiError::bad_request(format!(
+            "per_page must be from 1 to {}",
+            sizes.max
+        )));
     }
     Ok((page, per_page))
 }

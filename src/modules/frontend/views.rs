@@ -251,8 +251,12 @@ impl Totals {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Journey {
     pub session: SessionSummary,
+    /// One page of the steps.
     pub steps: Vec<Step>,
     pub totals: Totals,
+    /// Where the next page of steps starts, if there is one.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `125_000` ms → `2 min 5 s`.

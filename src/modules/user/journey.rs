@@ -9,7 +9,7 @@ use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::db::keyset::{self, Next, Order, Paging};
-use crate::db::{padded_to_power_of_two, placeholders, Backend, Db, Uow};
+use crate::db::{padded_to_power_of_two, placeholders, Backend, Conn, Db, Uow};
 
 /// A stored step. `kind` is `page`, `click` or `order`; `name` is the page's path, the
 /// control's action (`add-to-cart`, `checkout`, …) or the order's outcome (`placed`,
@@ -272,40 +272,22 @@ impl JourneyStore {
         Ok((sessions, total, capped, next))
     }
 
-    /// A session with its steps in the order they happened.
+    /// A session with all its steps in the order they happened (at most the cap, plus its
+    /// orders' outcomes): what the PDF draws.
     pub async fn journey(&self, session_id: &str) -> Result<Option<Journey>, sqlx::Error> {
         let mut conn = self.db.read.acquire().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.sub = s.user_sub \
-             WHERE s.id = $1"
+        let Some(session) = summary(&mut conn, session_id).await? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM journey_steps WHERE session_id = $1 \
+             ORDER BY {}",
+            STEP_ORDER.order_by("")
         ))
         .bind(session_id)
-        .fetch_optional(&mut conn)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let session = session(&row)?;
-        let steps: Vec<Step> = sqlx::query(
-            "SELECT event_id, session_id, at, kind, name, label, detail, amount_minor, currency \
-             FROM journey_steps WHERE session_id = $1 ORDER BY at, event_id",
-        )
-        .bind(session_id)
         .fetch_all(&mut conn)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(Step {
-                event_id: r.try_get(0)?,
-                session_id: r.try_get(1)?,
-                at: r.try_get(2)?,
-                kind: r.try_get(3)?,
-                name: r.try_get(4)?,
-                label: r.try_get(5)?,
-                detail: r.try_get(6)?,
-                amount_minor: r.try_get(7)?,
-                currency: r.try_get(8)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
+        .await?;
+        let steps: Vec<Step> = rows.iter().map(step).collect::<Result<_, _>>()?;
         let totals = JourneyTotals::of(&steps);
         Ok(Some(Journey {
             session,
@@ -313,4 +295,102 @@ impl JourneyStore {
             totals,
         }))
     }
+
+    /// A session with one page of its steps, the totals of all of them, and where the next
+    /// page starts.
+    pub async fn journey_page(
+        &self,
+        session_id: &str,
+        paging: &Paging,
+    ) -> Result<Option<(Journey, Next)>, sqlx::Error> {
+        let mut conn = self.db.read.acquire().await?;
+        let Some(session) = summary(&mut conn, session_id).await? else {
+            return Ok(None);
+        };
+        let window = paging.window();
+        let after = window
+            .condition(2)
+            .map_or_else(String::new, |c| format!("AND {c}"));
+        let sql = format!(
+            "SELECT {STEP_COLUMNS} FROM journey_steps WHERE session_id = $1 {after} \
+             ORDER BY {} {}",
+            STEP_ORDER.order_by(""),
+            window.limits()
+        );
+        let query = sqlx::query(&sql).bind(session_id.to_string());
+        let mut rows = window.bind(query).fetch_all(&mut conn).await?;
+        let path = format!("/api/journeys/{session_id}");
+        let next = paging.next(&mut rows, &path, &[])?;
+        let steps = rows.iter().map(step).collect::<Result<_, _>>()?;
+        let totals = totals(&mut conn, session_id).await?;
+        let journey = Journey {
+            session,
+            steps,
+            totals,
+        };
+        Ok(Some((journey, next)))
+    }
+}
+
+/// The order of a journey's steps: when they happened, the event id breaking ties (the index
+/// `journey_steps_by_session`).
+pub const STEP_ORDER: Order = Order::ascending(&["at", "event_id"]);
+
+const STEP_COLUMNS: &str =
+    "event_id, session_id, at, kind, name, label, detail, amount_minor, currency";
+
+fn step(r: &AnyRow) -> Result<Step, sqlx::Error> {
+    Ok(Step {
+        event_id: r.try_get(0)?,
+        session_id: r.try_get(1)?,
+        at: r.try_get(2)?,
+        kind: r.try_get(3)?,
+        name: r.try_get(4)?,
+        label: r.try_get(5)?,
+        detail: r.try_get(6)?,
+        amount_minor: r.try_get(7)?,
+        currency: r.try_get(8)?,
+    })
+}
+
+async fn summary(conn: &mut Conn, session_id: &str) -> Result<Option<SessionSummary>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.sub = s.user_sub \
+         WHERE s.id = $1"
+    ))
+    .bind(session_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(session).transpose()
+}
+
+/// [`JourneyTotals::of`] all the session's steps, added up by the database.
+async fn totals(conn: &mut Conn, session_id: &str) -> Result<JourneyTotals, sqlx::Error> {
+    let count = |condition: &str| {
+        format!("CAST(COALESCE(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END), 0) AS BIGINT)")
+    };
+    let completed = "kind = 'order' AND name = 'completed'";
+    let sql = format!(
+        "SELECT {}, {}, {}, {}, \
+         CAST(COALESCE(SUM(CASE WHEN {completed} THEN amount_minor ELSE 0 END), 0) AS BIGINT), \
+         MIN(CASE WHEN {completed} THEN currency END) \
+         FROM journey_steps WHERE session_id = $1",
+        count("kind = 'page'"),
+        count("kind = 'click' AND name = 'add-to-cart'"),
+        count("kind = 'order' AND name = 'placed'"),
+        count(completed),
+    );
+    let row = sqlx::query(&sql)
+        .bind(session_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let counted = |i: usize| row.try_get::<i64, _>(i).map(|n| n as u64);
+    Ok(JourneyTotals {
+        pages_visited: counted(0)?,
+        items_added: counted(1)?,
+        orders_placed: counted(2)?,
+        orders_completed: counted(3)?,
+        spent_minor: row.try_get(4)?,
+        currency: row.try_get(5)?,
+    })
 }

@@ -10,9 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::journey::{Journey, JourneyStore, SessionSummary, NEWEST_FIRST};
+use super::journey::{Journey, JourneyStore, SessionSummary, NEWEST_FIRST, STEP_ORDER};
 use super::pdf;
-use crate::db::keyset::Paging;
+use crate::db::keyset::{PageSizes, Paging};
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::auth::CurrentUser;
 use crate::gateway::extract::{ApiPath, ApiQuery};
@@ -89,30 +89,79 @@ async fn list_journeys(
     }))
 }
 
-/// One session's journey: its steps in order and what they add up to. Ask for
-/// `/api/journeys/{session}.pdf` to get it drawn as a PDF.
+/// A journey's steps come a page at a time: most journeys fit in one (a session records at
+/// most `journey.max_steps_per_session` page views and clicks).
+const STEPS: PageSizes = PageSizes {
+    default: 500,
+    max: 1000,
+};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StepsQuery {
+    /// Where to go on from: the `next_cursor` of the previous page of steps.
+    pub cursor: Option<String>,
+    /// Steps per page, 1 to 1000 (default 500).
+    #[param(minimum = 1, maximum = 1000)]
+    pub per_page: Option<u32>,
+}
+
+/// A session, one page of its steps in order, and what all its steps add up to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JourneyStepsPage {
+    #[serde(flatten)]
+    pub journey: Journey,
+    pub per_page: u32,
+    /// The cursor of the next page of steps; absent on the last page.
+    pub next_cursor: Option<String>,
+    /// The address of the next page of steps; absent on the last page.
+    pub next: Option<String>,
+}
+
+/// One session's journey: its steps in order (a page at a time) and what they add up to.
+/// Ask for `/api/journeys/{session}.pdf` to get all of it drawn as a PDF.
 #[utoipa::path(get, path = "/api/journeys/{session}", tag = "journeys", security(("bearer" = [])),
-    params(("session" = String, Path, description = "session id, with `.pdf` for the PDF")),
-    responses((status = 200, body = Journey, content_type = "application/json"),
+    params(("session" = String, Path, description = "session id, with `.pdf` for the PDF"),
+        StepsQuery),
+    responses((status = 200, body = JourneyStepsPage, content_type = "application/json"),
         (status = 200, description = "the journey as a PDF", content_type = "application/pdf"),
-        (status = 401), (status = 404)))]
+        (status = 400), (status = 401), (status = 404)))]
 async fn get_journey(
     State(store): State<JourneyStore>,
     CurrentUser(user): CurrentUser,
     ApiPath(session): ApiPath<String>,
+    ApiQuery(q): ApiQuery<StepsQuery>,
 ) -> ApiResult<Response> {
-    let (id, as_pdf) = match session.strip_suffix(".pdf") {
-        Some(id) => (id, true),
-        None => (session.as_str(), false),
+    let mine = |j: &Journey| j.session.user_id == user.sub || user.is_admin();
+    let Some(id) = session.strip_suffix(".pdf") else {
+        let scope = format!("journey-steps:{session}");
+        let paging = Paging::sized(
+            scope,
+            STEP_ORDER,
+            None,
+            q.per_page,
+            q.cursor.as_deref(),
+            STEPS,
+        )?;
+        let (journey, next) = store
+            .journey_page(&session, &paging)
+            .await?
+            .filter(|(j, _)| mine(j))
+            .ok_or_else(|| ApiError::not_found("session"))?;
+        return Ok(Json(JourneyStepsPage {
+            journey,
+            per_page: paging.per_page(),
+            next_cursor: next.cursor,
+            next: next.link,
+        })
+        .into_response());
     };
     let journey = store
         .journey(id)
         .await?
-        .filter(|j| j.session.user_id == user.sub || user.is_admin())
+        .filter(mine)
         .ok_or_else(|| ApiError::not_found("session"))?;
-    if !as_pdf {
-        return Ok(Json(journey).into_response());
-    }
     let file = format!("attachment; filename=\"ekart-journey-{id}.pdf\"");
     // Drawing a long journey is CPU work: keep it off the async workers.
     let bytes = tokio::task::spawn_blocking(move || pdf::render(&pdf_doc(&journey)))

@@ -185,7 +185,64 @@ on_both!(
             s.await.unwrap();
         }
         let session = app.session_of(&me).await;
-        app.journey_with(&me, &session, 1000).await;
+        let whole = app.journey_with(&me, &session, 1000).await;
+
+        // The JSON comes a page at a time, each step once, in order, with the whole's totals.
+        assert_eq!(whole["steps"].as_array().unwrap().len(), 500);
+        let mut seen = Vec::new();
+        let mut next = Some(format!("/api/journeys/{session}?per_page=300"));
+        while let Some(path) = next.take() {
+            let (status, page) = app.get(&path, Some(&me)).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert_eq!(page["totals"], whole["totals"]);
+            let steps = page["steps"].as_array().unwrap();
+            assert!(steps.len() <= 300);
+            seen.extend(
+                steps
+                    .iter()
+                    .map(|s| (s["at"].as_i64().unwrap(), s.to_string())),
+            );
+            next = page["next"].as_str().map(String::from);
+        }
+        assert_eq!(seen.len(), 1000);
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "in order");
+        let labels: std::collections::HashSet<_> = seen.iter().map(|s| &s.1).collect();
+        assert_eq!(labels.len(), 1000, "each step once: {:?}", &seen[..3]);
+        assert!(seen[0].1.contains("step "), "{}", seen[0].1);
+        // A cursor of another session's steps is refused.
+        let (_, first) = app
+            .get(&format!("/api/journeys/{session}?per_page=10"), Some(&me))
+            .await;
+        let cursor = first["next_cursor"].as_str().unwrap();
+        let other = app.session_of(&app.token("bela", "customer").await).await;
+        let admin = app.token("root", "admin").await;
+        let (status, _) = app
+            .get(
+                &format!("/api/journeys/{other}?cursor={cursor}"),
+                Some(&admin),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // The page shows a hundred steps at a time, with the way on.
+        let page = |path: String| {
+            let req = app
+                .client
+                .get(format!("{}{path}", app.base))
+                .header("cookie", format!("ekart_session={me}"));
+            async move { req.send().await.unwrap().text().await.unwrap() }
+        };
+        let html = page(format!("/journeys/{session}")).await;
+        assert_eq!(html.matches("<span class=\"when\">").count(), 100, "{html}");
+        assert!(html.contains("1000 steps"));
+        let later = html
+            .split("href=\"")
+            .find_map(|rest| rest.split('"').next().filter(|h| h.contains("cursor=")))
+            .expect("a link to later steps")
+            .replace("&amp;", "&");
+        let html = page(later).await;
+        assert_eq!(html.matches("<span class=\"when\">").count(), 100);
+        assert!(html.contains("From the first step"));
+
         let response = app
             .client
             .get(format!("{}/api/journeys/{session}.pdf", app.base))

@@ -1,7 +1,7 @@
 //! My journeys: my sign-in sessions, and each one's timeline with its PDF.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 
 use super::{encode, ok, see_other, PageError, PageResult};
 use crate::modules::frontend::views::{time_text, Journey, Page, SessionSummary};
@@ -40,9 +40,23 @@ pub async fn journeys(State(fe): State<Frontend>, Shopper(visitor): Shopper) -> 
 struct JourneyPage {
     chrome: Chrome,
     journey: Journey,
+    /// This page starts after the first step.
+    later: bool,
+}
+
+/// Steps per page of a journey.
+const STEPS_PER_PAGE: u32 = 100;
+
+#[derive(Debug, serde::Deserialize)]
+pub struct JourneyQuery {
+    cursor: Option<String>,
 }
 
 impl JourneyPage {
+    fn encode(&self, text: &str) -> String {
+        encode(text)
+    }
+
     fn time(&self, ms: &i64) -> String {
         time_text(*ms)
     }
@@ -65,19 +79,25 @@ pub async fn journey(
     State(fe): State<Frontend>,
     Shopper(visitor): Shopper,
     Path(id): Path<String>,
+    Query(q): Query<JourneyQuery>,
 ) -> PageResult {
     // The PDF is the API's to draw (`/api/journeys/{id}.pdf`, which the page links to); an
     // address typed or shared as the page's own gets sent there, not read as the journey.
     if let Some(session) = id.strip_suffix(".pdf") {
         return Ok(see_other(&format!("/api/journeys/{}.pdf", encode(session))));
     }
+    let mut path = format!("/api/journeys/{}?per_page={STEPS_PER_PAGE}", encode(&id));
+    if let Some(cursor) = &q.cursor {
+        path.push_str(&format!("&cursor={}", encode(cursor)));
+    }
     let journey = fe
         .api
-        .get(visitor.token(), &format!("/api/journeys/{}", encode(&id)))
+        .get(visitor.token(), &path)
         .await
         .map_err(|p| PageError::problem(p, visitor.chrome(), &visitor.here))?;
     ok(&JourneyPage {
         chrome: visitor.chrome(),
         journey,
+        later: q.cursor.is_some(),
     })
 }
