@@ -86,6 +86,23 @@ impl Event {
         self
     }
 
+    /// Reads an event as it comes off the wire: a CloudEvents 1.0 JSON document with an id, a
+    /// source and a type. Anything else (another producer's record, a truncated or hostile
+    /// one) is refused with why, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Event, String> {
+        let event: Event = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if event.specversion != "1.0" {
+            return Err(format!("specversion {:?} is not 1.0", event.specversion));
+        }
+        if [&event.id, &event.source, &event.kind]
+            .iter()
+            .any(|v| v.is_empty())
+        {
+            return Err("an event needs an id, a source and a type".into());
+        }
+        Ok(event)
+    }
+
     /// Decodes `data` into the type this event kind carries.
     pub fn data<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
         serde_json::from_str(self.data.get())

@@ -14,4 +14,5 @@ mod data_copy;
 mod e2e;
 mod kafka;
 mod oidc;
+mod parsers;
 mod split;

@@ -409,7 +409,7 @@ impl Inner {
         let events: Vec<Delivered> = records
             .filter_map(|r| {
                 let value = r.record.value.as_deref()?;
-                match serde_json::from_slice::<Event>(value) {
+                match Event::decode(value) {
                     Ok(event) => Some(Delivered {
                         event,
                         position: Some(Position {
