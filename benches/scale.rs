@@ -250,13 +250,19 @@ struct Row {
     failed: u64,
 }
 
-/// Serves the seeded shop and measures each request kind.
+/// Serves the seeded shop and measures each request kind; `uncached`: only the searches,
+/// with the search cache off, so each request reads the index (what a query nobody asked
+/// lately costs).
 async fn measure(
     args: &Args,
     database: &'static str,
-    settings: Settings,
+    mut settings: Settings,
     rows: usize,
+    uncached: bool,
 ) -> anyhow::Result<Vec<Row>> {
+    if uncached {
+        settings.catalog.search_cache_pages = 0;
+    }
     let app = Application::build(settings).await?;
     let base = format!("http://{}", app.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -327,6 +333,11 @@ async fn measure(
     let requests: Vec<_> = requests
         .into_iter()
         .filter(|(request, _, _)| request.contains(args.only.as_str()))
+        .filter(|(request, _, _)| !uncached || request.starts_with("search"))
+        .map(|(request, path, as_admin)| match uncached {
+            true => (uncached_name(request), path, as_admin),
+            false => (request, path, as_admin),
+        })
         .collect();
     let mut samples: Vec<Sample> = requests.iter().map(|_| Sample::default()).collect();
     let rounds = args.rounds.max(1);
@@ -390,6 +401,15 @@ async fn measure(
     let _ = stop.send(());
     server.await??;
     Ok(out)
+}
+
+/// A search's name when it is measured with the cache off.
+fn uncached_name(request: &str) -> &'static str {
+    match request {
+        "search hit" => "search hit, uncached",
+        "search hit, 2 words" => "search hit, 2 words, uncached",
+        _ => "search miss, uncached",
+    }
 }
 
 fn settings(url: String) -> Settings {
@@ -459,6 +479,17 @@ fn ratios(rows: &[Row], args: &Args) -> Vec<Ratio> {
                     ">= 0.5",
                     r >= 0.5,
                 );
+            }
+        }
+        for search in [
+            "search hit, uncached",
+            "search hit, 2 words, uncached",
+            "search miss, uncached",
+        ] {
+            if let Some(s) = large(search) {
+                let r = s.ops_per_sec / page.ops_per_sec;
+                let what = format!("{search}: p99 ms (throughput {r:.2}× the catalog page's)");
+                ratio(what, s.p99_ms, "(none: a query not asked lately)", true);
             }
         }
         if let Some(deep) = large("deep cursor page") {
@@ -562,7 +593,10 @@ async fn run(args: &Args, scratch: Option<&PgScratch>) -> anyhow::Result<()> {
                 s.sessions_s
             );
             seeded.push((database, s));
-            rows.extend(measure(args, database, settings, products).await?);
+            rows.extend(measure(args, database, settings.clone(), products, false).await?);
+            if products == args.products {
+                rows.extend(measure(args, database, settings, products, true).await?);
+            }
         }
     }
     let ratios = ratios(&rows, args);

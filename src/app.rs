@@ -370,7 +370,7 @@ struct Mounted {
 /// the store, which is the order module's catalog in this process.
 async fn mount_stock(w: &Wiring<'_>, m: &mut Mounted) -> anyhow::Result<StockStore> {
     let db = open_database(&w.settings.database, "stock", &stock::MIGRATIONS).await?;
-    let store = StockStore::new(db.clone());
+    let store = StockStore::new(db.clone()).keeping_searches(w.settings.catalog.search_cache_pages);
     if w.settings.catalog.seed_demo {
         let seeded = stock::seed_demo_catalog(&store).await?;
         if seeded > 0 {

@@ -319,6 +319,9 @@ pub struct JourneySettings {
 pub struct CatalogSettings {
     /// Seed the demo catalog when the product table is empty.
     pub seed_demo: bool,
+    /// Search pages kept until a product's SKU, name, description or price changes (0:
+    /// none); their products' stock is read afresh every time.
+    pub search_cache_pages: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -379,7 +382,10 @@ impl Default for Settings {
             payment: PaymentSettings {
                 provider: PaymentProviderKind::Simulator,
             },
-            catalog: CatalogSettings { seed_demo: true },
+            catalog: CatalogSettings {
+                seed_demo: true,
+                search_cache_pages: 10_000,
+            },
             journey: JourneySettings {
                 max_steps_per_session: 2000,
             },

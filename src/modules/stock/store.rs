@@ -31,7 +31,37 @@ pub struct StockStore {
     /// The words PostgreSQL's statistics know how common they are (`most_common_elems` of
     /// `products.search`), read once a minute: [`StockStore::count_first`].
     common_words: moka::sync::Cache<(), Arc<HashSet<String>>>,
+    /// Search pages answered lately ([`StockStore::list`]): which products, in which order,
+    /// how many in all and where the next page starts, at the search generation they were
+    /// read at. `None`: searches are never kept.
+    searches: Option<moka::sync::Cache<SearchKey, Arc<SearchPage>>>,
 }
+
+/// A search page as asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SearchKey {
+    q: String,
+    sort: &'static str,
+    page: Option<u32>,
+    per_page: u32,
+    cursor: Option<String>,
+}
+
+/// A search page as answered, less its products' rows (read afresh: their stock moves
+/// without moving the search generation).
+struct SearchPage {
+    generation: i64,
+    ids: Vec<String>,
+    page: Option<u32>,
+    total: i64,
+    total_capped: bool,
+    total_estimated: bool,
+    next_cursor: Option<String>,
+    next: Option<String>,
+}
+
+/// Search pages kept by default.
+const SEARCH_PAGES: u64 = 10_000;
 
 /// The answer to a placed order.
 pub enum Reservation {
@@ -57,6 +87,29 @@ fn product(row: &AnyRow) -> Result<Product, sqlx::Error> {
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
+}
+
+/// The products with `ids`, in that order; None if one is gone.
+async fn products_in(conn: &mut Conn, ids: &[String]) -> Result<Option<Vec<Product>>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Some(vec![]));
+    }
+    let padded = padded_to_power_of_two(ids);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM products WHERE id IN ({})",
+        placeholders(1, padded.len())
+    );
+    let mut query = sqlx::query(&sql);
+    for id in padded {
+        query = query.bind(id);
+    }
+    let mut found: HashMap<String, Product> = query
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| product(row).map(|p| (p.id.clone(), p)))
+        .collect::<Result<_, _>>()?;
+    Ok(ids.iter().map(|id| found.remove(id)).collect())
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {
@@ -120,7 +173,17 @@ impl StockStore {
             common_words: moka::sync::Cache::builder()
                 .time_to_live(std::time::Duration::from_secs(60))
                 .build(),
+            searches: None,
         }
+        .keeping_searches(SEARCH_PAGES)
+    }
+
+    /// This store, keeping up to `pages` search pages (0: none) until what searches read
+    /// changes (`derived_counts`' `search_generation`, moved by the database's triggers on
+    /// every write to a product's SKU, name, description or price, in any process).
+    pub fn keeping_searches(mut self, pages: u64) -> StockStore {
+        self.searches = (pages > 0).then(|| moka::sync::Cache::new(pages));
+        self
     }
 
     /// The stock module's database.
@@ -151,13 +214,59 @@ impl StockStore {
             query.per_page,
             query.cursor.as_deref(),
         )?;
-        let (mut rows, total) = match (q.is_empty(), query.sort) {
-            (true, _) => self.all(&paging.window()).await?,
-            (false, None) => self.search(q, &paging.window()).await?,
-            (false, Some(_)) => self.sorted_search(q, &paging.window()).await?,
+        if q.is_empty() {
+            let (mut rows, total) = self.all(&paging.window()).await?;
+            let next = paging.next(&mut rows, "/api/products", &[("sort", sort)])?;
+            return Ok(ProductPage {
+                items: rows.iter().map(product).collect::<Result<_, _>>()?,
+                page: paging.page(),
+                per_page: paging.per_page(),
+                total: total.n,
+                total_capped: total.capped,
+                total_estimated: total.estimated,
+                next_cursor: next.cursor,
+                next: next.link,
+            });
+        }
+        let key = SearchKey {
+            q: q.to_string(),
+            sort,
+            page: query.page,
+            per_page: paging.per_page(),
+            cursor: query.cursor.clone(),
+        };
+        let mut conn = self.db.read.acquire().await?;
+        let generation: i64 =
+            sqlx::query_scalar("SELECT n FROM derived_counts WHERE name = 'search_generation'")
+                .fetch_one(&mut conn)
+                .await?;
+        let kept = self
+            .searches
+            .as_ref()
+            .and_then(|searches| searches.get(&key));
+        if let Some(kept) = kept.filter(|kept| kept.generation == generation) {
+            if let Some(items) = products_in(&mut conn, &kept.ids).await? {
+                metrics::counter!("ekart_search_pages_total", "read" => "kept").increment(1);
+                return Ok(ProductPage {
+                    items,
+                    page: kept.page,
+                    per_page: key.per_page,
+                    total: kept.total,
+                    total_capped: kept.total_capped,
+                    total_estimated: kept.total_estimated,
+                    next_cursor: kept.next_cursor.clone(),
+                    next: kept.next.clone(),
+                });
+            }
+        }
+        drop(conn);
+        metrics::counter!("ekart_search_pages_total", "read" => "searched").increment(1);
+        let (mut rows, total) = match query.sort {
+            None => self.search(q, &paging.window()).await?,
+            Some(_) => self.sorted_search(q, &paging.window()).await?,
         };
         let next = paging.next(&mut rows, "/api/products", &[("q", q), ("sort", sort)])?;
-        Ok(ProductPage {
+        let page = ProductPage {
             items: rows.iter().map(product).collect::<Result<_, _>>()?,
             page: paging.page(),
             per_page: paging.per_page(),
@@ -166,7 +275,21 @@ impl StockStore {
             total_estimated: total.estimated,
             next_cursor: next.cursor,
             next: next.link,
-        })
+        };
+        if let Some(searches) = &self.searches {
+            let kept = SearchPage {
+                generation,
+                ids: page.items.iter().map(|p| p.id.clone()).collect(),
+                page: page.page,
+                total: page.total,
+                total_capped: page.total_capped,
+                total_estimated: page.total_estimated,
+                next_cursor: page.next_cursor.clone(),
+                next: page.next.clone(),
+            };
+            searches.insert(key, Arc::new(kept));
+        }
+        Ok(page)
     }
 
     /// The whole catalog, counted by the row its triggers keep (migration 0003).

@@ -292,3 +292,72 @@ on_both!(
         );
     }
 );
+
+/// A search page is kept until what it shows changes, wherever that change is made: two stock
+/// stores on one database stand for two processes. Its products' stock is read afresh.
+async fn a_kept_search_page_follows_every_change(url: String) {
+    use ekart::modules::stock::StockStore;
+    let dbs = ekart::app::Databases::open(&crate::support::test_settings(url))
+        .await
+        .unwrap();
+    let (here, there) = (
+        StockStore::new(dbs.stock.clone()),
+        StockStore::new(dbs.stock.clone()),
+    );
+    let new = |sku: &str, name: &str| {
+        serde_json::from_value(json!({"sku": sku, "name": name, "description": "",
+            "price_minor": 1000, "currency": "INR", "quantity": 5}))
+        .unwrap()
+    };
+    let search = |q: &str| {
+        let query = serde_json::from_value(json!({"q": q})).unwrap();
+        let here = here.clone();
+        async move {
+            let page = here.list(&query).await.unwrap();
+            let shown: Vec<(String, i64, i64)> = page
+                .items
+                .iter()
+                .map(|p| (p.sku.clone(), p.price_minor, p.available))
+                .collect();
+            (shown, page.total)
+        }
+    };
+    let lamp = here.create(new("QL-1", "Quillon Lamp")).await.unwrap();
+    assert_eq!(search("quillon").await, (vec![("QL-1".into(), 1000, 5)], 1));
+    // Stock moves; the kept page shows it.
+    there.restock(&lamp.id, 3).await.unwrap();
+    assert_eq!(search("quillon").await, (vec![("QL-1".into(), 1000, 8)], 1));
+    // A product added elsewhere, a price, a name: each is seen at once.
+    there.create(new("QL-2", "Quillon Lantern")).await.unwrap();
+    assert_eq!(search("quillon").await.1, 2);
+    let patch = |v| serde_json::from_value(v).unwrap();
+    there
+        .update(&lamp.id, patch(json!({"price_minor": 1500})))
+        .await
+        .unwrap();
+    assert!(search("quillon")
+        .await
+        .0
+        .contains(&("QL-1".into(), 1500, 8)));
+    there
+        .update(&lamp.id, patch(json!({"name": "Plain Lamp"})))
+        .await
+        .unwrap();
+    assert_eq!(search("quillon").await.1, 1);
+    there.delete(&lamp.id).await.unwrap();
+    assert_eq!(search("plain").await.1, 0);
+}
+
+#[tokio::test]
+async fn a_kept_search_page_follows_every_change_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_kept_search_page_follows_every_change(format!("sqlite://{}/", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn a_kept_search_page_follows_every_change_postgres() {
+    if let Some(server) = crate::support::postgres_url() {
+        let url = crate::support::scratch_postgres(&server).await;
+        a_kept_search_page_follows_every_change(url).await;
+    }
+}
