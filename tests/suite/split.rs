@@ -16,6 +16,58 @@ fn list(urls: &[String]) -> String {
     format!("[{}]", quoted.join(","))
 }
 
+/// Where a split shop's modules run: the ports of each one's instances.
+struct Layout<'a> {
+    stock_and_payment: &'a [u16],
+    order: &'a [u16],
+    gateway: &'a [u16],
+}
+
+/// What every process of a split shop shares: one database, Kafka under a fresh topic
+/// prefix with `partitions`, one session key, each module's instances, a quick health check.
+fn split_env(
+    db: &str,
+    brokers: &[String],
+    partitions: i32,
+    layout: Layout,
+) -> Vec<(&'static str, String)> {
+    let at = |ports: &[u16]| -> String {
+        list(
+            &ports
+                .iter()
+                .map(|port| format!("http://127.0.0.1:{port}"))
+                .collect::<Vec<_>>(),
+        )
+    };
+    vec![
+        ("EKART_DATABASE__URL", db.to_string()),
+        ("EKART_DATABASE__MAX_CONNECTIONS", "4".into()),
+        ("EKART_BUS__KIND", "kafka".into()),
+        ("EKART_BUS__KAFKA__BROKERS", list(brokers)),
+        (
+            "EKART_BUS__KAFKA__TOPIC_PREFIX",
+            format!("t{}-", uuid::Uuid::new_v4().simple()),
+        ),
+        ("EKART_BUS__KAFKA__PARTITIONS", partitions.to_string()),
+        ("EKART_BUS__RELAY_SWEEP_MS", "200".into()),
+        (
+            "EKART_AUTH__SESSION_SECRET",
+            "split-test-secret-that-is-long-enough-0123".into(),
+        ),
+        ("EKART_GATEWAY__HEALTH_INTERVAL_MS", "250".into()),
+        (
+            "EKART_MODULES__STOCK__INSTANCES",
+            at(layout.stock_and_payment),
+        ),
+        (
+            "EKART_MODULES__PAYMENT__INSTANCES",
+            at(layout.stock_and_payment),
+        ),
+        ("EKART_MODULES__ORDER__INSTANCES", at(layout.order)),
+        ("EKART_MODULES__USER__INSTANCES", at(layout.gateway)),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_processes_and_a_breaker_in_front_of_stock() {
     let (Some(brokers), Some(server)) = (kafka_brokers(), postgres_url()) else {
@@ -23,33 +75,19 @@ async fn three_processes_and_a_breaker_in_front_of_stock() {
     };
     let db = scratch_postgres(&server).await;
     let (gateway_port, order_port, stock_port) = (free_port(), free_port(), free_port());
-    let at = |port: u16| vec![format!("http://127.0.0.1:{port}")];
-    let env: Vec<(&str, String)> = vec![
-        ("EKART_DATABASE__URL", db),
-        ("EKART_DATABASE__MAX_CONNECTIONS", "4".into()),
-        ("EKART_BUS__KIND", "kafka".into()),
-        ("EKART_BUS__KAFKA__BROKERS", list(&brokers)),
-        (
-            "EKART_BUS__KAFKA__TOPIC_PREFIX",
-            format!("t{}-", uuid::Uuid::new_v4().simple()),
-        ),
-        ("EKART_BUS__KAFKA__PARTITIONS", "2".into()),
-        ("EKART_BUS__RELAY_SWEEP_MS", "200".into()),
-        (
-            "EKART_AUTH__SESSION_SECRET",
-            "split-test-secret-that-is-long-enough-0123".into(),
-        ),
+    let layout = Layout {
+        stock_and_payment: &[stock_port],
+        order: &[order_port],
+        gateway: &[gateway_port],
+    };
+    let mut env = split_env(&db, &brokers, 2, layout);
+    env.extend([
         ("EKART_CATALOG__SEED_DEMO", "false".into()),
         ("EKART_CHECKOUT__WAIT_MS", "3000".into()),
-        ("EKART_GATEWAY__HEALTH_INTERVAL_MS", "250".into()),
         ("EKART_GATEWAY__BREAKER__MINIMUM_CALLS", "3".into()),
         ("EKART_GATEWAY__BREAKER__WINDOW", "10".into()),
         ("EKART_GATEWAY__BREAKER__OPEN_MS", "1000".into()),
-        ("EKART_MODULES__STOCK__INSTANCES", list(&at(stock_port))),
-        ("EKART_MODULES__PAYMENT__INSTANCES", list(&at(stock_port))),
-        ("EKART_MODULES__ORDER__INSTANCES", list(&at(order_port))),
-        ("EKART_MODULES__USER__INSTANCES", list(&at(gateway_port))),
-    ];
+    ]);
     let mut stock = Shop::start(stock_port, &["--modules", "stock,payment"], &env).await;
     let _order = Shop::start(order_port, &["--modules", "order"], &env).await;
     let gateway = Shop::start(gateway_port, &["--modules", "gateway,frontend,user"], &env).await;
@@ -256,43 +294,13 @@ async fn instances_share_partitions_by_lease_and_take_over_from_the_dead() {
     let [gateway_port, order_a, order_b, stock_a, stock_b, order_c] = ports[..] else {
         unreachable!()
     };
-    let at = |ports: &[u16]| -> Vec<String> {
-        ports
-            .iter()
-            .map(|port| format!("http://127.0.0.1:{port}"))
-            .collect()
+    let layout = Layout {
+        stock_and_payment: &[stock_a, stock_b],
+        order: &[order_a, order_b],
+        gateway: &[gateway_port],
     };
-    let env: Vec<(&str, String)> = vec![
-        ("EKART_DATABASE__URL", db.clone()),
-        ("EKART_DATABASE__MAX_CONNECTIONS", "4".into()),
-        ("EKART_BUS__KIND", "kafka".into()),
-        ("EKART_BUS__KAFKA__BROKERS", list(&brokers)),
-        (
-            "EKART_BUS__KAFKA__TOPIC_PREFIX",
-            format!("t{}-", uuid::Uuid::new_v4().simple()),
-        ),
-        ("EKART_BUS__KAFKA__PARTITIONS", PARTITIONS.to_string()),
-        ("EKART_BUS__RELAY_SWEEP_MS", "200".into()),
-        (
-            "EKART_AUTH__SESSION_SECRET",
-            "elastic-test-secret-that-is-long-enough-0123".into(),
-        ),
-        ("EKART_CHECKOUT__WAIT_MS", "2000".into()),
-        ("EKART_GATEWAY__HEALTH_INTERVAL_MS", "250".into()),
-        (
-            "EKART_MODULES__STOCK__INSTANCES",
-            list(&at(&[stock_a, stock_b])),
-        ),
-        (
-            "EKART_MODULES__PAYMENT__INSTANCES",
-            list(&at(&[stock_a, stock_b])),
-        ),
-        (
-            "EKART_MODULES__ORDER__INSTANCES",
-            list(&at(&[order_a, order_b])),
-        ),
-        ("EKART_MODULES__USER__INSTANCES", list(&at(&[gateway_port]))),
-    ];
+    let mut env = split_env(&db, &brokers, PARTITIONS, layout);
+    env.push(("EKART_CHECKOUT__WAIT_MS", "2000".into()));
     // Both stock+payment instances at once, on an empty catalog with the demo to seed.
     let mut seeding = env.clone();
     seeding.push(("EKART_CATALOG__SEED_DEMO", "true".into()));
