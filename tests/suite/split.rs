@@ -309,7 +309,6 @@ async fn instances_share_partitions_by_lease_and_take_over_from_the_dead() {
     let stock_second = Shop::spawn(stock_b, &stocks, &seeding);
     stock_first.wait_ready().await;
     stock_second.wait_ready().await;
-    let mut env = env;
     env.push(("EKART_CATALOG__SEED_DEMO", "false".into()));
     let mut order_first = Shop::start(order_a, &["--modules", "order"], &env).await;
     let order_second = Shop::start(order_b, &["--modules", "order"], &env).await;
