@@ -78,6 +78,15 @@ impl Application {
         settings.validate()?;
         // Before anything records: a handle taken before the recorder exists records nowhere.
         crate::telemetry::metrics::install();
+        let telemetry = &settings.telemetry;
+        crate::telemetry::trace::set_sample_ratio(telemetry.sample_ratio);
+        if !telemetry.zipkin_endpoint.is_empty() {
+            let service = match telemetry.service_name.as_str() {
+                "" => settings.modules.service_name(),
+                named => named.to_string(),
+            };
+            crate::telemetry::spans::install(&telemetry.zipkin_endpoint, &service)?;
+        }
         let runs = |m: Module| settings.modules.runs(m);
         let body_limit = settings.server.body_limit_bytes;
         let bus: Arc<dyn Bus> = match settings.bus.kind {
@@ -336,6 +345,7 @@ impl Application {
         for db in &databases {
             db.close().await;
         }
+        let _ = tokio::task::spawn_blocking(crate::telemetry::spans::flush).await;
         Ok(())
     }
 }

@@ -20,6 +20,7 @@ pub struct Settings {
     pub payment: PaymentSettings,
     pub catalog: CatalogSettings,
     pub journey: JourneySettings,
+    pub telemetry: TelemetrySettings,
     pub log: LogSettings,
     pub modules: ModulesSettings,
     pub gateway: GatewaySettings,
@@ -93,6 +94,16 @@ pub struct ModulesSettings {
 }
 
 impl ModulesSettings {
+    /// What this process is called in traces: `ekart`, or `ekart-` and the modules it runs
+    /// when it runs only some (`ekart-stock-payment`).
+    pub fn service_name(&self) -> String {
+        if Module::ALL.iter().all(|m| self.run.contains(m)) {
+            return "ekart".into();
+        }
+        let names: Vec<&str> = self.run.iter().map(|m| m.name()).collect();
+        format!("ekart-{}", names.join("-"))
+    }
+
     pub fn runs(&self, module: Module) -> bool {
         self.run.contains(&module)
     }
@@ -307,6 +318,20 @@ pub enum PaymentProviderKind {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Where spans go, a Zipkin collector's v2 endpoint, e.g.
+    /// `http://127.0.0.1:9411/api/v2/spans`. Empty: no spans are recorded.
+    pub zipkin_endpoint: String,
+    /// The share of new traces recorded, 0.0 to 1.0; a trace begun elsewhere keeps its
+    /// caller's choice (the `traceparent`'s sampled flag).
+    pub sample_ratio: f64,
+    /// The service the spans name. Empty: `ekart`, or `ekart-` and the modules this process
+    /// runs when it runs only some (`ekart-order`).
+    pub service_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JourneySettings {
     /// Most click-stream steps recorded per sign-in session; later page views and clicks are
     /// dropped (and counted in `/metrics`), so no session grows its journey, page and PDF
@@ -388,6 +413,11 @@ impl Default for Settings {
             },
             journey: JourneySettings {
                 max_steps_per_session: 2000,
+            },
+            telemetry: TelemetrySettings {
+                zipkin_endpoint: String::new(),
+                sample_ratio: 1.0,
+                service_name: String::new(),
             },
             log: LogSettings {
                 level: "info,sqlx=warn".into(),
@@ -500,6 +530,16 @@ impl Settings {
                 .is_err()
         {
             return invalid("server.metrics_addr must be empty or an address like 127.0.0.1:9464");
+        }
+        let t = &self.telemetry;
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return invalid("telemetry.sample_ratio must be from 0.0 to 1.0");
+        }
+        if !(t.zipkin_endpoint.is_empty()
+            || t.zipkin_endpoint.starts_with("http://")
+            || t.zipkin_endpoint.starts_with("https://"))
+        {
+            return invalid("telemetry.zipkin_endpoint must be empty or an http(s):// address");
         }
         if self.journey.max_steps_per_session == 0 {
             return invalid("journey.max_steps_per_session must be at least 1");

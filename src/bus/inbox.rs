@@ -161,8 +161,20 @@ pub async fn handle_traced<H: Handler + ?Sized>(
     let trace = event.traceparent.as_deref().and_then(TraceContext::parse);
     let span = tracing::info_span!("handle", consumer = %consumer, kind = %event.kind,
         trace_id = %trace.map(|t| t.trace_id_hex()).unwrap_or_default());
+    let context = trace.map(|t| t.child());
+    let _recorded = context.map(|context| {
+        use crate::telemetry::spans::{Kind, Span};
+        let mut span = Span::start(Kind::Consumer, context, trace, || {
+            format!("handle {}", event.kind)
+        });
+        if span.is_recording() {
+            span.tag("messaging.consumer", consumer.to_string());
+            span.tag("messaging.key", event.partitionkey.clone());
+        }
+        span
+    });
     let work = handler.handle(uow, event).instrument(span);
-    trace::scope(trace.map(|t| t.child()), work).await
+    trace::scope(context, work).await
 }
 
 /// Stores where the consumer is in a durable log, in the transaction of the effect.

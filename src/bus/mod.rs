@@ -49,6 +49,10 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
     pub datacontenttype: String,
+    /// The span of the work that wrote it, whose child the event's own span is: recorded
+    /// when the event is written to the outbox ([`Event::record_published`]). Not sent.
+    #[serde(skip)]
+    pub parent: Option<crate::telemetry::trace::TraceContext>,
     /// The payload as written, JSON text kept whole: the relay reads every event back from the
     /// outbox, and building a `Value` tree of it there only to take it apart again in the
     /// handler cost a few percent of a checkout's instructions.
@@ -66,6 +70,7 @@ impl Event {
             subject: key.into(),
             partitionkey: key.into(),
             traceparent: Some(crate::telemetry::trace::outgoing().to_string()),
+            parent: crate::telemetry::trace::current(),
             datacontenttype: "application/json".into(),
             data: serde_json::value::to_raw_value(&data).expect("event data serializes"),
         }
@@ -80,10 +85,31 @@ impl Event {
     /// This event, continuing the trace `traceparent` names (if it is one): for work done
     /// later than the request it answers, as a payment settled after its provider answered.
     pub fn continuing(mut self, traceparent: Option<&str>) -> Event {
-        if let Some(context) = traceparent.and_then(crate::telemetry::trace::TraceContext::parse) {
-            self.traceparent = Some(context.child().to_string());
+        if let Some(parent) = traceparent.and_then(crate::telemetry::trace::TraceContext::parse) {
+            self.traceparent = Some(parent.child().to_string());
+            self.parent = Some(parent);
         }
         self
+    }
+
+    /// Records the event's own span (the ids its `traceparent` carries), a child of the work
+    /// that wrote it and the parent of each handling of it: once, as it is written.
+    pub fn record_published(&self, topic: &str) {
+        use crate::telemetry::spans::{self, Kind, Span};
+        use crate::telemetry::trace::TraceContext;
+        if !spans::enabled() {
+            return;
+        }
+        let Some(context) = self.traceparent.as_deref().and_then(TraceContext::parse) else {
+            return;
+        };
+        let mut span = Span::start(Kind::Producer, context, self.parent, || {
+            format!("publish {}", self.kind)
+        });
+        if span.is_recording() {
+            span.tag("messaging.destination", topic.to_string());
+            span.tag("messaging.key", self.partitionkey.clone());
+        }
     }
 
     /// Reads an event as it comes off the wire: a CloudEvents 1.0 JSON document with an id, a

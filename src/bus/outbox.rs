@@ -67,6 +67,9 @@ pub async fn push(uow: &mut Uow, topic: &str, event: &Event) -> Result<(), sqlx:
 /// per power of two in their count (13 = 8 + 4 + 1), so a few statement texts serve every
 /// batch and stay prepared.
 pub async fn push_all(uow: &mut Uow, topic: &str, events: &[Event]) -> Result<(), sqlx::Error> {
+    for event in events {
+        event.record_published(topic);
+    }
     for run in power_of_two_runs(events, 64) {
         let mut sql =
             String::from("INSERT INTO outbox (topic, partition_key, event, created_at) VALUES ");

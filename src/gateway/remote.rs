@@ -396,8 +396,18 @@ impl Pool {
     async fn send(&self, endpoint: &Endpoint, request: &Outbound) -> reqwest::Result<Answer> {
         let mut headers = request.headers.clone();
         headers.insert(header::HOST, endpoint.host.clone());
-        if let Ok(trace) = HeaderValue::from_str(&trace::outgoing().to_string()) {
+        let context = trace::outgoing();
+        if let Ok(trace) = HeaderValue::from_str(&context.to_string()) {
             headers.insert("traceparent", trace);
+        }
+        let mut span = crate::telemetry::spans::Span::start(
+            crate::telemetry::spans::Kind::Client,
+            context,
+            trace::current(),
+            || format!("{} {}", request.method, request.path),
+        );
+        if span.is_recording() {
+            span.tag("peer.service", self.module.name());
         }
         let response = self
             .client

@@ -10,4 +10,5 @@ pub fn init(level: &str) {
 }
 
 pub mod metrics;
+pub mod spans;
 pub mod trace;

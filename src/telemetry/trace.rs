@@ -21,6 +21,19 @@ tokio::task_local! {
     static CURRENT: TraceContext;
 }
 
+/// The share of new traces sampled, as `f64` bits (`[telemetry] sample_ratio`).
+static SAMPLE_RATIO: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0x3FF0_0000_0000_0000);
+
+/// Sets the share of new traces sampled (0.0 to 1.0).
+pub fn set_sample_ratio(ratio: f64) {
+    SAMPLE_RATIO.store(ratio.to_bits(), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn sample_ratio() -> f64 {
+    f64::from_bits(SAMPLE_RATIO.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// One span of a trace: `00-{trace id}-{span id}-{flags}` on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
@@ -30,14 +43,15 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
-    /// The first span of a new trace.
+    /// The first span of a new trace, sampled at `[telemetry] sample_ratio`.
     pub fn root() -> TraceContext {
         let mut trace_id = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut trace_id);
+        let ratio = sample_ratio();
         TraceContext {
             trace_id,
             span_id: new_span_id(),
-            sampled: true,
+            sampled: ratio >= 1.0 || rand::random::<f64>() < ratio,
         }
     }
 
@@ -149,17 +163,29 @@ pub fn outgoing() -> TraceContext {
 /// trace id, and answers the request's own span in `traceresponse` (Trace Context level 2),
 /// unless a module in another process already answered with its own.
 pub async fn propagate(request: Request, next: Next) -> Response {
-    let context = request
+    let parent = request
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(TraceContext::parse)
-        .map_or_else(TraceContext::root, |parent| parent.child());
+        .and_then(TraceContext::parse);
+    let context = parent.map_or_else(TraceContext::root, |parent| parent.child());
     let span = tracing::info_span!("request", trace_id = %Hex(&context.trace_id));
+    let (method, path) = (request.method(), request.uri().path());
+    let mut recorded =
+        super::spans::Span::start(super::spans::Kind::Server, context, parent, || {
+            format!("{method} {path}")
+        });
+    if recorded.is_recording() {
+        recorded.tag("http.method", method.to_string());
+        recorded.tag("http.path", path.to_string());
+    }
     let mut response = CURRENT
         .scope(context, next.run(request))
         .instrument(span)
         .await;
+    if recorded.is_recording() {
+        recorded.tag("http.status_code", i64::from(response.status().as_u16()));
+    }
     if !response.headers().contains_key("traceresponse") {
         if let Ok(value) = HeaderValue::from_str(&context.to_string()) {
             response.headers_mut().insert("traceresponse", value);

@@ -16,3 +16,4 @@ mod kafka;
 mod oidc;
 mod parsers;
 mod split;
+mod traces;

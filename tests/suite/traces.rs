@@ -1,0 +1,251 @@
+//! Spans exported to Zipkin. No Zipkin server can be installed here, so the test runs a
+//! receiver on loopback that checks every span it is sent against the Zipkin v2 JSON model
+//! (ids, parent, kind, local endpoint, timestamps in microseconds, string tags), then checks
+//! that one checkout is one tree of the expected operations. The real binary sends them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::post;
+use axum::Json;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::process::{free_port, Shop};
+use crate::support::TestApp;
+
+/// What the receiver was sent, and what it found wrong with it.
+#[derive(Default)]
+struct Received {
+    spans: Vec<Value>,
+    faults: Vec<String>,
+}
+
+/// A Zipkin v2 collector's `POST /api/v2/spans` on loopback; answers its address.
+async fn receiver() -> (String, Arc<Mutex<Received>>) {
+    let received = Arc::new(Mutex::new(Received::default()));
+    let kept = received.clone();
+    let app = axum::Router::new().route(
+        "/api/v2/spans",
+        post(move |Json(batch): Json<Vec<Value>>| {
+            let kept = kept.clone();
+            async move {
+                let mut kept = kept.lock().unwrap();
+                for span in batch {
+                    if let Err(fault) = zipkin_v2(&span) {
+                        kept.faults.push(format!("{fault}: {span}"));
+                    }
+                    kept.spans.push(span);
+                }
+                StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}/api/v2/spans"), received)
+}
+
+/// Checks a span against the Zipkin v2 model (zipkin2-api.yaml's `Span`).
+fn zipkin_v2(span: &Value) -> Result<(), String> {
+    let hex = |field: &str, lengths: &[usize]| match span[field].as_str() {
+        Some(v)
+            if lengths.contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("{field} is not {lengths:?} lowercase hex digits")),
+    };
+    hex("traceId", &[16, 32])?;
+    hex("id", &[16])?;
+    if !span["parentId"].is_null() {
+        hex("parentId", &[16])?;
+        if span["parentId"] == "0000000000000000" {
+            return Err("parentId is all zeros (a root span has none)".into());
+        }
+    }
+    if span["name"].as_str().is_none_or(str::is_empty) {
+        return Err("no name".into());
+    }
+    if !span["kind"].is_null()
+        && !["CLIENT", "SERVER", "PRODUCER", "CONSUMER"]
+            .contains(&span["kind"].as_str().unwrap_or(""))
+    {
+        return Err("kind is not CLIENT, SERVER, PRODUCER or CONSUMER".into());
+    }
+    // Microseconds since the epoch: between 2020 and 2100.
+    let timestamp = span["timestamp"].as_u64().ok_or("no timestamp in µs")?;
+    if !(1_577_836_800_000_000..4_102_444_800_000_000).contains(&timestamp) {
+        return Err(format!("timestamp {timestamp} is not in microseconds"));
+    }
+    span["duration"].as_u64().ok_or("no duration in µs")?;
+    if span["localEndpoint"]["serviceName"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
+        return Err("no localEndpoint.serviceName".into());
+    }
+    if let Some(tags) = span.get("tags") {
+        let tags = tags.as_object().ok_or("tags are not an object")?;
+        if let Some((key, _)) = tags.iter().find(|(_, v)| !v.is_string()) {
+            return Err(format!("tag {key} is not a string"));
+        }
+    }
+    Ok(())
+}
+
+/// One checkout through the real binary is one trace: the request's server span at its
+/// root, the events it writes and their handling in order, each with its parent in the tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_is_one_trace_in_zipkin() {
+    let (endpoint, received) = receiver().await;
+    let shop = Shop::start(
+        free_port(),
+        &[],
+        &[
+            ("EKART_TELEMETRY__ZIPKIN_ENDPOINT", endpoint),
+            ("EKART_DATABASE__URL", scratch_sqlite()),
+        ],
+    )
+    .await;
+    let app = TestApp::at(shop.base.clone());
+    let me = app.token("asha", "customer").await;
+    let (_, catalog) = app.get("/api/products?per_page=1", None).await;
+    let product = catalog["items"][0]["id"].as_str().unwrap().to_string();
+    app.add_to_cart(&me, &product, 1).await;
+    let (status, headers, order) = app
+        .call_with(
+            Method::POST,
+            "/api/checkout",
+            Some(&me),
+            Some(json!({"payment_mode": "UPI", "upi_id": "asha@okbank"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let answered = headers["traceresponse"].to_str().unwrap().to_string();
+    let trace_id = answered.split('-').nth(1).unwrap().to_string();
+    let root_id = answered.split('-').nth(2).unwrap().to_string();
+
+    let wanted = [
+        ("POST /api/checkout", "SERVER"),
+        ("publish ekart.order.placed", "PRODUCER"),
+        ("publish ekart.stock.reserved", "PRODUCER"),
+        ("publish ekart.order.payment_requested", "PRODUCER"),
+        ("publish ekart.payment.succeeded", "PRODUCER"),
+        ("publish ekart.order.completed", "PRODUCER"),
+    ];
+    let mut trace: Vec<Value> = vec![];
+    for _ in 0..100 {
+        trace = received
+            .lock()
+            .unwrap()
+            .spans
+            .iter()
+            .filter(|s| s["traceId"] == trace_id.as_str())
+            .cloned()
+            .collect();
+        let has = |(name, kind): &(&str, &str)| {
+            trace
+                .iter()
+                .any(|s| s["name"] == *name && s["kind"] == *kind)
+        };
+        if wanted.iter().all(has) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let faults = std::mem::take(&mut received.lock().unwrap().faults);
+    assert!(faults.is_empty(), "{faults:#?}");
+    let names: Vec<String> = trace
+        .iter()
+        .map(|s| format!("{} {}", s["kind"], s["name"]))
+        .collect();
+    for (name, kind) in wanted {
+        assert!(
+            trace.iter().any(|s| s["name"] == name && s["kind"] == kind),
+            "{kind} {name} in {names:#?}"
+        );
+    }
+    // One tree: the request's span (the id `traceresponse` gave) is the root, and every other
+    // span's parent is a span of the same trace.
+    let by_id: HashMap<&str, &Value> = trace
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), s))
+        .collect();
+    let root = by_id[root_id.as_str()];
+    assert_eq!(root["name"], "POST /api/checkout");
+    assert!(root["parentId"].is_null(), "{root}");
+    assert_eq!(root["localEndpoint"]["serviceName"], "ekart");
+    assert_eq!(root["tags"]["http.status_code"], "201");
+    for span in &trace {
+        let mut at = span;
+        let mut hops = 0;
+        while let Some(parent) = at["parentId"].as_str() {
+            at = by_id
+                .get(parent)
+                .unwrap_or_else(|| panic!("the parent of {span} is not in the trace {names:#?}"));
+            hops += 1;
+            assert!(hops < 50, "a cycle at {span}");
+        }
+        assert_eq!(at["id"], root_id.as_str(), "{span} leads to another root");
+    }
+    // Causes come before what they cause: the payment's event after the reservation's.
+    let start = |name: &str| {
+        trace
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["timestamp"].as_u64())
+            .unwrap()
+    };
+    assert!(start("publish ekart.stock.reserved") >= start("publish ekart.order.placed"));
+    assert!(start("publish ekart.payment.succeeded") >= start("publish ekart.stock.reserved"));
+}
+
+/// A collector that is down changes nothing for shoppers: checkouts answer as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_changes_nothing_for_shoppers() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let shop = Shop::start(
+        free_port(),
+        &[],
+        &[
+            (
+                "EKART_TELEMETRY__ZIPKIN_ENDPOINT",
+                format!("http://{closed}/api/v2/spans"),
+            ),
+            ("EKART_DATABASE__URL", scratch_sqlite()),
+        ],
+    )
+    .await;
+    let app = TestApp::at(shop.base.clone());
+    let me = app.token("bela", "customer").await;
+    let (_, catalog) = app.get("/api/products?per_page=1", None).await;
+    let product = catalog["items"][0]["id"].as_str().unwrap().to_string();
+    for _ in 0..5 {
+        app.add_to_cart(&me, &product, 1).await;
+        let (status, order) = app
+            .post(
+                "/api/checkout",
+                Some(&me),
+                json!({"payment_mode": "UPI", "upi_id": "bela@okbank"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        assert_eq!(order["status"], "completed");
+    }
+}
+
+/// A database directory of its own for a shop started as a process (kept until the test
+/// process ends).
+fn scratch_sqlite() -> String {
+    let dir = tempfile::tempdir().unwrap().keep();
+    format!("sqlite://{}/", dir.display())
+}
