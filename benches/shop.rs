@@ -190,6 +190,8 @@ fn bench(runtime: &tokio::runtime::Runtime, args: &Args) -> anyhow::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Ekart,
+    /// ekart exporting every span (sample ratio 1.0) to a Zipkin receiver in this process.
+    EkartTraced,
     Baseline,
 }
 
@@ -210,8 +212,10 @@ impl Target {
     fn name(self) -> &'static str {
         match (self.kind, self.engine) {
             (Kind::Ekart, Engine::Sqlite) => "ekart-sqlite",
+            (Kind::EkartTraced, Engine::Sqlite) => "ekart-sqlite-traced",
             (Kind::Baseline, Engine::Sqlite) => "baseline-sqlite",
             (Kind::Ekart, Engine::Postgres) => "ekart-postgres",
+            (Kind::EkartTraced, Engine::Postgres) => "ekart-postgres-traced",
             (Kind::Baseline, Engine::Postgres) => "baseline-postgres",
         }
     }
@@ -225,7 +229,9 @@ fn targets(args: &Args) -> Vec<Target> {
     };
     engines
         .iter()
-        .flat_map(|&engine| [Kind::Ekart, Kind::Baseline].map(|kind| Target { kind, engine }))
+        .flat_map(|&engine| {
+            [Kind::Ekart, Kind::EkartTraced, Kind::Baseline].map(|kind| Target { kind, engine })
+        })
         .filter(|t| args.only.is_empty() || args.only.iter().any(|name| name == t.name()))
         .collect()
 }
@@ -245,6 +251,18 @@ struct Tracked {
 }
 
 const TRACKED: &[Tracked] = &[
+    Tracked {
+        name: "checkouts: traces exported vs off, SQLite",
+        of: ("checkout", "ekart-sqlite-traced"),
+        to: ("checkout", "ekart-sqlite"),
+        at_least: Some(0.9),
+    },
+    Tracked {
+        name: "checkouts: traces exported vs off, PostgreSQL",
+        of: ("checkout", "ekart-postgres-traced"),
+        to: ("checkout", "ekart-postgres"),
+        at_least: Some(0.9),
+    },
     Tracked {
         name: "checkouts: PostgreSQL vs SQLite (ekart)",
         of: ("checkout", "ekart-postgres"),
@@ -360,7 +378,33 @@ struct Ratio {
     goal_met: Option<bool>,
 }
 
+/// The Zipkin receiver the traced targets export to: its endpoint, and the spans it got.
+static ZIPKIN: std::sync::OnceLock<(String, Arc<std::sync::atomic::AtomicU64>)> =
+    std::sync::OnceLock::new();
+
+/// Starts a Zipkin v2 receiver on loopback that counts the spans it is sent.
+async fn start_span_receiver() -> anyhow::Result<()> {
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = received.clone();
+    let app = axum::Router::new().route(
+        "/api/v2/spans",
+        axum::routing::post(move |axum::Json(spans): axum::Json<Vec<Value>>| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(spans.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}/api/v2/spans", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let _ = ZIPKIN.set((endpoint, received));
+    Ok(())
+}
+
 async fn run(args: &Args, scratch: Option<&PgScratch>) -> anyhow::Result<()> {
+    start_span_receiver().await?;
     let http = reqwest::Client::builder()
         // One idle connection per worker, kept: a reconnect per request would measure the
         // loopback handshake rather than the server.
@@ -456,6 +500,10 @@ async fn run(args: &Args, scratch: Option<&PgScratch>) -> anyhow::Result<()> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("results: {}", args.out.display());
+    if let Some((_, spans)) = ZIPKIN.get() {
+        let spans = spans.load(std::sync::atomic::Ordering::Relaxed);
+        println!("spans the Zipkin receiver got from the traced targets: {spans}");
+    }
     Ok(())
 }
 
@@ -604,6 +652,12 @@ impl Server {
         let stderr = std::fs::File::create(&log)?;
         let mut cmd = match target.kind {
             Kind::Ekart => ekart_command(args, port, dir, database),
+            Kind::EkartTraced => {
+                let mut cmd = ekart_command(args, port, dir, database);
+                let endpoint = ZIPKIN.get().context("the span receiver is not running")?;
+                cmd.env("EKART_TELEMETRY__ZIPKIN_ENDPOINT", &endpoint.0);
+                cmd
+            }
             Kind::Baseline => {
                 let mut cmd = Command::new(std::env::current_exe()?);
                 cmd.arg("--serve-baseline").arg(port.to_string());
@@ -623,7 +677,7 @@ impl Server {
             .stderr(stderr)
             .spawn()
             .with_context(|| match target.kind {
-                Kind::Ekart => format!(
+                Kind::Ekart | Kind::EkartTraced => format!(
                     "starting {} (build it with `cargo build --release`)",
                     args.ekart_bin.display()
                 ),
