@@ -17,15 +17,15 @@ fn list(urls: &[String]) -> String {
 }
 
 /// Where a split shop's modules run: the ports of each one's instances.
-struct Layout<'a> {
-    stock_and_payment: &'a [u16],
-    order: &'a [u16],
-    gateway: &'a [u16],
+pub(crate) struct Layout<'a> {
+    pub stock_and_payment: &'a [u16],
+    pub order: &'a [u16],
+    pub gateway: &'a [u16],
 }
 
 /// What every process of a split shop shares: one database, Kafka under a fresh topic
 /// prefix with `partitions`, one session key, each module's instances, a quick health check.
-fn split_env(
+pub(crate) fn split_env(
     db: &str,
     brokers: &[String],
     partitions: i32,

@@ -98,6 +98,119 @@ fn zipkin_v2(span: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The saga's events, each written once per checkout, in the order they cause each other.
+const SAGA: [&str; 5] = [
+    "publish ekart.order.placed",
+    "publish ekart.stock.reserved",
+    "publish ekart.order.payment_requested",
+    "publish ekart.payment.succeeded",
+    "publish ekart.order.completed",
+];
+
+/// Puts one product in `me`'s cart at `shop` and checks out; answers the trace id and root
+/// span id `traceresponse` names.
+async fn check_out(shop: &TestApp, me: &str, product: &str) -> (String, String) {
+    shop.add_to_cart(me, product, 1).await;
+    let (status, headers, order) = shop
+        .call_with(
+            Method::POST,
+            "/api/checkout",
+            Some(me),
+            Some(json!({"payment_mode": "UPI", "upi_id": "asha@okbank"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let answered = headers["traceresponse"].to_str().unwrap().to_string();
+    let mut parts = answered.split('-').skip(1);
+    let trace_id = parts.next().unwrap().to_string();
+    let root_id = parts.next().unwrap().to_string();
+    (trace_id, root_id)
+}
+
+/// Waits until `received` holds every span of `wanted` (name, kind) in trace `trace_id`;
+/// checks that nothing sent broke the v2 model, that the spans form one tree whose root is
+/// the shopper's request, that `answered` (from `traceresponse`) is in it, and that each of
+/// the saga's events is the child of the one that caused it. Answers the trace's spans.
+async fn one_tree(
+    received: &Mutex<Received>,
+    trace_id: &str,
+    answered: &str,
+    wanted: &[(&str, &str)],
+) -> Vec<Value> {
+    let mut trace: Vec<Value> = vec![];
+    for _ in 0..150 {
+        trace = received
+            .lock()
+            .unwrap()
+            .spans
+            .iter()
+            .filter(|s| s["traceId"] == trace_id)
+            .cloned()
+            .collect();
+        let has = |(name, kind): &&(&str, &str)| {
+            trace
+                .iter()
+                .any(|s| s["name"] == *name && s["kind"] == *kind)
+        };
+        if wanted.iter().all(|w| has(&w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let faults = std::mem::take(&mut received.lock().unwrap().faults);
+    assert!(faults.is_empty(), "{faults:#?}");
+    let names: Vec<String> = trace
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} ({})",
+                s["kind"], s["name"], s["localEndpoint"]["serviceName"]
+            )
+        })
+        .collect();
+    for (name, kind) in wanted {
+        assert!(
+            trace
+                .iter()
+                .any(|s| s["name"] == *name && s["kind"] == *kind),
+            "{kind} {name} in {names:#?}"
+        );
+    }
+    // One tree: one root, the shopper's request; every other span's parent is a span of the
+    // same trace. (`traceresponse` names the request's span in the process that answered it.)
+    let by_id: HashMap<&str, &Value> = trace
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), s))
+        .collect();
+    assert_eq!(by_id[answered]["name"], "POST /api/checkout");
+    let roots: Vec<&Value> = trace.iter().filter(|s| s["parentId"].is_null()).collect();
+    assert_eq!(roots.len(), 1, "{names:#?}");
+    let root = roots[0];
+    let root_id = root["id"].as_str().unwrap();
+    assert_eq!(root["name"], "POST /api/checkout");
+    assert_eq!(root["kind"], "SERVER");
+    assert_eq!(root["tags"]["http.status_code"], "201");
+    for span in &trace {
+        let mut at = span;
+        let mut hops = 0;
+        while let Some(parent) = at["parentId"].as_str() {
+            at = by_id
+                .get(parent)
+                .unwrap_or_else(|| panic!("the parent of {span} is not in the trace {names:#?}"));
+            hops += 1;
+            assert!(hops < 50, "a cycle at {span}");
+        }
+        assert_eq!(at["id"], root_id, "{span} leads to another root");
+    }
+    // Each saga event is the child of the one that caused it.
+    let span = |name: &str| trace.iter().find(|s| s["name"] == name).unwrap();
+    for pair in SAGA.windows(2) {
+        assert_eq!(span(pair[1])["parentId"], span(pair[0])["id"], "{pair:?}");
+    }
+    trace
+}
+
 /// One checkout through the real binary is one trace: the request's server span at its
 /// root, the events it writes and their handling in order, each with its parent in the tree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,94 +229,87 @@ async fn a_checkout_is_one_trace_in_zipkin() {
     let me = app.token("asha", "customer").await;
     let (_, catalog) = app.get("/api/products?per_page=1", None).await;
     let product = catalog["items"][0]["id"].as_str().unwrap().to_string();
-    app.add_to_cart(&me, &product, 1).await;
-    let (status, headers, order) = app
-        .call_with(
-            Method::POST,
-            "/api/checkout",
-            Some(&me),
-            Some(json!({"payment_mode": "UPI", "upi_id": "asha@okbank"})),
-            &[],
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{order}");
-    let answered = headers["traceresponse"].to_str().unwrap().to_string();
-    let trace_id = answered.split('-').nth(1).unwrap().to_string();
-    let root_id = answered.split('-').nth(2).unwrap().to_string();
+    let (trace_id, root_id) = check_out(&app, &me, &product).await;
+    let mut wanted = vec![("POST /api/checkout", "SERVER")];
+    wanted.extend(SAGA.map(|name| (name, "PRODUCER")));
+    let trace = one_tree(&received, &trace_id, &root_id, &wanted).await;
+    assert!(trace
+        .iter()
+        .all(|s| s["localEndpoint"]["serviceName"] == "ekart"));
+}
 
-    let wanted = [
+/// The same checkout across three processes on Kafka and PostgreSQL is still one tree: the
+/// gateway's request, its call to the order process, and the saga's events written and
+/// handled in each process, every span named for the process that made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkout_across_three_processes_is_one_trace() {
+    let (Some(brokers), Some(server)) = (
+        crate::support::kafka_brokers(),
+        crate::support::postgres_url(),
+    ) else {
+        return;
+    };
+    let (endpoint, received) = receiver().await;
+    let db = crate::support::scratch_postgres(&server).await;
+    let (gateway_port, order_port, stock_port) = (free_port(), free_port(), free_port());
+    let layout = crate::split::Layout {
+        stock_and_payment: &[stock_port],
+        order: &[order_port],
+        gateway: &[gateway_port],
+    };
+    let mut env = crate::split::split_env(&db, &brokers, 2, layout);
+    env.push(("EKART_TELEMETRY__ZIPKIN_ENDPOINT", endpoint));
+    let _stock = Shop::start(stock_port, &["--modules", "stock,payment"], &env).await;
+    let _order = Shop::start(order_port, &["--modules", "order"], &env).await;
+    let gateway = Shop::start(gateway_port, &["--modules", "gateway,frontend,user"], &env).await;
+    let shop = TestApp::at(gateway.base.clone());
+    let me = shop.token("asha", "customer").await;
+    let (_, catalog) = shop.get("/api/products?per_page=1", None).await;
+    let product = catalog["items"][0]["id"].as_str().unwrap().to_string();
+    let (trace_id, root_id) = check_out(&shop, &me, &product).await;
+    let mut wanted = vec![
         ("POST /api/checkout", "SERVER"),
-        ("publish ekart.order.placed", "PRODUCER"),
-        ("publish ekart.stock.reserved", "PRODUCER"),
-        ("publish ekart.order.payment_requested", "PRODUCER"),
-        ("publish ekart.payment.succeeded", "PRODUCER"),
-        ("publish ekart.order.completed", "PRODUCER"),
+        ("POST /api/checkout", "CLIENT"),
     ];
-    let mut trace: Vec<Value> = vec![];
-    for _ in 0..100 {
-        trace = received
-            .lock()
-            .unwrap()
-            .spans
-            .iter()
-            .filter(|s| s["traceId"] == trace_id.as_str())
-            .cloned()
-            .collect();
-        let has = |(name, kind): &(&str, &str)| {
-            trace
-                .iter()
-                .any(|s| s["name"] == *name && s["kind"] == *kind)
-        };
-        if wanted.iter().all(has) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let faults = std::mem::take(&mut received.lock().unwrap().faults);
-    assert!(faults.is_empty(), "{faults:#?}");
-    let names: Vec<String> = trace
-        .iter()
-        .map(|s| format!("{} {}", s["kind"], s["name"]))
-        .collect();
-    for (name, kind) in wanted {
-        assert!(
-            trace.iter().any(|s| s["name"] == name && s["kind"] == kind),
-            "{kind} {name} in {names:#?}"
-        );
-    }
-    // One tree: the request's span (the id `traceresponse` gave) is the root, and every other
-    // span's parent is a span of the same trace.
-    let by_id: HashMap<&str, &Value> = trace
-        .iter()
-        .map(|s| (s["id"].as_str().unwrap(), s))
-        .collect();
-    let root = by_id[root_id.as_str()];
-    assert_eq!(root["name"], "POST /api/checkout");
-    assert!(root["parentId"].is_null(), "{root}");
-    assert_eq!(root["localEndpoint"]["serviceName"], "ekart");
-    assert_eq!(root["tags"]["http.status_code"], "201");
-    for span in &trace {
-        let mut at = span;
-        let mut hops = 0;
-        while let Some(parent) = at["parentId"].as_str() {
-            at = by_id
-                .get(parent)
-                .unwrap_or_else(|| panic!("the parent of {span} is not in the trace {names:#?}"));
-            hops += 1;
-            assert!(hops < 50, "a cycle at {span}");
-        }
-        assert_eq!(at["id"], root_id.as_str(), "{span} leads to another root");
-    }
-    // Causes come before what they cause: the payment's event after the reservation's.
-    let start = |name: &str| {
+    wanted.extend(SAGA.map(|name| (name, "PRODUCER")));
+    let trace = one_tree(&received, &trace_id, &root_id, &wanted).await;
+    let service = |name: &str, kind: &str| -> Vec<String> {
         trace
             .iter()
-            .find(|s| s["name"] == name)
-            .and_then(|s| s["timestamp"].as_u64())
-            .unwrap()
+            .filter(|s| s["name"] == name && s["kind"] == kind)
+            .map(|s| {
+                s["localEndpoint"]["serviceName"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
     };
-    assert!(start("publish ekart.stock.reserved") >= start("publish ekart.order.placed"));
-    assert!(start("publish ekart.payment.succeeded") >= start("publish ekart.stock.reserved"));
+    let gateway = "ekart-gateway-frontend-user";
+    assert_eq!(service("POST /api/checkout", "CLIENT"), [gateway]);
+    let mut servers = service("POST /api/checkout", "SERVER");
+    servers.sort();
+    assert_eq!(servers, ["ekart-gateway-frontend-user", "ekart-order"]);
+    assert_eq!(
+        service("publish ekart.order.placed", "PRODUCER"),
+        ["ekart-order"]
+    );
+    assert_eq!(
+        service("publish ekart.stock.reserved", "PRODUCER"),
+        ["ekart-stock-payment"]
+    );
+    assert_eq!(
+        service("publish ekart.payment.succeeded", "PRODUCER"),
+        ["ekart-stock-payment"]
+    );
+    // The order process's request is the child of the gateway's call to it.
+    let client = trace
+        .iter()
+        .find(|s| s["name"] == "POST /api/checkout" && s["kind"] == "CLIENT")
+        .unwrap();
+    assert!(trace.iter().any(|s| s["kind"] == "SERVER"
+        && s["localEndpoint"]["serviceName"] == "ekart-order"
+        && s["parentId"] == client["id"]));
 }
 
 /// A collector that is down changes nothing for shoppers: checkouts answer as before.
