@@ -65,6 +65,9 @@ pub struct Application {
     router: axum::Router,
     /// `server.metrics_addr`'s listener and its router (only `/metrics`).
     metrics: Option<(TcpListener, axum::Router)>,
+    /// The settings it started with, and the rate limiters, for [`Application::watch_config`].
+    settings: Settings,
+    limits: Option<Arc<Limits>>,
     databases: Vec<Db>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// How long a connection may take over a request's headers, or idle between requests.
@@ -187,6 +190,7 @@ impl Application {
                 Sessions::Unchecked
             }
         };
+        let limits = Limits::start(&settings.limits)?;
         let door = gateway::Door {
             gate: Arc::new(Gate {
                 auth,
@@ -194,7 +198,7 @@ impl Application {
                 sessions,
             }),
             body_limit,
-            limits: Limits::start(&settings.limits)?,
+            limits: limits.clone(),
             https,
             provider_origin: oidc_mode
                 .then(|| reqwest::Url::parse(&settings.auth.oidc.issuer).ok())
@@ -247,14 +251,31 @@ impl Application {
             listener,
             router,
             metrics,
+            limits,
             databases,
             tasks,
             header_timeout: Duration::from_secs(settings.server.header_timeout_secs),
+            settings,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Applies the live keys of the configuration at `path` (with `flags`, as at start)
+    /// whenever the file changes or the process gets SIGHUP (`reload.rs`).
+    pub fn watch_config(
+        &mut self,
+        path: std::path::PathBuf,
+        flags: crate::config::ServeFlags,
+    ) -> anyhow::Result<()> {
+        let appliers = crate::reload::Appliers {
+            limits: self.limits.clone(),
+        };
+        let task = crate::reload::watch(path, flags, self.settings.clone(), appliers)?;
+        self.tasks.push(task);
+        Ok(())
     }
 
     /// Where `server.metrics_addr` listens, if it is set.
@@ -284,6 +305,7 @@ impl Application {
             databases,
             tasks,
             header_timeout,
+            ..
         } = self;
         // HTTP/1.1 alone (TLS and HTTP/2 end at the proxy in front): a server that also
         // listened for HTTP/2's preface would wait for a client's first bytes with no timer.

@@ -454,7 +454,7 @@ impl Default for Settings {
 }
 
 /// What `ekart serve`'s flags override.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ServeFlags {
     /// `--modules`
     pub modules: Option<Vec<Module>>,

@@ -16,7 +16,7 @@
 //!   of every credential (session tokens, the OIDC provider's tokens; whether a session is live
 //!   it asks the user module through a port), extractors, rate limits and security headers;
 //! - [`app`]: wires all of it; `Application::build` starts a shop on any port (tests do);
-//! - [`config`], [`telemetry`], [`error`] (one error type, answered as problem details),
+//! - [`config`] (and [`reload`]: what changes while the shop runs), [`telemetry`], [`error`] (one error type, answered as problem details),
 //!   [`domain`] (parsed, valid values), [`datacopy`] (SQLite files to PostgreSQL).
 
 pub mod app;
@@ -31,4 +31,5 @@ pub mod domain;
 pub mod error;
 pub mod gateway;
 pub mod modules;
+pub mod reload;
 pub mod telemetry;

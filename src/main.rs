@@ -106,7 +106,7 @@ fn main() -> ExitCode {
         },
         _ => ServeFlags::default(),
     };
-    let settings = match Settings::load_with(&cli.config, flags) {
+    let settings = match Settings::load_with(&cli.config, flags.clone()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ekart: {e}");
@@ -118,6 +118,10 @@ fn main() -> ExitCode {
     }) = cli.command
     {
         print!("{}", settings.redacted_toml());
+        println!(
+            "\n# Reloaded live when the file changes or on SIGHUP: {}. Every other key needs a restart.",
+            ekart::reload::LIVE.join(", ")
+        );
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;
     }
@@ -130,7 +134,7 @@ fn main() -> ExitCode {
                 tracing::info!("migrations applied");
                 Ok(())
             }
-            _ => serve(settings).await,
+            _ => serve(settings, cli.config, flags).await,
         }
     });
     match result {
@@ -164,11 +168,13 @@ fn data_copy(request: CopyRequest) -> ExitCode {
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings, file: PathBuf, flags: ServeFlags) -> anyhow::Result<()> {
     // Listen for signals before the port opens: a SIGTERM that arrives the moment the shop
     // accepts connections must stop it cleanly, not kill it with the default action.
     let stop = shutdown_signal()?;
-    let app = Application::build(settings).await?;
+    let mut app = Application::build(settings).await?;
+    // The live keys follow the file (and SIGHUP) from now on.
+    app.watch_config(file, flags)?;
     let addr = app.local_addr();
     tracing::info!("Ekart is open at http://{addr}/ (API spec: http://{addr}/api/openapi.json)");
     println!("Ekart is open at http://{addr}/");

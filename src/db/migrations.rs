@@ -59,7 +59,7 @@ mod tests {
                 .iter()
                 .map(|m| m.version)
                 .collect();
-            assert_eq!(versions, [1, 2, 3, 4, 5], "{backend:?}");
+            assert_eq!(versions, [1, 2, 3, 4, 5, 6], "{backend:?}");
         }
         let sqlite = stock.for_backend(Backend::Sqlite);
         let postgres = stock.for_backend(Backend::Postgres);

@@ -86,10 +86,39 @@ struct Limiter {
     key: ClientKey,
 }
 
+/// The limiters in force; replaced whole when the settings are reloaded ([`Limits::set`]).
 pub struct Limits {
+    now: std::sync::RwLock<Arc<Limiters>>,
+}
+
+struct Limiters {
     every: Limiter,
     sign_in: Limiter,
     checkout: Limiter,
+}
+
+impl Limiters {
+    fn of(settings: &LimitSettings) -> anyhow::Result<Limiters> {
+        let client = ClientKey { by_address: false };
+        let minute = |n: u32| Duration::from_secs(60) / n.max(1);
+        Ok(Limiters {
+            every: limiter(
+                Duration::from_secs(1) / settings.per_second.max(1),
+                settings.burst,
+                client,
+            )?,
+            sign_in: limiter(
+                minute(settings.sign_in_per_minute),
+                settings.sign_in_burst,
+                ClientKey { by_address: true },
+            )?,
+            checkout: limiter(
+                minute(settings.checkout_per_minute),
+                settings.checkout_burst,
+                client,
+            )?,
+        })
+    }
 }
 
 fn limiter(per: Duration, burst: u32, key: ClientKey) -> anyhow::Result<Limiter> {
@@ -109,36 +138,33 @@ impl Limits {
         if !settings.enabled {
             return Ok(None);
         }
-        let client = ClientKey { by_address: false };
-        let minute = |n: u32| Duration::from_secs(60) / n.max(1);
         let limits = Arc::new(Limits {
-            every: limiter(
-                Duration::from_secs(1) / settings.per_second.max(1),
-                settings.burst,
-                client,
-            )?,
-            sign_in: limiter(
-                minute(settings.sign_in_per_minute),
-                settings.sign_in_burst,
-                ClientKey { by_address: true },
-            )?,
-            checkout: limiter(
-                minute(settings.checkout_per_minute),
-                settings.checkout_burst,
-                client,
-            )?,
+            now: std::sync::RwLock::new(Arc::new(Limiters::of(settings)?)),
         });
         let weak = Arc::downgrade(&limits);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 let Some(limits) = weak.upgrade() else { return };
-                for l in [&limits.every, &limits.sign_in, &limits.checkout] {
+                let now = limits.now();
+                for l in [&now.every, &now.sign_in, &now.checkout] {
                     l.config.limiter().retain_recent();
                 }
             }
         });
         Ok(Some(limits))
+    }
+
+    /// Puts the rates and bursts of `settings` in force (a reload): new limiters, so every
+    /// client starts with a full budget under the new rules.
+    pub fn set(&self, settings: &LimitSettings) -> anyhow::Result<()> {
+        let limiters = Arc::new(Limiters::of(settings)?);
+        *self.now.write().unwrap_or_else(|e| e.into_inner()) = limiters;
+        Ok(())
+    }
+
+    fn now(&self) -> Arc<Limiters> {
+        self.now.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -150,7 +176,7 @@ pub async fn per_address(
 ) -> Response {
     let sign_in = request.method() == Method::POST && SIGN_IN.contains(&request.uri().path());
     if sign_in {
-        if let Some(answer) = refused(&limits.sign_in, &request, "sign-in attempts") {
+        if let Some(answer) = refused(&limits.now().sign_in, &request, "sign-in attempts") {
             return answer;
         }
     }
@@ -165,6 +191,7 @@ pub async fn per_client(
     next: Next,
 ) -> Response {
     if request.extensions().get::<InProcess>().is_none() {
+        let limits = limits.now();
         let checkout = request.method() == Method::POST && CHECKOUT.contains(&request.uri().path());
         let strict = checkout.then_some((&limits.checkout, "checkouts"));
         for (limiter, what) in [Some((&limits.every, "requests")), strict]

@@ -15,5 +15,6 @@ mod e2e;
 mod kafka;
 mod oidc;
 mod parsers;
+mod reload;
 mod split;
 mod traces;

@@ -27,11 +27,40 @@ impl Shop {
         shop
     }
 
+    /// [`Shop::start`] reading the configuration file `config`.
+    pub async fn start_with_config(
+        port: u16,
+        config: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Shop {
+        let shop = Shop::spawn_with_config(port, config, args, env);
+        shop.wait_ready().await;
+        shop
+    }
+
     /// Starts `ekart serve ARGS` as [`Shop::start`] does, without waiting for it.
     pub fn spawn(port: u16, args: &[&str], env: &[(&str, String)]) -> Shop {
+        Shop::spawn_with_config(
+            port,
+            std::path::Path::new("/nonexistent/ekart.toml"),
+            args,
+            env,
+        )
+    }
+
+    /// [`Shop::spawn`] reading the configuration file `config`.
+    pub fn spawn_with_config(
+        port: u16,
+        config: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Shop {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ekart"));
         command
-            .args(["--config", "/nonexistent/ekart.toml", "serve"])
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
             .args(args)
             .env("EKART_SERVER__PORT", port.to_string())
             .env("EKART_AUTH__MODE", "dev")
@@ -47,6 +76,11 @@ impl Shop {
             child: command.spawn().expect("ekart starts"),
             base: format!("http://127.0.0.1:{port}"),
         }
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits until `/readyz` answers 200.

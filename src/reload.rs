@@ -1,0 +1,192 @@
+//! Settings that change while the shop runs, the way the original's config server changed
+//! them without a redeploy; here every process reads the same file (a mounted ConfigMap is
+//! the config server, `docs/deploy.md`). The file is watched (its size and modification time,
+//! twice a second) and read again on SIGHUP.
+//!
+//! A reload applies the keys in [`LIVE`] and nothing else: an edit that does not parse or
+//! does not validate is refused whole, with one log line, and the settings in force stay; an
+//! edit to a key that needs a restart (the listen address, the database, the bus…) is named
+//! in the log and left out, never half-applied. `ekart_config_reloads_total{trigger, outcome}`
+//! counts them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use crate::config::{LimitSettings, ServeFlags, Settings};
+use crate::gateway::limits::Limits;
+
+/// The keys that reload live.
+pub const LIVE: [&str; 8] = [
+    "limits.per_second",
+    "limits.burst",
+    "limits.sign_in_per_minute",
+    "limits.sign_in_burst",
+    "limits.checkout_per_minute",
+    "limits.checkout_burst",
+    "telemetry.sample_ratio",
+    "log.level",
+];
+
+/// How often the file is looked at.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// What a reload puts new settings into.
+pub struct Appliers {
+    /// The rate limiters, when limits are on (turning them on or off needs a restart).
+    pub limits: Option<Arc<Limits>>,
+}
+
+/// Watches `path` (and SIGHUP) for the life of the process, applying what changed to
+/// `appliers`; `in_force` are the settings the shop started with, `flags` its command line's.
+pub fn watch(
+    path: PathBuf,
+    flags: ServeFlags,
+    in_force: Settings,
+    appliers: Appliers,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        let mut reloader = Reloader {
+            path,
+            flags,
+            in_force,
+            appliers,
+        };
+        let mut seen = stamp(&reloader.path);
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        loop {
+            let trigger = tokio::select! {
+                _ = hangup.recv() => "signal",
+                _ = tick.tick() => {
+                    let now = stamp(&reloader.path);
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    "file"
+                }
+            };
+            let outcome = reloader.reload();
+            metrics::counter!("ekart_config_reloads_total", "trigger" => trigger,
+                "outcome" => outcome)
+            .increment(1);
+        }
+    }))
+}
+
+/// The file's size and modification time: a change to either is an edit.
+fn stamp(path: &std::path::Path) -> Option<(u64, SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+struct Reloader {
+    path: PathBuf,
+    flags: ServeFlags,
+    in_force: Settings,
+    appliers: Appliers,
+}
+
+impl Reloader {
+    /// Reads the settings again and applies what changed live; answers the outcome.
+    fn reload(&mut self) -> &'static str {
+        let read = match Settings::load_with(&self.path, self.flags.clone()) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(file = %self.path.display(),
+                    "configuration reload refused, the settings in force stay: {e}");
+                return "refused";
+            }
+        };
+        let (old, new) = (tree(&self.in_force), tree(&read));
+        let mut changed = vec![];
+        differences(&old, &new, "", &mut changed);
+        let (live, restart): (Vec<String>, Vec<String>) = changed
+            .into_iter()
+            .partition(|key| LIVE.contains(&key.as_str()));
+        if !restart.is_empty() {
+            tracing::warn!(keys = ?restart,
+                "configuration reload: these keys need a restart and were not applied");
+        }
+        if live.is_empty() {
+            return if restart.is_empty() {
+                "unchanged"
+            } else {
+                "restart-needed"
+            };
+        }
+        // Whole or not at all: check everything before anything changes.
+        if let Err(e) = crate::telemetry::check_log_level(&read.log.level) {
+            tracing::error!("configuration reload refused, the settings in force stay: {e}");
+            return "refused";
+        }
+        let limits_changed = live.iter().any(|k| k.starts_with("limits."));
+        match (&self.appliers.limits, limits_changed) {
+            (Some(limits), true) => {
+                if let Err(e) = limits.set(&read.limits) {
+                    tracing::error!(
+                        "configuration reload refused, the settings in force stay: {e}"
+                    );
+                    return "refused";
+                }
+            }
+            (None, true) => tracing::warn!(
+                "configuration reload: rate limits are off in this process; turning them on \
+                 needs a restart"
+            ),
+            _ => {}
+        }
+        crate::telemetry::trace::set_sample_ratio(read.telemetry.sample_ratio);
+        let _ = crate::telemetry::set_log_level(&read.log.level);
+        self.in_force.limits = LimitSettings {
+            enabled: self.in_force.limits.enabled,
+            ..read.limits
+        };
+        self.in_force.telemetry.sample_ratio = read.telemetry.sample_ratio;
+        self.in_force.log.level = read.log.level;
+        tracing::info!(keys = ?live, "configuration reloaded");
+        "applied"
+    }
+}
+
+fn tree(settings: &Settings) -> Value {
+    serde_json::to_value(settings).expect("settings serialize")
+}
+
+/// The dotted keys whose values differ between `old` and `new`.
+fn differences(old: &Value, new: &Value, at: &str, out: &mut Vec<String>) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                differences(value, b.get(key).unwrap_or(&Value::Null), &path, out);
+            }
+        }
+        (a, b) if a != b => out.push(at.to_string()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_each_changed_key() {
+        let mut a = Settings::default();
+        let b = Settings::default();
+        a.limits.burst = 7;
+        a.server.port = 1;
+        let mut out = vec![];
+        differences(&tree(&a), &tree(&b), "", &mut out);
+        out.sort();
+        assert_eq!(out, ["limits.burst", "server.port"]);
+    }
+}

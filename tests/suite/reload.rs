@@ -1,0 +1,127 @@
+//! Live configuration: the real binary follows its configuration file (and SIGHUP) for the
+//! keys that reload live, refuses a broken edit whole, and names a key that needs a restart.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::support::process::{free_port, Shop, METRICS_TOKEN};
+
+/// Writes the shop's configuration file with these rate limits (per client, per second).
+fn limits(file: &Path, per_second: u32, burst: u32) {
+    let text = format!("[limits]\nenabled = true\nper_second = {per_second}\nburst = {burst}\n");
+    std::fs::write(file, text).unwrap();
+}
+
+/// How many of 30 quick requests from one client pass the limit.
+async fn passing(base: &str) -> usize {
+    let http = reqwest::Client::new();
+    let mut passed = 0;
+    for _ in 0..30 {
+        let res = http
+            .get(format!("{base}/api/products"))
+            .send()
+            .await
+            .unwrap();
+        match res.status() {
+            StatusCode::OK => passed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("{other}"),
+        }
+    }
+    passed
+}
+
+/// `ekart_config_reloads_total` for `trigger` and `outcome`.
+async fn reloads(base: &str, trigger: &str, outcome: &str) -> u64 {
+    let text = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (trigger, outcome) = (
+        format!("trigger=\"{trigger}\""),
+        format!("outcome=\"{outcome}\""),
+    );
+    text.lines()
+        .filter(|line| line.starts_with("ekart_config_reloads_total{"))
+        .filter(|line| line.contains(&trigger) && line.contains(&outcome))
+        .find_map(|line| line.rsplit_once(' '))
+        .map_or(0, |(_, n)| n.trim().parse().unwrap())
+}
+
+/// Long enough for the file to be noticed (it is looked at twice a second) and applied.
+const NOTICED: Duration = Duration::from_millis(1000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_follow_the_file_and_a_broken_edit_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ekart.toml");
+    limits(&file, 100, 40);
+    let database = format!("sqlite://{}/", dir.path().join("data").display());
+    let shop = Shop::start_with_config(
+        free_port(),
+        &file,
+        &[],
+        &[
+            ("EKART_LIMITS__ENABLED", "true".into()),
+            ("EKART_DATABASE__URL", database),
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(passing(&shop.base).await, 30, "40 at once, 100 a second");
+
+    // Lowered in the file: the new limit holds within a second.
+    limits(&file, 1, 3);
+    tokio::time::sleep(NOTICED).await;
+    let low = passing(&shop.base).await;
+    assert!(low <= 5, "{low} passed under a burst of 3");
+
+    // A broken edit (one that does not parse, one that does not validate) is refused whole:
+    // the low limit stays, not the built-in defaults.
+    for broken in [
+        "[limits\nburst = ",
+        "[limits]\nenabled = true\nper_second = 0\nburst = 90\n",
+    ] {
+        std::fs::write(&file, broken).unwrap();
+        tokio::time::sleep(NOTICED).await;
+        let still = passing(&shop.base).await;
+        assert!(still <= 2, "{still} passed after {broken:?}");
+    }
+    assert!(reloads(&shop.base, "file", "refused").await >= 2);
+
+    // Raised again: every request passes within a second.
+    limits(&file, 100, 40);
+    tokio::time::sleep(NOTICED).await;
+    assert_eq!(passing(&shop.base).await, 30);
+    assert!(reloads(&shop.base, "file", "applied").await >= 2);
+
+    // A key that needs a restart is named, not applied: the shop still answers where it was.
+    std::fs::write(
+        &file,
+        "[server]\nbody_limit_bytes = 2048\n[limits]\nenabled = true\nper_second = 100\nburst = 40\n",
+    )
+    .unwrap();
+    tokio::time::sleep(NOTICED).await;
+    assert!(reloads(&shop.base, "file", "restart-needed").await >= 1);
+    assert_eq!(passing(&shop.base).await, 30);
+
+    // SIGHUP reads the file again, changed or not.
+    let before = reloads(&shop.base, "signal", "restart-needed").await;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &shop.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        reloads(&shop.base, "signal", "restart-needed").await,
+        before + 1
+    );
+}
