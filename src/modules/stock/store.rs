@@ -89,6 +89,27 @@ fn product(row: &AnyRow) -> Result<Product, sqlx::Error> {
     })
 }
 
+/// `rows` (read through `paging`'s window) as the page answered, its `next` link carrying
+/// `params`.
+fn page_of(
+    mut rows: Vec<AnyRow>,
+    total: Total,
+    paging: &Paging,
+    params: &[(&str, &str)],
+) -> Result<ProductPage, StockError> {
+    let next = paging.next(&mut rows, "/api/products", params)?;
+    Ok(ProductPage {
+        items: rows.iter().map(product).collect::<Result<_, _>>()?,
+        page: paging.page(),
+        per_page: paging.per_page(),
+        total: total.n,
+        total_capped: total.capped,
+        total_estimated: total.estimated,
+        next_cursor: next.cursor,
+        next: next.link,
+    })
+}
+
 /// The products with `ids`, in that order; None if one is gone.
 async fn products_in(conn: &mut Conn, ids: &[String]) -> Result<Option<Vec<Product>>, sqlx::Error> {
     if ids.is_empty() {
@@ -215,18 +236,8 @@ impl StockStore {
             query.cursor.as_deref(),
         )?;
         if q.is_empty() {
-            let (mut rows, total) = self.all(&paging.window()).await?;
-            let next = paging.next(&mut rows, "/api/products", &[("sort", sort)])?;
-            return Ok(ProductPage {
-                items: rows.iter().map(product).collect::<Result<_, _>>()?,
-                page: paging.page(),
-                per_page: paging.per_page(),
-                total: total.n,
-                total_capped: total.capped,
-                total_estimated: total.estimated,
-                next_cursor: next.cursor,
-                next: next.link,
-            });
+            let (rows, total) = self.all(&paging.window()).await?;
+            return page_of(rows, total, &paging, &[("sort", sort)]);
         }
         let key = SearchKey {
             q: q.to_string(),
@@ -261,21 +272,11 @@ impl StockStore {
         }
         drop(conn);
         metrics::counter!("ekart_search_pages_total", "read" => "searched").increment(1);
-        let (mut rows, total) = match query.sort {
+        let (rows, total) = match query.sort {
             None => self.search(q, &paging.window()).await?,
             Some(_) => self.sorted_search(q, &paging.window()).await?,
         };
-        let next = paging.next(&mut rows, "/api/products", &[("q", q), ("sort", sort)])?;
-        let page = ProductPage {
-            items: rows.iter().map(product).collect::<Result<_, _>>()?,
-            page: paging.page(),
-            per_page: paging.per_page(),
-            total: total.n,
-            total_capped: total.capped,
-            total_estimated: total.estimated,
-            next_cursor: next.cursor,
-            next: next.link,
-        };
+        let page = page_of(rows, total, &paging, &[("q", q), ("sort", sort)])?;
         if let Some(searches) = &self.searches {
             let kept = SearchPage {
                 generation,

@@ -225,27 +225,55 @@ async fn made_up_key_ids_cannot_make_the_shop_hammer_the_provider() {
     assert!(p.verify_access_token(&good).await.is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_id_token_needs_this_sign_ins_nonce() {
-    let (Some(p), Some(key)) = (provider_client(), signing_key()) else {
-        return;
-    };
-    let (issuer, _) = provider().unwrap();
-    let signer = EncodingKey::from_rsa_pem(key.pem.as_bytes()).unwrap();
+/// The provider as the shop's gateway sees it, and a pen that signs ID tokens for the shop as
+/// the provider would.
+struct IdTokens {
+    provider: Provider,
+    issuer: String,
+    key: EncodingKey,
+    header: Header,
+}
+
+fn id_tokens() -> Option<IdTokens> {
+    let (client, key, (issuer, _)) = (provider_client()?, signing_key()?, provider()?);
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(key.kid.clone());
-    let id_token = |nonce: Option<&str>| {
-        let mut claims = json!({"iss": issuer, "sub": "asha", "aud": "ekart",
+    Some(IdTokens {
+        provider: client,
+        issuer,
+        key: EncodingKey::from_rsa_pem(key.pem.as_bytes()).unwrap(),
+        header,
+    })
+}
+
+impl IdTokens {
+    /// An ID token about asha for the shop, good for a minute, with `claims` added (a null
+    /// one taken out).
+    fn sign(&self, claims: Value) -> String {
+        let mut all = json!({"iss": self.issuer, "sub": "asha", "aud": "ekart",
             "iat": now(), "exp": now() + 60});
-        if let Some(nonce) = nonce {
-            claims["nonce"] = json!(nonce);
+        for (name, value) in claims.as_object().unwrap() {
+            match value {
+                Value::Null => all.as_object_mut().unwrap().remove(name),
+                value => all
+                    .as_object_mut()
+                    .unwrap()
+                    .insert(name.clone(), value.clone()),
+            };
         }
-        jsonwebtoken::encode(&header, &claims, &signer).unwrap()
-    };
+        jsonwebtoken::encode(&self.header, &all, &self.key).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_needs_this_sign_ins_nonce() {
+    let Some(t) = id_tokens() else { return };
     let ours = "n-0S6_WzA2Mj";
-    assert!(p.verify_id_token(&id_token(Some(ours)), ours).await.is_ok());
-    for wrong in [Some("another-sign-in's"), Some(""), None] {
-        let err = p.verify_id_token(&id_token(wrong), ours).await.unwrap_err();
+    let token = t.sign(json!({ "nonce": ours }));
+    assert!(t.provider.verify_id_token(&token, ours).await.is_ok());
+    for wrong in [json!("another-sign-in's"), json!(""), Value::Null] {
+        let token = t.sign(json!({ "nonce": wrong }));
+        let err = t.provider.verify_id_token(&token, ours).await.unwrap_err();
         assert_eq!(err.status, StatusCode::UNAUTHORIZED);
         assert!(err.detail.contains("nonce"), "{}", err.detail);
     }
@@ -401,22 +429,11 @@ async fn a_token_for_another_client_or_without_the_scopes_is_refused() {
 /// client as the party it was issued to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_token_issued_to_another_party_is_refused() {
-    let (Some(p), Some(key)) = (provider_client(), signing_key()) else {
-        return;
-    };
-    let (issuer, _) = provider().unwrap();
-    let signer = EncodingKey::from_rsa_pem(key.pem.as_bytes()).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(key.kid.clone());
+    let Some(t) = id_tokens() else { return };
+    let p = &t.provider;
     let nonce = "n-0S6_WzA2Mj";
-    let id_token = |aud: Value, azp: Option<&str>| {
-        let mut claims = json!({"iss": issuer, "sub": "asha", "aud": aud, "nonce": nonce,
-            "iat": now(), "exp": now() + 60});
-        if let Some(azp) = azp {
-            claims["azp"] = json!(azp);
-        }
-        jsonwebtoken::encode(&header, &claims, &signer).unwrap()
-    };
+    let id_token =
+        |aud: Value, azp: Option<&str>| t.sign(json!({"aud": aud, "nonce": nonce, "azp": azp}));
     for (aud, azp) in [
         (json!("ekart"), None),
         (json!(["ekart"]), None),
@@ -446,18 +463,10 @@ async fn an_id_token_issued_to_another_party_is_refused() {
 /// A groups claim is a list of names; one string is one group's name, whatever it holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_groups_claim_given_as_one_string_is_one_group() {
-    let (Some(p), Some(key)) = (provider_client(), signing_key()) else {
-        return;
-    };
-    let (issuer, _) = provider().unwrap();
-    let signer = EncodingKey::from_rsa_pem(key.pem.as_bytes()).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(key.kid.clone());
+    let Some(t) = id_tokens() else { return };
     let role = |groups: Value| {
-        let claims = json!({"iss": issuer, "sub": "asha", "aud": "ekart", "nonce": "n",
-            "groups": groups, "iat": now(), "exp": now() + 60});
-        let token = jsonwebtoken::encode(&header, &claims, &signer).unwrap();
-        let p = &p;
+        let token = t.sign(json!({"nonce": "n", "groups": groups}));
+        let p = &t.provider;
         async move { p.verify_id_token(&token, "n").await.unwrap().is_admin() }
     };
     assert!(role(json!(["staff", "ekart-admins"])).await);
