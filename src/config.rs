@@ -328,6 +328,16 @@ pub struct TelemetrySettings {
     /// The service the spans name. Empty: `ekart`, or `ekart-` and the modules this process
     /// runs when it runs only some (`ekart-order`).
     pub service_name: String,
+    /// How log lines are written: `text`, or `json` (one object a line, with its span's
+    /// fields, the trace id among them). Needs a restart.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -418,6 +428,7 @@ impl Default for Settings {
                 zipkin_endpoint: String::new(),
                 sample_ratio: 1.0,
                 service_name: String::new(),
+                log_format: LogFormat::Text,
             },
             log: LogSettings {
                 level: "info,sqlx=warn".into(),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ekart::app::{Application, Databases};
-use ekart::config::{Module, ServeFlags, Settings};
+use ekart::config::{LogFormat, Module, ServeFlags, Settings};
 use ekart::datacopy::CopyRequest;
 
 #[derive(Parser)]
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    ekart::telemetry::init(&settings.log.level);
+    ekart::telemetry::init_with(&settings.log.level, settings.telemetry.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match cli.command {
@@ -169,6 +169,8 @@ fn data_copy(request: CopyRequest) -> ExitCode {
 }
 
 async fn serve(settings: Settings, file: PathBuf, flags: ServeFlags) -> anyhow::Result<()> {
+    // With JSON logs, every line of standard output is an object for a log shipper.
+    let plain = settings.telemetry.log_format == LogFormat::Text;
     // Listen for signals before the port opens: a SIGTERM that arrives the moment the shop
     // accepts connections must stop it cleanly, not kill it with the default action.
     let stop = shutdown_signal()?;
@@ -177,7 +179,9 @@ async fn serve(settings: Settings, file: PathBuf, flags: ServeFlags) -> anyhow::
     app.watch_config(file, flags)?;
     let addr = app.local_addr();
     tracing::info!("Ekart is open at http://{addr}/ (API spec: http://{addr}/api/openapi.json)");
-    println!("Ekart is open at http://{addr}/");
+    if plain {
+        println!("Ekart is open at http://{addr}/");
+    }
     app.run_until(stop).await?;
     tracing::info!("stopped");
     Ok(())

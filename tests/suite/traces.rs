@@ -355,3 +355,63 @@ fn scratch_sqlite() -> String {
     let dir = tempfile::tempdir().unwrap().keep();
     format!("sqlite://{}/", dir.display())
 }
+
+/// With `telemetry.log_format = "json"` every line is one JSON object, and a line written
+/// while a request is handled carries that request's trace id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_carry_the_trace_id() {
+    use std::io::{BufRead, BufReader};
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ekart"))
+        .args(["--config", "/nonexistent/ekart.toml", "serve"])
+        .env("EKART_SERVER__PORT", port.to_string())
+        .env("EKART_AUTH__MODE", "dev")
+        .env("EKART_DATABASE__URL", scratch_sqlite())
+        .env("EKART_TELEMETRY__LOG_FORMAT", "json")
+        .env("EKART_LOG__LEVEL", "info")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let shop = TestApp::at(base.clone());
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/readyz")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let (status, _, _) = shop
+        .call_with(
+            Method::POST,
+            "/auth/dev/token",
+            None,
+            Some(json!({"name": "Asha", "email": "asha@example.com", "role": "customer"})),
+            &[("traceparent", &parent)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|line| {
+            let line = line.unwrap();
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+        })
+        .collect();
+    assert!(!lines.is_empty());
+    let signed_in = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["action"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("sign in"))
+        })
+        .unwrap_or_else(|| panic!("no sign-in line in {lines:#?}"));
+    assert_eq!(signed_in["span"]["trace_id"], trace, "{signed_in}");
+}
