@@ -397,6 +397,7 @@ async fn json_log_lines_carry_the_trace_id() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = child.kill();
     let out = BufReader::new(child.stdout.take().unwrap());
+    let _ = child.wait();
     let lines: Vec<Value> = out
         .lines()
         .map(|line| {
