@@ -65,8 +65,8 @@ pub struct Application {
     router: axum::Router,
     /// `server.metrics_addr`'s listener and its router (only `/metrics`).
     metrics: Option<(TcpListener, axum::Router)>,
-    /// The settings it started with, and the rate limiters, for [`Application::watch_config`].
-    settings: Settings,
+    /// The settings in force, and the rate limiters, for [`Application::watch_config`].
+    in_force: Arc<crate::reload::InForce>,
     limits: Option<Arc<Limits>>,
     databases: Vec<Db>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -206,6 +206,12 @@ impl Application {
                 .map(|issuer| issuer.origin().ascii_serialization()),
             metrics_token: settings.server.metrics_token.clone(),
         };
+        // The settings in force, shown to admins and kept by a reload.
+        let in_force = crate::reload::InForce::new(settings.clone());
+        routed.push((
+            crate::reload::router(in_force.clone()),
+            utoipa::openapi::OpenApi::default(),
+        ));
         let router = gateway::router(api, routed, pages, door).layer(
             tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(
                 settings.server.body_timeout_secs,
@@ -255,7 +261,7 @@ impl Application {
             databases,
             tasks,
             header_timeout: Duration::from_secs(settings.server.header_timeout_secs),
-            settings,
+            in_force,
         })
     }
 
@@ -273,7 +279,7 @@ impl Application {
         let appliers = crate::reload::Appliers {
             limits: self.limits.clone(),
         };
-        let task = crate::reload::watch(path, flags, self.settings.clone(), appliers)?;
+        let task = crate::reload::watch(path, flags, self.in_force.clone(), appliers)?;
         self.tasks.push(task);
         Ok(())
     }

@@ -690,6 +690,11 @@ impl Settings {
 
     /// The configuration as TOML with secrets replaced, for `ekart config check`.
     pub fn redacted_toml(&self) -> String {
+        toml_string(&self.redacted())
+    }
+
+    /// These settings with every secret replaced: what may be shown.
+    pub fn redacted(&self) -> Settings {
         let mut shown = self.clone();
         shown.database.url = redact_url_password(&shown.database.url);
         if !shown.auth.session_secret.is_empty() {
@@ -701,7 +706,7 @@ impl Settings {
         if !shown.server.metrics_token.is_empty() {
             shown.server.metrics_token = "<redacted>".into();
         }
-        toml_string(&shown)
+        shown
     }
 }
 

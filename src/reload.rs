@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::config::{LimitSettings, ServeFlags, Settings};
+use crate::gateway::auth::Admin;
 use crate::gateway::limits::Limits;
 
 /// The keys that reload live.
@@ -39,12 +40,59 @@ pub struct Appliers {
     pub limits: Option<Arc<Limits>>,
 }
 
+/// The settings in force, and when a reload last changed them: what `GET /admin/config` shows.
+pub struct InForce {
+    now: std::sync::RwLock<(Settings, Option<chrono::DateTime<chrono::Utc>>)>,
+}
+
+impl InForce {
+    pub fn new(settings: Settings) -> Arc<InForce> {
+        Arc::new(InForce {
+            now: std::sync::RwLock::new((settings, None)),
+        })
+    }
+
+    fn settings(&self) -> Settings {
+        self.now.read().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    fn set(&self, settings: Settings) {
+        *self.now.write().unwrap_or_else(|e| e.into_inner()) = (settings, Some(chrono::Utc::now()));
+    }
+}
+
+/// `GET /admin/config` (admins): the settings in force, secrets redacted, which keys reload
+/// live, and when they were last reloaded.
+pub fn router(in_force: Arc<InForce>) -> axum::Router {
+    use axum::extract::State;
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/admin/config",
+            get(
+                |State(in_force): State<Arc<InForce>>, _: Admin| async move {
+                    let (settings, reloaded_at) = in_force
+                        .now
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
+                    axum::Json(serde_json::json!({
+                        "settings": settings.redacted(),
+                        "live": LIVE,
+                        "reloaded_at": reloaded_at,
+                    }))
+                },
+            ),
+        )
+        .with_state(in_force)
+}
+
 /// Watches `path` (and SIGHUP) for the life of the process, applying what changed to
-/// `appliers`; `in_force` are the settings the shop started with, `flags` its command line's.
+/// `appliers` and recording it in `in_force`; `flags` are the command line's.
 pub fn watch(
     path: PathBuf,
     flags: ServeFlags,
-    in_force: Settings,
+    in_force: Arc<InForce>,
     appliers: Appliers,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -86,7 +134,7 @@ fn stamp(path: &std::path::Path) -> Option<(u64, SystemTime)> {
 struct Reloader {
     path: PathBuf,
     flags: ServeFlags,
-    in_force: Settings,
+    in_force: Arc<InForce>,
     appliers: Appliers,
 }
 
@@ -101,7 +149,8 @@ impl Reloader {
                 return "refused";
             }
         };
-        let (old, new) = (tree(&self.in_force), tree(&read));
+        let mut in_force = self.in_force.settings();
+        let (old, new) = (tree(&in_force), tree(&read));
         let mut changed = vec![];
         differences(&old, &new, "", &mut changed);
         let (live, restart): (Vec<String>, Vec<String>) = changed
@@ -141,12 +190,13 @@ impl Reloader {
         }
         crate::telemetry::trace::set_sample_ratio(read.telemetry.sample_ratio);
         let _ = crate::telemetry::set_log_level(&read.log.level);
-        self.in_force.limits = LimitSettings {
-            enabled: self.in_force.limits.enabled,
+        in_force.limits = LimitSettings {
+            enabled: in_force.limits.enabled,
             ..read.limits
         };
-        self.in_force.telemetry.sample_ratio = read.telemetry.sample_ratio;
-        self.in_force.log.level = read.log.level;
+        in_force.telemetry.sample_ratio = read.telemetry.sample_ratio;
+        in_force.log.level = read.log.level;
+        self.in_force.set(in_force);
         tracing::info!(keys = ?live, "configuration reloaded");
         "applied"
     }

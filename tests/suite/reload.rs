@@ -71,6 +71,10 @@ async fn rate_limits_follow_the_file_and_a_broken_edit_changes_nothing() {
         &[
             ("EKART_LIMITS__ENABLED", "true".into()),
             ("EKART_DATABASE__URL", database),
+            (
+                "EKART_AUTH__SESSION_SECRET",
+                "a-reload-test-secret-that-is-long-enough".into(),
+            ),
         ],
     )
     .await;
@@ -124,4 +128,27 @@ async fn rate_limits_follow_the_file_and_a_broken_edit_changes_nothing() {
         reloads(&shop.base, "signal", "restart-needed").await,
         before + 1
     );
+
+    // Admins see what is in force (secrets redacted), what reloads live, and when it did.
+    let app = crate::support::TestApp::at(shop.base.clone());
+    let admin = app.token("root", "admin").await;
+    let (status, config) = app.get("/admin/config", Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    let settings = &config["settings"];
+    assert_eq!(settings["limits"]["burst"], 40);
+    assert_eq!(
+        settings["server"]["body_limit_bytes"], 65536,
+        "not applied: needs a restart"
+    );
+    assert_eq!(settings["auth"]["session_secret"], "<redacted>");
+    assert!(config["reloaded_at"].is_string(), "{config}");
+    assert!(config["live"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("limits.burst")));
+    let shopper = app.token("asha", "customer").await;
+    let (status, _) = app.get("/admin/config", Some(&shopper)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app.get("/admin/config", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
