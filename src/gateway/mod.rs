@@ -211,6 +211,7 @@ pub fn router(
         None => api,
     };
     let site = site
+        .route_layer(middleware::from_fn(crate::telemetry::trace::record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(security::same_origin))

@@ -92,6 +92,13 @@ impl Span {
         self.0.is_some()
     }
 
+    /// Names the span anew (a request's, once its route is known).
+    pub fn rename(&mut self, name: String) {
+        if let Some(span) = &mut self.0 {
+            span.update_name(name);
+        }
+    }
+
     /// Sets a tag (build its value only when [`Span::is_recording`]).
     pub fn tag(&mut self, key: &'static str, value: impl Into<opentelemetry::Value>) {
         if let Some(span) = &mut self.0 {

@@ -159,6 +159,27 @@ pub fn outgoing() -> TraceContext {
     current().map_or_else(TraceContext::root, |c| c.child())
 }
 
+/// The route a request matched (`/api/orders/{id}`), handed out with its answer.
+#[derive(Debug, Clone)]
+pub struct Route(pub String);
+
+/// Middleware (a route layer, so the route is known): puts the matched route in the answer's
+/// extensions for [`propagate`] to name the request's span by.
+pub async fn record_route(request: Request, next: Next) -> Response {
+    if !super::spans::enabled() {
+        return next.run(request).await;
+    }
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(Route(route));
+    }
+    response
+}
+
 /// Middleware: continues the caller's trace (or starts one) for this request, logs under its
 /// trace id, and answers the request's own span in `traceresponse` (Trace Context level 2),
 /// unless a module in another process already answered with its own.
@@ -170,7 +191,8 @@ pub async fn propagate(request: Request, next: Next) -> Response {
         .and_then(TraceContext::parse);
     let context = parent.map_or_else(TraceContext::root, |parent| parent.child());
     let span = tracing::info_span!("request", trace_id = %Hex(&context.trace_id));
-    let (method, path) = (request.method(), request.uri().path());
+    let method = request.method().clone();
+    let path = request.uri().path();
     let mut recorded =
         super::spans::Span::start(super::spans::Kind::Server, context, parent, || {
             format!("{method} {path}")
@@ -185,6 +207,11 @@ pub async fn propagate(request: Request, next: Next) -> Response {
         .await;
     if recorded.is_recording() {
         recorded.tag("http.status_code", i64::from(response.status().as_u16()));
+        // Named for its route, not its path: `GET /api/orders/{id}`, one name for all orders.
+        if let Some(Route(route)) = response.extensions().get::<Route>() {
+            recorded.tag("http.route", route.clone());
+            recorded.rename(format!("{method} {route}"));
+        }
     }
     if !response.headers().contains_key("traceresponse") {
         if let Ok(value) = HeaderValue::from_str(&context.to_string()) {

@@ -230,12 +230,32 @@ async fn a_checkout_is_one_trace_in_zipkin() {
     let (_, catalog) = app.get("/api/products?per_page=1", None).await;
     let product = catalog["items"][0]["id"].as_str().unwrap().to_string();
     let (trace_id, root_id) = check_out(&app, &me, &product).await;
-    let mut wanted = vec![("POST /api/checkout", "SERVER")];
+    let mut wanted = vec![
+        ("POST /api/checkout", "SERVER"),
+        ("payment provider charge", "CLIENT"),
+    ];
     wanted.extend(SAGA.map(|name| (name, "PRODUCER")));
     let trace = one_tree(&received, &trace_id, &root_id, &wanted).await;
     assert!(trace
         .iter()
         .all(|s| s["localEndpoint"]["serviceName"] == "ekart"));
+    // A request's span is named for its route, one name for every order.
+    let (_, orders) = app.get("/api/orders", Some(&me)).await;
+    let order = orders["items"][0]["id"].as_str().unwrap().to_string();
+    let (status, _) = app.get(&format!("/api/orders/{order}"), Some(&me)).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut named = false;
+    for _ in 0..50 {
+        named = received.lock().unwrap().spans.iter().any(|s| {
+            s["name"] == "GET /api/orders/{id}"
+                && s["tags"]["http.path"] == format!("/api/orders/{order}").as_str()
+        });
+        if named {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(named, "a span named GET /api/orders/{{id}}");
 }
 
 /// The same checkout across three processes on Kafka and PostgreSQL is still one tree: the

@@ -183,8 +183,41 @@ async fn recover(store: &PaymentStore, settler: &Settler) {
     }
 }
 
-/// Asks the provider to do what `payment`'s state says is wanted, keyed by its id.
+/// Asks the provider to do what `payment`'s state says is wanted, keyed by its id, under a
+/// span of the payment's trace.
 async fn ask(provider: &dyn PaymentProvider, payment: &Payment) -> Result<Answer, Unanswered> {
+    use crate::telemetry::spans::{Kind, Span};
+    use crate::telemetry::trace::TraceContext;
+    let parent = payment.traceparent.as_deref().and_then(TraceContext::parse);
+    let mut span = parent.map(|parent| {
+        Span::start(
+            Kind::Client,
+            parent.child(),
+            Some(parent),
+            || match payment.status.as_str() {
+                "refunding" => "payment provider refund",
+                _ => "payment provider charge",
+            },
+        )
+    });
+    let answer = ask_provider(provider, payment).await;
+    if let Some(span) = span.as_mut().filter(|s| s.is_recording()) {
+        span.tag(
+            "payment.outcome",
+            if answer.is_ok() {
+                "answered"
+            } else {
+                "unanswered"
+            },
+        );
+    }
+    answer
+}
+
+async fn ask_provider(
+    provider: &dyn PaymentProvider,
+    payment: &Payment,
+) -> Result<Answer, Unanswered> {
     match payment.status.as_str() {
         "refunding" => provider
             .refund(&Refund {
