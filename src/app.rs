@@ -68,6 +68,7 @@ pub struct Application {
     /// The settings in force, and the rate limiters, for [`Application::watch_config`].
     in_force: Arc<crate::reload::InForce>,
     limits: Option<Arc<Limits>>,
+    knobs: crate::reload::Knobs,
     databases: Vec<Db>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// How long a connection may take over a request's headers, or idle between requests.
@@ -119,8 +120,10 @@ impl Application {
 
         // Each module: its database, its consumers (subscribed before any relay runs, so no
         // event finds the bus empty), its routes, its tasks.
+        let knobs = crate::reload::Knobs::of(&settings);
         let wiring = Wiring {
             settings: &settings,
+            knobs: &knobs,
             bus: &bus,
             auth: &auth,
             provider: provider.as_ref(),
@@ -179,7 +182,11 @@ impl Application {
         });
         // Who answers whether a session is live: the user module, here or elsewhere.
         let sessions = match (users, remotes.get(&Module::User)) {
-            (Some(users), _) => Sessions::local(Arc::new(users), &settings.auth),
+            (Some(users), _) => Sessions::local(
+                Arc::new(users),
+                &settings.auth,
+                knobs.session_idle_ms.clone(),
+            ),
             (None, Some(user)) => Sessions::remote(user.clone()),
             (None, None) => {
                 tracing::warn!(
@@ -258,6 +265,7 @@ impl Application {
             router,
             metrics,
             limits,
+            knobs,
             databases,
             tasks,
             header_timeout: Duration::from_secs(settings.server.header_timeout_secs),
@@ -278,6 +286,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let appliers = crate::reload::Appliers {
             limits: self.limits.clone(),
+            knobs: self.knobs.clone(),
         };
         let task = crate::reload::watch(path, flags, self.in_force.clone(), appliers)?;
         self.tasks.push(task);
@@ -384,6 +393,8 @@ const DRAIN: Duration = Duration::from_secs(30);
 /// What every module is mounted with.
 struct Wiring<'a> {
     settings: &'a Settings,
+    /// The settings that reload live, as the modules read them.
+    knobs: &'a crate::reload::Knobs,
     bus: &'a Arc<dyn Bus>,
     auth: &'a Arc<Authenticator>,
     /// OIDC mode's provider.
@@ -454,7 +465,7 @@ async fn mount_order(
         store: OrderStore::new(db.clone()),
         catalog,
         waiters,
-        checkout_wait: Duration::from_millis(w.settings.checkout.wait_ms),
+        checkout_wait_ms: w.knobs.checkout_wait_ms.clone(),
         // Over Kafka another instance of the module may read the order's partition.
         poll_outcome: (w.settings.bus.kind == BusKind::Kafka).then(|| Duration::from_millis(250)),
     }));

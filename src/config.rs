@@ -464,6 +464,27 @@ impl Default for Settings {
     }
 }
 
+/// A number a running shop reads each time it needs it, so that a reload of the settings
+/// (`reload.rs`) can change it: a checkout's wait, a session's idle limit.
+#[derive(Debug, Clone)]
+pub struct Knob(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Knob {
+    pub fn new(value: u64) -> Knob {
+        Knob(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            value,
+        )))
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set(&self, value: u64) {
+        self.0.store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What `ekart serve`'s flags override.
 #[derive(Debug, Default, Clone)]
 pub struct ServeFlags {

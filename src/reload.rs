@@ -15,12 +15,12 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::config::{LimitSettings, ServeFlags, Settings};
+use crate::config::{Knob, LimitSettings, ServeFlags, Settings};
 use crate::gateway::auth::Admin;
 use crate::gateway::limits::Limits;
 
 /// The keys that reload live.
-pub const LIVE: [&str; 8] = [
+pub const LIVE: [&str; 10] = [
     "limits.per_second",
     "limits.burst",
     "limits.sign_in_per_minute",
@@ -29,6 +29,8 @@ pub const LIVE: [&str; 8] = [
     "limits.checkout_burst",
     "telemetry.sample_ratio",
     "log.level",
+    "checkout.wait_ms",
+    "auth.session_idle_secs",
 ];
 
 /// How often the file is looked at.
@@ -38,6 +40,29 @@ const WATCH_EVERY: Duration = Duration::from_millis(500);
 pub struct Appliers {
     /// The rate limiters, when limits are on (turning them on or off needs a restart).
     pub limits: Option<Arc<Limits>>,
+    pub knobs: Knobs,
+}
+
+/// The numbers the modules and the door read each time they need them.
+#[derive(Debug, Clone)]
+pub struct Knobs {
+    /// `checkout.wait_ms`.
+    pub checkout_wait_ms: Knob,
+    /// `auth.session_idle_secs`, in milliseconds.
+    pub session_idle_ms: Knob,
+}
+
+impl Knobs {
+    pub fn of(settings: &Settings) -> Knobs {
+        Knobs {
+            checkout_wait_ms: Knob::new(settings.checkout.wait_ms),
+            session_idle_ms: Knob::new(idle_ms(settings)),
+        }
+    }
+}
+
+fn idle_ms(settings: &Settings) -> u64 {
+    settings.auth.session_idle_secs.saturating_mul(1000)
 }
 
 /// The settings in force, and when a reload last changed them: what `GET /admin/config` shows.
@@ -189,6 +214,11 @@ impl Reloader {
             _ => {}
         }
         crate::telemetry::trace::set_sample_ratio(read.telemetry.sample_ratio);
+        let knobs = &self.appliers.knobs;
+        knobs.checkout_wait_ms.set(read.checkout.wait_ms);
+        knobs.session_idle_ms.set(idle_ms(&read));
+        in_force.checkout.wait_ms = read.checkout.wait_ms;
+        in_force.auth.session_idle_secs = read.auth.session_idle_secs;
         let _ = crate::telemetry::set_log_level(&read.log.level);
         in_force.limits = LimitSettings {
             enabled: in_force.limits.enabled,

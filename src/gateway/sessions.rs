@@ -36,6 +36,11 @@ const REMOTE_ANSWER_TTL: Duration = Duration::from_secs(5);
 /// Remembered answers past which old ones are swept.
 const REMOTE_CACHE_SWEEP_AT: usize = 10_000;
 
+/// Seconds as milliseconds, saturating.
+pub fn millis(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
 /// A (user, session) pair.
 type UserSession = (String, String);
 
@@ -44,7 +49,8 @@ pub enum Sessions {
     /// The user module runs in this process.
     Local {
         record: Arc<dyn SessionRecord>,
-        idle_ms: i64,
+        /// `auth.session_idle_secs` in milliseconds (live).
+        idle_ms: crate::config::Knob,
         max_ms: i64,
     },
     /// The user module runs elsewhere: ask it (`GET /auth/session` with the same token).
@@ -59,12 +65,17 @@ pub enum Sessions {
 }
 
 impl Sessions {
-    pub fn local(record: Arc<dyn SessionRecord>, settings: &AuthSettings) -> Sessions {
-        let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    /// The user module in this process keeps the sessions; `idle_ms` is the idle limit in
+    /// force (it may be reloaded).
+    pub fn local(
+        record: Arc<dyn SessionRecord>,
+        settings: &AuthSettings,
+        idle_ms: crate::config::Knob,
+    ) -> Sessions {
         Sessions::Local {
             record,
-            idle_ms: ms(settings.session_idle_secs),
-            max_ms: ms(settings.token_ttl_secs),
+            idle_ms,
+            max_ms: millis(settings.token_ttl_secs),
         }
     }
 
@@ -87,8 +98,9 @@ impl Sessions {
                 idle_ms,
                 max_ms,
             } => {
+                let idle_ms = i64::try_from(idle_ms.get()).unwrap_or(i64::MAX);
                 record
-                    .is_live(&identity.sub, session, *idle_ms, *max_ms)
+                    .is_live(&identity.sub, session, idle_ms, *max_ms)
                     .await
             }
             Sessions::Remote { user, answers } => {

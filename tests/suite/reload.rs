@@ -151,4 +151,18 @@ async fn rate_limits_follow_the_file_and_a_broken_edit_changes_nothing() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = app.get("/admin/config", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The idle limit too: once it is a second, a session left unused for longer has ended.
+    let sleeper = app.token("sleeper", "customer").await;
+    std::fs::write(
+        &file,
+        "[auth]\nsession_idle_secs = 1\n[limits]\nenabled = true\nper_second = 100\nburst = 40\n",
+    )
+    .unwrap();
+    tokio::time::sleep(NOTICED + Duration::from_millis(1500)).await;
+    let (status, _) = app.get("/api/cart", Some(&sleeper)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let fresh = app.token("root-again", "admin").await;
+    let (_, config) = app.get("/admin/config", Some(&fresh)).await;
+    assert_eq!(config["settings"]["auth"]["session_idle_secs"], 1);
 }

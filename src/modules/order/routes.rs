@@ -26,8 +26,9 @@ pub struct OrderState {
     pub store: OrderStore,
     pub catalog: Arc<dyn Catalog>,
     pub waiters: Arc<Waiters>,
-    /// How long checkout waits for the saga before answering 202.
-    pub checkout_wait: Duration,
+    /// How long checkout waits for the saga before answering 202, in milliseconds (live:
+    /// `checkout.wait_ms`).
+    pub checkout_wait_ms: crate::config::Knob,
     /// When other processes run the order module too, the saga of an order may finish in
     /// one of them, which cannot wake this process's waiter: checkout then also looks at the
     /// order this often.
@@ -196,7 +197,8 @@ async fn checkout(
                 }
             }
         };
-        let _ = tokio::time::timeout(s.checkout_wait, wait).await;
+        let wait_for = Duration::from_millis(s.checkout_wait_ms.get());
+        let _ = tokio::time::timeout(wait_for, wait).await;
     }
     let order = s
         .store
