@@ -55,7 +55,16 @@ pub(super) fn queue() -> (Senders, Queue) {
 /// A job's outcome inside the transaction, and how to tell its caller once the commit is known.
 pub(super) struct Finished {
     ok: bool,
-    deliver: Box<dyn FnOnce(Option<String>) + Send>,
+    deliver: Box<dyn FnOnce(Option<String>, Folded) + Send>,
+}
+
+/// The transaction a job was committed in, for its span.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Folded {
+    /// The module database's name.
+    module: &'static str,
+    /// Jobs committed together.
+    jobs: usize,
 }
 
 pub(super) type Job = Box<dyn for<'a> FnOnce(&'a mut Uow) -> BoxFut<'a, Finished> + Send>;
@@ -73,11 +82,29 @@ where
     let trace = crate::telemetry::trace::current();
     Box::new(move |uow| {
         Box::pin(async move {
+            use crate::telemetry::spans::{Kind, Span};
+            // The job's span, from its start to its commit: a child of the work that asked.
+            let mut span = trace.map(|parent| {
+                Span::start(Kind::Internal, parent.child(), Some(parent), || {
+                    "unit of work"
+                })
+            });
             let result = crate::telemetry::trace::scope(trace, work(uow)).await;
             let after_commit = uow.take_after_commit();
             Finished {
                 ok: result.is_ok(),
-                deliver: Box::new(move |commit_error| {
+                deliver: Box::new(move |commit_error, folded| {
+                    if let Some(span) = span.as_mut().filter(|s| s.is_recording()) {
+                        span.rename(format!("commit {}", folded.module));
+                        span.tag("db.jobs_folded", folded.jobs as i64);
+                        let outcome = match (&result, &commit_error) {
+                            (Ok(_), None) => "committed",
+                            (Ok(_), Some(_)) => "commit failed",
+                            (Err(_), _) => "rolled back",
+                        };
+                        span.tag("db.outcome", outcome);
+                    }
+                    drop(span);
                     let answer = match (result, commit_error) {
                         (Ok(_), Some(e)) => Err(E::from(sqlx::Error::Protocol(e))),
                         (result, _) => result,
@@ -94,7 +121,7 @@ where
 /// handling, and the writer, the one place a module's writes pass through, would idle in
 /// between.
 pub(super) fn spawn_sqlite(
-    module: &str,
+    module: &'static str,
     conn: Direct,
     wake: Arc<Notify>,
     mut jobs: Queue,
@@ -116,7 +143,7 @@ pub(super) fn spawn_sqlite(
                         Ok(()) => {
                             let uow =
                                 Uow::new(Conn::Direct(conn.clone()), Backend::Sqlite, wake.clone());
-                            run_batch(uow, batch).await
+                            run_batch(module, uow, batch).await
                         }
                         // Dropping the jobs answers their callers with an error.
                         Err(e) => tracing::error!(error = %e, "cannot begin a write transaction"),
@@ -155,7 +182,7 @@ pub(super) fn spawn_postgres(
                 match pool.begin_with(begin).await {
                     Ok(tx) => {
                         let uow = Uow::new(Conn::Sqlx(tx), Backend::Postgres, wake.clone());
-                        run_batch(uow, batch).await
+                        run_batch(module, uow, batch).await
                     }
                     Err(e) => {
                         tracing::error!(module, error = %e, "cannot begin a write transaction")
@@ -220,8 +247,12 @@ enum Step {
 
 /// Runs `batch` in the open transaction `uow`, each job in a savepoint when there are several,
 /// commits, and tells every job's caller the outcome.
-async fn run_batch(mut uow: Uow, batch: Vec<Job>) {
+async fn run_batch(module: &'static str, mut uow: Uow, batch: Vec<Job>) {
     let backend = uow.backend();
+    let folded = Folded {
+        module,
+        jobs: batch.len(),
+    };
     let alone = batch.len() == 1;
     let mut deliveries = Vec::with_capacity(batch.len());
     let mut broken: Option<String> = None;
@@ -243,7 +274,7 @@ async fn run_batch(mut uow: Uow, batch: Vec<Job>) {
         if alone && !finished.ok {
             // Nothing else shares the transaction: roll it back by not committing.
             drop(uow);
-            (finished.deliver)(None);
+            (finished.deliver)(None, folded);
             return;
         }
         let step = match (alone, finished.ok) {
@@ -267,6 +298,6 @@ async fn run_batch(mut uow: Uow, batch: Vec<Job>) {
         tracing::error!(error = %e, "a group commit failed; every job in it is told");
     }
     for deliver in deliveries {
-        deliver(commit_error.clone());
+        deliver(commit_error.clone(), folded);
     }
 }

@@ -239,6 +239,18 @@ async fn a_checkout_is_one_trace_in_zipkin() {
     assert!(trace
         .iter()
         .all(|s| s["localEndpoint"]["serviceName"] == "ekart"));
+    // The order's write is a unit of work committed in the module's database.
+    let commit = trace
+        .iter()
+        .find(|s| s["name"] == "commit orders")
+        .unwrap_or_else(|| panic!("a commit of the orders database in {trace:#?}"));
+    assert_eq!(commit["tags"]["db.outcome"], "committed");
+    let folded: u64 = commit["tags"]["db.jobs_folded"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(folded >= 1);
     // A request's span is named for its route, one name for every order.
     let (_, orders) = app.get("/api/orders", Some(&me)).await;
     let order = orders["items"][0]["id"].as_str().unwrap().to_string();
