@@ -65,10 +65,9 @@ pub struct Application {
     router: axum::Router,
     /// `server.metrics_addr`'s listener and its router (only `/metrics`).
     metrics: Option<(TcpListener, axum::Router)>,
-    /// The settings in force, and the rate limiters, for [`Application::watch_config`].
+    /// The settings in force, and what a reload changes, for [`Application::watch_config`].
     in_force: Arc<crate::reload::InForce>,
-    limits: Option<Arc<Limits>>,
-    knobs: crate::reload::Knobs,
+    appliers: crate::reload::Appliers,
     databases: Vec<Db>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// How long a connection may take over a request's headers, or idle between requests.
@@ -264,8 +263,7 @@ impl Application {
             listener,
             router,
             metrics,
-            limits,
-            knobs,
+            appliers: crate::reload::Appliers { limits, knobs },
             databases,
             tasks,
             header_timeout: Duration::from_secs(settings.server.header_timeout_secs),
@@ -284,10 +282,7 @@ impl Application {
         path: std::path::PathBuf,
         flags: crate::config::ServeFlags,
     ) -> anyhow::Result<()> {
-        let appliers = crate::reload::Appliers {
-            limits: self.limits.clone(),
-            knobs: self.knobs.clone(),
-        };
+        let appliers = self.appliers.clone();
         let task = crate::reload::watch(path, flags, self.in_force.clone(), appliers)?;
         self.tasks.push(task);
         Ok(())

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::config::{Knob, LimitSettings, ServeFlags, Settings};
+use crate::config::{Knob, ServeFlags, Settings};
 use crate::gateway::auth::Admin;
 use crate::gateway::limits::Limits;
 
@@ -37,6 +37,7 @@ pub const LIVE: [&str; 10] = [
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// What a reload puts new settings into.
+#[derive(Clone)]
 pub struct Appliers {
     /// The rate limiters, when limits are on (turning them on or off needs a restart).
     pub limits: Option<Arc<Limits>>,
@@ -122,7 +123,7 @@ pub fn watch(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
-        let mut reloader = Reloader {
+        let reloader = Reloader {
             path,
             flags,
             in_force,
@@ -165,7 +166,7 @@ struct Reloader {
 
 impl Reloader {
     /// Reads the settings again and applies what changed live; answers the outcome.
-    fn reload(&mut self) -> &'static str {
+    fn reload(&self) -> &'static str {
         let read = match Settings::load_with(&self.path, self.flags.clone()) {
             Ok(read) => read,
             Err(e) => {
@@ -174,8 +175,8 @@ impl Reloader {
                 return "refused";
             }
         };
-        let mut in_force = self.in_force.settings();
-        let (old, new) = (tree(&in_force), tree(&read));
+        let old = tree(&self.in_force.settings());
+        let new = tree(&read);
         let mut changed = vec![];
         differences(&old, &new, "", &mut changed);
         let (live, restart): (Vec<String>, Vec<String>) = changed
@@ -192,40 +193,41 @@ impl Reloader {
                 "restart-needed"
             };
         }
+        // The settings in force from now: the old ones with the live keys that changed.
+        let mut merged = old;
+        for key in &live {
+            let pointer = format!("/{}", key.replace('.', "/"));
+            if let (Some(to), Some(from)) = (merged.pointer_mut(&pointer), new.pointer(&pointer)) {
+                *to = from.clone();
+            }
+        }
+        let in_force: Settings = serde_json::from_value(merged).expect("settings deserialize");
         // Whole or not at all: check everything before anything changes.
-        if let Err(e) = crate::telemetry::check_log_level(&read.log.level) {
+        if let Err(e) = crate::telemetry::check_log_level(&in_force.log.level) {
             tracing::error!("configuration reload refused, the settings in force stay: {e}");
             return "refused";
         }
-        let limits_changed = live.iter().any(|k| k.starts_with("limits."));
-        match (&self.appliers.limits, limits_changed) {
-            (Some(limits), true) => {
-                if let Err(e) = limits.set(&read.limits) {
-                    tracing::error!(
-                        "configuration reload refused, the settings in force stay: {e}"
-                    );
-                    return "refused";
+        if live.iter().any(|k| k.starts_with("limits.")) {
+            match &self.appliers.limits {
+                Some(limits) => {
+                    if let Err(e) = limits.set(&in_force.limits) {
+                        tracing::error!(
+                            "configuration reload refused, the settings in force stay: {e}"
+                        );
+                        return "refused";
+                    }
                 }
+                None => tracing::warn!(
+                    "configuration reload: rate limits are off in this process; turning them \
+                     on needs a restart"
+                ),
             }
-            (None, true) => tracing::warn!(
-                "configuration reload: rate limits are off in this process; turning them on \
-                 needs a restart"
-            ),
-            _ => {}
         }
-        crate::telemetry::trace::set_sample_ratio(read.telemetry.sample_ratio);
+        crate::telemetry::trace::set_sample_ratio(in_force.telemetry.sample_ratio);
+        let _ = crate::telemetry::set_log_level(&in_force.log.level);
         let knobs = &self.appliers.knobs;
-        knobs.checkout_wait_ms.set(read.checkout.wait_ms);
-        knobs.session_idle_ms.set(idle_ms(&read));
-        in_force.checkout.wait_ms = read.checkout.wait_ms;
-        in_force.auth.session_idle_secs = read.auth.session_idle_secs;
-        let _ = crate::telemetry::set_log_level(&read.log.level);
-        in_force.limits = LimitSettings {
-            enabled: in_force.limits.enabled,
-            ..read.limits
-        };
-        in_force.telemetry.sample_ratio = read.telemetry.sample_ratio;
-        in_force.log.level = read.log.level;
+        knobs.checkout_wait_ms.set(in_force.checkout.wait_ms);
+        knobs.session_idle_ms.set(idle_ms(&in_force));
         self.in_force.set(in_force);
         tracing::info!(keys = ?live, "configuration reloaded");
         "applied"

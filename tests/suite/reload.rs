@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::support::process::{free_port, Shop, METRICS_TOKEN};
+use crate::support::process::{free_port, Shop};
 
 /// Writes the shop's configuration file with these rate limits (per client, per second).
 fn limits(file: &Path, per_second: u32, burst: u32) {
@@ -34,16 +34,8 @@ async fn passing(base: &str) -> usize {
 }
 
 /// `ekart_config_reloads_total` for `trigger` and `outcome`.
-async fn reloads(base: &str, trigger: &str, outcome: &str) -> u64 {
-    let text = reqwest::Client::new()
-        .get(format!("{base}/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+async fn reloads(shop: &Shop, trigger: &str, outcome: &str) -> u64 {
+    let text = shop.metrics().await.unwrap();
     let (trigger, outcome) = (
         format!("trigger=\"{trigger}\""),
         format!("outcome=\"{outcome}\""),
@@ -98,13 +90,13 @@ async fn rate_limits_follow_the_file_and_a_broken_edit_changes_nothing() {
         let still = passing(&shop.base).await;
         assert!(still <= 2, "{still} passed after {broken:?}");
     }
-    assert!(reloads(&shop.base, "file", "refused").await >= 2);
+    assert!(reloads(&shop, "file", "refused").await >= 2);
 
     // Raised again: every request passes within a second.
     limits(&file, 100, 40);
     tokio::time::sleep(NOTICED).await;
     assert_eq!(passing(&shop.base).await, 30);
-    assert!(reloads(&shop.base, "file", "applied").await >= 2);
+    assert!(reloads(&shop, "file", "applied").await >= 2);
 
     // A key that needs a restart is named, not applied: the shop still answers where it was.
     std::fs::write(
@@ -113,21 +105,18 @@ async fn rate_limits_follow_the_file_and_a_broken_edit_changes_nothing() {
     )
     .unwrap();
     tokio::time::sleep(NOTICED).await;
-    assert!(reloads(&shop.base, "file", "restart-needed").await >= 1);
+    assert!(reloads(&shop, "file", "restart-needed").await >= 1);
     assert_eq!(passing(&shop.base).await, 30);
 
     // SIGHUP reads the file again, changed or not.
-    let before = reloads(&shop.base, "signal", "restart-needed").await;
+    let before = reloads(&shop, "signal", "restart-needed").await;
     let status = std::process::Command::new("kill")
         .args(["-HUP", &shop.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        reloads(&shop.base, "signal", "restart-needed").await,
-        before + 1
-    );
+    assert_eq!(reloads(&shop, "signal", "restart-needed").await, before + 1);
 
     // Admins see what is in force (secrets redacted), what reloads live, and when it did.
     let app = crate::support::TestApp::at(shop.base.clone());

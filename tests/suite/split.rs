@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::process::{free_port, Shop, METRICS_TOKEN};
+use crate::support::process::{free_port, metrics_at, Shop};
 use crate::support::{kafka_brokers, postgres_url, scratch_postgres, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -211,21 +211,10 @@ async fn three_processes_and_a_breaker_in_front_of_stock() {
     assert_eq!(shop.settled(&tea).await, (7, 0));
 }
 
-async fn scrape(base: &str) -> reqwest::Result<reqwest::Response> {
-    reqwest::Client::new()
-        .get(format!("{base}/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-}
-
 /// The partitions of `topic` that `consumer` reads in the process at `base`, from its
 /// `/metrics` (`ekart_partition_owned`).
 async fn owned(base: &str, consumer: &str, topic: &str) -> Vec<i32> {
-    let Ok(res) = scrape(base).await else {
-        return vec![];
-    };
-    let text = res.text().await.unwrap_or_default();
+    let text = metrics_at(base).await.unwrap_or_default();
     let mut owned: Vec<i32> = text
         .lines()
         .filter(|line| line.starts_with("ekart_partition_owned{") && line.ends_with(" 1"))
@@ -265,7 +254,7 @@ async fn shares_settle(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for base in bases {
-        let text = scrape(base).await.unwrap().text().await.unwrap();
+        let text = metrics_at(base).await.unwrap();
         let ours: Vec<&str> = text
             .lines()
             .filter(|l| {

@@ -123,7 +123,7 @@ pub struct ProductQuery {
     pub sort: Option<SortKey>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProductPage {
     pub items: Vec<Product>,
     /// The page number asked for; absent on a page reached by `cursor`.

@@ -47,17 +47,13 @@ struct SearchKey {
     cursor: Option<String>,
 }
 
-/// A search page as answered, less its products' rows (read afresh: their stock moves
-/// without moving the search generation).
+/// A search page as answered, at the search generation it was read at: its products' ids,
+/// and the page without them (they are read afresh: their stock moves without moving the
+/// generation).
 struct SearchPage {
     generation: i64,
     ids: Vec<String>,
-    page: Option<u32>,
-    total: i64,
-    total_capped: bool,
-    total_estimated: bool,
-    next_cursor: Option<String>,
-    next: Option<String>,
+    bare: ProductPage,
 }
 
 /// Search pages kept by default.
@@ -239,6 +235,9 @@ impl StockStore {
             let (rows, total) = self.all(&paging.window()).await?;
             return page_of(rows, total, &paging, &[("sort", sort)]);
         }
+        let Some(searches) = &self.searches else {
+            return self.search_page(q, query.sort, &paging).await;
+        };
         let key = SearchKey {
             q: q.to_string(),
             sort,
@@ -251,46 +250,44 @@ impl StockStore {
             sqlx::query_scalar("SELECT n FROM derived_counts WHERE name = 'search_generation'")
                 .fetch_one(&mut conn)
                 .await?;
-        let kept = self
-            .searches
-            .as_ref()
-            .and_then(|searches| searches.get(&key));
-        if let Some(kept) = kept.filter(|kept| kept.generation == generation) {
+        if let Some(kept) = searches.get(&key).filter(|k| k.generation == generation) {
             if let Some(items) = products_in(&mut conn, &kept.ids).await? {
                 metrics::counter!("ekart_search_pages_total", "read" => "kept").increment(1);
                 return Ok(ProductPage {
                     items,
-                    page: kept.page,
-                    per_page: key.per_page,
-                    total: kept.total,
-                    total_capped: kept.total_capped,
-                    total_estimated: kept.total_estimated,
-                    next_cursor: kept.next_cursor.clone(),
-                    next: kept.next.clone(),
+                    ..kept.bare.clone()
                 });
             }
         }
         drop(conn);
+        let page = self.search_page(q, query.sort, &paging).await?;
+        let kept = SearchPage {
+            generation,
+            ids: page.items.iter().map(|p| p.id.clone()).collect(),
+            bare: ProductPage {
+                items: vec![],
+                ..page.clone()
+            },
+        };
+        searches.insert(key, Arc::new(kept));
+        Ok(page)
+    }
+
+    /// A page of the products matching `q`, read from the index: best match first, or in
+    /// `sort`'s order.
+    async fn search_page(
+        &self,
+        q: &str,
+        sort: Option<SortKey>,
+        paging: &Paging,
+    ) -> Result<ProductPage, StockError> {
         metrics::counter!("ekart_search_pages_total", "read" => "searched").increment(1);
-        let (rows, total) = match query.sort {
+        let (rows, total) = match sort {
             None => self.search(q, &paging.window()).await?,
             Some(_) => self.sorted_search(q, &paging.window()).await?,
         };
-        let page = page_of(rows, total, &paging, &[("q", q), ("sort", sort)])?;
-        if let Some(searches) = &self.searches {
-            let kept = SearchPage {
-                generation,
-                ids: page.items.iter().map(|p| p.id.clone()).collect(),
-                page: page.page,
-                total: page.total,
-                total_capped: page.total_capped,
-                total_estimated: page.total_estimated,
-                next_cursor: page.next_cursor.clone(),
-                next: page.next.clone(),
-            };
-            searches.insert(key, Arc::new(kept));
-        }
-        Ok(page)
+        let sort = sort.map_or("", SortKey::as_str);
+        page_of(rows, total, paging, &[("q", q), ("sort", sort)])
     }
 
     /// The whole catalog, counted by the row its triggers keep (migration 0003).

@@ -31,12 +31,6 @@ pub struct Step {
     pub currency: Option<String>,
 }
 
-impl Step {
-    pub fn is_add_to_cart(&self) -> bool {
-        self.kind == "click" && self.name == "add-to-cart"
-    }
-}
-
 /// A sign-in session as listed.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SessionSummary {
@@ -72,28 +66,6 @@ pub struct JourneyTotals {
     /// Money spent on completed orders, in minor units of `currency`.
     pub spent_minor: i64,
     pub currency: Option<String>,
-}
-
-impl JourneyTotals {
-    pub fn of(steps: &[Step]) -> JourneyTotals {
-        let mut totals = JourneyTotals::default();
-        for step in steps {
-            match (step.kind.as_str(), step.name.as_str()) {
-                ("page", _) => totals.pages_visited += 1,
-                ("click", "add-to-cart") => totals.items_added += 1,
-                ("order", "placed") => totals.orders_placed += 1,
-                ("order", "completed") => {
-                    totals.orders_completed += 1;
-                    totals.spent_minor += step.amount_minor.unwrap_or(0);
-                    if totals.currency.is_none() {
-                        totals.currency = step.currency.clone();
-                    }
-                }
-                _ => {}
-            }
-        }
-        totals
-    }
 }
 
 /// A session and its steps.
@@ -288,7 +260,7 @@ impl JourneyStore {
         .fetch_all(&mut conn)
         .await?;
         let steps: Vec<Step> = rows.iter().map(step).collect::<Result<_, _>>()?;
-        let totals = JourneyTotals::of(&steps);
+        let totals = totals(&mut conn, session_id).await?;
         Ok(Some(Journey {
             session,
             steps,
@@ -364,7 +336,8 @@ async fn summary(conn: &mut Conn, session_id: &str) -> Result<Option<SessionSumm
     row.as_ref().map(session).transpose()
 }
 
-/// [`JourneyTotals::of`] all the session's steps, added up by the database.
+/// What all the session's steps add up to, added up by the database: pages viewed, items
+/// added to the cart, orders placed and completed, and the money the completed ones cost.
 async fn totals(conn: &mut Conn, session_id: &str) -> Result<JourneyTotals, sqlx::Error> {
     let count = |condition: &str| {
         format!("CAST(COALESCE(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END), 0) AS BIGINT)")

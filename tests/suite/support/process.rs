@@ -78,6 +78,11 @@ impl Shop {
         }
     }
 
+    /// The text of the process's `/metrics` (read with [`METRICS_TOKEN`]).
+    pub async fn metrics(&self) -> reqwest::Result<String> {
+        metrics_at(&self.base).await
+    }
+
     /// The process id, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -122,4 +127,15 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The text of `/metrics` of the shop process at `base` (read with [`METRICS_TOKEN`]).
+pub async fn metrics_at(base: &str) -> reqwest::Result<String> {
+    reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await?
+        .text()
+        .await
 }
