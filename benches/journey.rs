@@ -72,7 +72,11 @@ fn step(sender: usize, i: usize) -> JourneyStep {
 async fn ingest_through_the_bus(args: &Args) -> anyhow::Result<f64> {
     let (_dir, db) = users_db().await?;
     let bus: Arc<dyn Bus> = MemoryBus::new();
-    ekart::modules::user::spawn_journey_consumer(&bus, db.clone(), u32::MAX);
+    ekart::modules::user::spawn_journey_consumer(
+        &bus,
+        db.clone(),
+        ekart::config::Knob::new(u32::MAX.into()),
+    );
     let recorder = Recorder::start(bus);
     let per_sender = args.events / args.senders;
     let total = (per_sender * args.senders) as i64;

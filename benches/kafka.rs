@@ -378,7 +378,11 @@ async fn journeys(kind: BusKind, args: &Args) -> anyhow::Result<JourneyRow> {
         BusKind::Memory => MemoryBus::new(),
         BusKind::Kafka => KafkaBus::new(settings.bus.kafka.clone()),
     };
-    ekart::modules::user::spawn_journey_consumer(&bus, db.clone(), u32::MAX);
+    ekart::modules::user::spawn_journey_consumer(
+        &bus,
+        db.clone(),
+        ekart::config::Knob::new(u32::MAX.into()),
+    );
     let recorder = Recorder::start(bus.clone());
     let name = match kind {
         BusKind::Memory => "in-process bus",

@@ -107,19 +107,26 @@ impl Application {
         // their OpenAPI descriptions) and browser-only flows.
         let mut routed = Vec::new();
 
+        // The numbers a reload may change, read where they are used.
+        let knobs = crate::reload::Knobs::of(&settings);
         // The modules this process calls but does not run.
         let mut remotes = HashMap::new();
         for module in [Module::Stock, Module::Order, Module::Payment, Module::User] {
             let instances = settings.modules.instances(module);
             if !runs(module) && !instances.is_empty() {
-                let remote = Remote::start(module, instances, &settings.gateway, body_limit)?;
+                let remote = Remote::start(
+                    module,
+                    instances,
+                    &settings.gateway,
+                    &knobs.calls,
+                    body_limit,
+                )?;
                 remotes.insert(module, remote);
             }
         }
 
         // Each module: its database, its consumers (subscribed before any relay runs, so no
         // event finds the bus empty), its routes, its tasks.
-        let knobs = crate::reload::Knobs::of(&settings);
         let wiring = Wiring {
             settings: &settings,
             knobs: &knobs,
@@ -263,7 +270,11 @@ impl Application {
             listener,
             router,
             metrics,
-            appliers: crate::reload::Appliers { limits, knobs },
+            appliers: crate::reload::Appliers {
+                limits,
+                knobs,
+                remotes: remotes.into_values().collect(),
+            },
             databases,
             tasks,
             header_timeout: Duration::from_secs(settings.server.header_timeout_secs),
@@ -474,8 +485,7 @@ async fn mount_user(w: &Wiring<'_>, m: &mut Mounted) -> anyhow::Result<UserStore
     let settings = w.settings;
     let db = open_database(&settings.database, "users", &user::MIGRATIONS).await?;
     let users = UserStore::new(db.clone());
-    let max_steps = settings.journey.max_steps_per_session;
-    user::spawn_journey_consumer(w.bus, db.clone(), max_steps);
+    user::spawn_journey_consumer(w.bus, db.clone(), w.knobs.journey_max_steps.clone());
     let handler = user::order_events_handler();
     spawn_consumer(w.bus, db.clone(), user::CONSUMER, topics::ORDER, handler);
     m.api.push(user::router(JourneyStore::new(db.clone())));

@@ -18,9 +18,10 @@ use serde_json::Value;
 use crate::config::{Knob, ServeFlags, Settings};
 use crate::gateway::auth::Admin;
 use crate::gateway::limits::Limits;
+use crate::gateway::remote::{CallKnobs, Remote};
 
 /// The keys that reload live.
-pub const LIVE: [&str; 10] = [
+pub const LIVE: [&str; 18] = [
     "limits.per_second",
     "limits.burst",
     "limits.sign_in_per_minute",
@@ -31,6 +32,14 @@ pub const LIVE: [&str; 10] = [
     "log.level",
     "checkout.wait_ms",
     "auth.session_idle_secs",
+    "journey.max_steps_per_session",
+    "gateway.timeout_ms",
+    "gateway.retries",
+    "gateway.health_interval_ms",
+    "gateway.breaker.failure_rate",
+    "gateway.breaker.window",
+    "gateway.breaker.minimum_calls",
+    "gateway.breaker.open_ms",
 ];
 
 /// How often the file is looked at.
@@ -42,6 +51,9 @@ pub struct Appliers {
     /// The rate limiters, when limits are on (turning them on or off needs a restart).
     pub limits: Option<Arc<Limits>>,
     pub knobs: Knobs,
+    /// The modules this process calls in other processes (their breakers are rebuilt when
+    /// `gateway.breaker.*` changes).
+    pub remotes: Vec<Arc<Remote>>,
 }
 
 /// The numbers the modules and the door read each time they need them.
@@ -51,6 +63,10 @@ pub struct Knobs {
     pub checkout_wait_ms: Knob,
     /// `auth.session_idle_secs`, in milliseconds.
     pub session_idle_ms: Knob,
+    /// `journey.max_steps_per_session`.
+    pub journey_max_steps: Knob,
+    /// `gateway.timeout_ms`, `retries` and `health_interval_ms`.
+    pub calls: CallKnobs,
 }
 
 impl Knobs {
@@ -58,6 +74,8 @@ impl Knobs {
         Knobs {
             checkout_wait_ms: Knob::new(settings.checkout.wait_ms),
             session_idle_ms: Knob::new(idle_ms(settings)),
+            journey_max_steps: Knob::new(settings.journey.max_steps_per_session.into()),
+            calls: CallKnobs::of(&settings.gateway),
         }
     }
 }
@@ -223,11 +241,39 @@ impl Reloader {
                 ),
             }
         }
+        let breakers = match live.iter().any(|k| k.starts_with("gateway.breaker.")) {
+            false => vec![],
+            true => {
+                let built: anyhow::Result<Vec<_>> = self
+                    .appliers
+                    .remotes
+                    .iter()
+                    .map(|remote| remote.breaker_with(&in_force.gateway.breaker))
+                    .collect();
+                match built {
+                    Ok(breakers) => breakers,
+                    Err(e) => {
+                        tracing::error!(
+                            "configuration reload refused, the settings in force stay: {e:#}"
+                        );
+                        return "refused";
+                    }
+                }
+            }
+        };
+        // Checked; from here on everything applies.
+        for (remote, breaker) in self.appliers.remotes.iter().zip(breakers) {
+            remote.set_breaker(breaker);
+        }
         crate::telemetry::trace::set_sample_ratio(in_force.telemetry.sample_ratio);
         let _ = crate::telemetry::set_log_level(&in_force.log.level);
         let knobs = &self.appliers.knobs;
         knobs.checkout_wait_ms.set(in_force.checkout.wait_ms);
         knobs.session_idle_ms.set(idle_ms(&in_force));
+        knobs
+            .journey_max_steps
+            .set(in_force.journey.max_steps_per_session.into());
+        knobs.calls.set(&in_force.gateway);
         self.in_force.set(in_force);
         tracing::info!(keys = ?live, "configuration reloaded");
         "applied"

@@ -177,6 +177,33 @@ pub async fn handle_traced<H: Handler + ?Sized>(
     trace::scope(context, work).await
 }
 
+/// The consumer spans of a run of events a handler applies together with set-based
+/// statements, where no one event's trace is the current one: one per event, each a child of
+/// the span that published it (so every checkout's trace shows its event handled), open until
+/// the returned spans are dropped when the run is done, and tagged with the run's size.
+/// Nothing when tracing is off.
+pub fn handled_together(consumer: &str, events: &[&Event]) -> Vec<crate::telemetry::spans::Span> {
+    use crate::telemetry::spans::{self, Kind, Span};
+    if !spans::enabled() {
+        return vec![];
+    }
+    events
+        .iter()
+        .filter_map(|event| {
+            let trace = event.traceparent.as_deref().and_then(TraceContext::parse)?;
+            let mut span = Span::start(Kind::Consumer, trace.child(), Some(trace), || {
+                format!("handle {}", event.kind)
+            });
+            if span.is_recording() {
+                span.tag("messaging.consumer", consumer.to_string());
+                span.tag("messaging.key", event.partitionkey.clone());
+                span.tag("messaging.batch.message_count", events.len().to_string());
+            }
+            Some(span)
+        })
+        .collect()
+}
+
 /// Stores where the consumer is in a durable log, in the transaction of the effect.
 pub async fn save_position(
     uow: &mut Uow,

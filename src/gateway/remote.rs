@@ -9,6 +9,10 @@
 //!
 //! The gateway's proxy routes and the modules' internal calls (the order module asking stock
 //! about a product) both go through [`Remote::call`], so both are covered by the breaker.
+//!
+//! The timeout, the retries and the health checks' interval are read at each use, and the
+//! breaker can be replaced, so a reload of the settings (`reload.rs`) changes them in a
+//! running process.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,7 +32,7 @@ use tower_resilience_circuitbreaker::{
     CircuitBreaker, CircuitBreakerError, CircuitBreakerLayer, CircuitState, DefaultClassifier,
 };
 
-use crate::config::{GatewaySettings, Module};
+use crate::config::{BreakerSettings, GatewaySettings, Knob, Module};
 use crate::error::ApiError;
 use crate::telemetry::trace;
 
@@ -109,8 +113,35 @@ struct Pool {
     endpoints: RwLock<Arc<Vec<Endpoint>>>,
     next: AtomicUsize,
     client: reqwest::Client,
-    timeout: Duration,
-    retries: u32,
+    calls: CallKnobs,
+}
+
+/// The remote-call settings a reload may change, shared by every remote module of a process.
+#[derive(Debug, Clone)]
+pub struct CallKnobs {
+    /// `gateway.timeout_ms`
+    pub timeout_ms: Knob,
+    /// `gateway.retries`
+    pub retries: Knob,
+    /// `gateway.health_interval_ms`
+    pub health_interval_ms: Knob,
+}
+
+impl CallKnobs {
+    pub fn of(settings: &GatewaySettings) -> CallKnobs {
+        CallKnobs {
+            timeout_ms: Knob::new(settings.timeout_ms),
+            retries: Knob::new(settings.retries.into()),
+            health_interval_ms: Knob::new(settings.health_interval_ms),
+        }
+    }
+
+    /// Applies `settings` (already validated).
+    pub fn set(&self, settings: &GatewaySettings) {
+        self.timeout_ms.set(settings.timeout_ms);
+        self.retries.set(settings.retries.into());
+        self.health_interval_ms.set(settings.health_interval_ms);
+    }
 }
 
 /// The breaker's inner service: one call, with its retries over instances.
@@ -135,17 +166,25 @@ impl Service<Outbound> for Forward {
 /// A module in another process, as this process calls it.
 pub struct Remote {
     pool: Arc<Pool>,
-    breaker: CircuitBreaker<Forward, DefaultClassifier>,
-    open_for: Duration,
+    breaker: RwLock<Breaker>,
     body_limit: usize,
 }
 
+/// A circuit breaker around a module's pool, and how long it stays open.
+#[derive(Clone)]
+pub struct Breaker {
+    service: CircuitBreaker<Forward, DefaultClassifier>,
+    open_for: Duration,
+}
+
 impl Remote {
-    /// Remote calls to `module` at `urls` (validated `http://` URLs). Starts its health checks.
+    /// Remote calls to `module` at `urls` (validated `http://` URLs), with the timeout,
+    /// retries and health-check interval `calls` holds. Starts its health checks.
     pub fn start(
         module: Module,
         urls: &[String],
         settings: &GatewaySettings,
+        calls: &CallKnobs,
         body_limit: usize,
     ) -> anyhow::Result<Arc<Remote>> {
         let urls = urls
@@ -170,39 +209,36 @@ impl Remote {
                 // by default), so a pooled connection is not reused just as its server closes it.
                 .pool_idle_timeout(Duration::from_secs(5))
                 .build()?,
-            timeout: Duration::from_millis(settings.timeout_ms),
-            retries: settings.retries,
+            calls: calls.clone(),
         });
-        let b = &settings.breaker;
-        let name = module.name();
-        let layer = CircuitBreakerLayer::builder()
-            .name(name)
-            .failure_rate_threshold(b.failure_rate)
-            .sliding_window_size(b.window)
-            .minimum_number_of_calls(b.minimum_calls)
-            .wait_duration_in_open(Duration::from_millis(b.open_ms))
-            .permitted_calls_in_half_open(1)
-            .on_state_transition(move |from, to| {
-                metrics::gauge!("ekart_breaker_state", "module" => name).set(to as u8 as f64);
-                match to {
-                    CircuitState::Open => {
-                        tracing::warn!(module = name, ?from, "circuit breaker open: failing fast")
-                    }
-                    _ => tracing::info!(module = name, ?from, ?to, "circuit breaker state"),
-                }
-            })
-            .build()?;
-        let breaker = layer.layer_fn(Forward(pool.clone()));
-        tokio::spawn(check_health(
-            Arc::downgrade(&pool),
-            Duration::from_millis(settings.health_interval_ms),
-        ));
+        let breaker = Breaker::new(&pool, &settings.breaker)?;
+        tokio::spawn(check_health(Arc::downgrade(&pool)));
         Ok(Arc::new(Remote {
             pool,
-            breaker,
-            open_for: Duration::from_millis(b.open_ms),
+            breaker: RwLock::new(breaker),
             body_limit,
         }))
+    }
+
+    /// A new breaker for this module with `settings`, to put in force with
+    /// [`Remote::set_breaker`] (apart, so a reload can build every module's first and apply
+    /// them only if all could be built).
+    pub fn breaker_with(&self, settings: &BreakerSettings) -> anyhow::Result<Breaker> {
+        Breaker::new(&self.pool, settings)
+    }
+
+    /// Puts `breaker` in force. It starts closed, with no calls counted.
+    pub fn set_breaker(&self, breaker: Breaker) {
+        metrics::gauge!("ekart_breaker_state", "module" => self.pool.module.name())
+            .set(CircuitState::Closed as u8 as f64);
+        *self.breaker.write().unwrap_or_else(|e| e.into_inner()) = breaker;
+    }
+
+    fn breaker(&self) -> Breaker {
+        self.breaker
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn module(&self) -> Module {
@@ -210,14 +246,17 @@ impl Remote {
     }
 
     pub fn breaker_state(&self) -> CircuitState {
-        self.breaker.state_sync()
+        self.breaker().service.state_sync()
     }
 
     /// Sends `request` through the breaker. A 503 problem naming the module when the breaker
     /// is open or no instance answers; the module's own answer otherwise.
     pub async fn call(&self, request: Outbound) -> Result<Answer, ApiError> {
         let module = self.pool.module.name();
-        let mut breaker = self.breaker.clone();
+        let Breaker {
+            service: mut breaker,
+            open_for,
+        } = self.breaker();
         let answer = match breaker.ready().await {
             Ok(breaker) => breaker.call(request).await,
             Err(e) => Err(e),
@@ -242,7 +281,7 @@ impl Remote {
                 ),
             )
             .with("module", module)
-            .with("retry_after", self.open_for.as_secs().max(1))),
+            .with("retry_after", open_for.as_secs().max(1))),
             Err(CircuitBreakerError::Inner(CallError::Unavailable(answer))) => Ok(answer),
             Err(CircuitBreakerError::Inner(CallError::Timeout(ms))) => Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -267,6 +306,33 @@ impl Remote {
             .iter()
             .fold(Router::new(), |router, path| router.route(path, any(proxy)))
             .with_state(self.clone())
+    }
+}
+
+impl Breaker {
+    fn new(pool: &Arc<Pool>, b: &BreakerSettings) -> anyhow::Result<Breaker> {
+        let name = pool.module.name();
+        let layer = CircuitBreakerLayer::builder()
+            .name(name)
+            .failure_rate_threshold(b.failure_rate)
+            .sliding_window_size(b.window)
+            .minimum_number_of_calls(b.minimum_calls)
+            .wait_duration_in_open(Duration::from_millis(b.open_ms))
+            .permitted_calls_in_half_open(1)
+            .on_state_transition(move |from, to| {
+                metrics::gauge!("ekart_breaker_state", "module" => name).set(to as u8 as f64);
+                match to {
+                    CircuitState::Open => {
+                        tracing::warn!(module = name, ?from, "circuit breaker open: failing fast")
+                    }
+                    _ => tracing::info!(module = name, ?from, ?to, "circuit breaker state"),
+                }
+            })
+            .build()?;
+        Ok(Breaker {
+            service: layer.layer_fn(Forward(pool.clone())),
+            open_for: Duration::from_millis(b.open_ms),
+        })
     }
 }
 
@@ -346,15 +412,16 @@ impl Pool {
     /// Sends to the next healthy instance; on a failure that allows it, tries another. A
     /// refused connection means the request never left, so that is retried whatever it was.
     async fn call(&self, request: Outbound) -> Result<Answer, CallError> {
-        let attempts = 1 + self.retries;
+        let attempts = 1 + self.calls.retries.get();
         let repeatable = request.repeatable();
+        let timeout = self.timeout();
         let mut last = CallError::NoInstance;
         for attempt in 1..=attempts {
             let endpoints = self.endpoints.read().expect("endpoints").clone();
             let Some(endpoint) = self.pick(&endpoints) else {
                 break;
             };
-            let may_retry = match self.send(endpoint, &request).await {
+            let may_retry = match self.send(endpoint, &request, timeout).await {
                 Ok(answer) if is_unavailable(answer.status) => {
                     last = CallError::Unavailable(answer);
                     repeatable
@@ -363,7 +430,7 @@ impl Pool {
                 Err(err) => {
                     endpoint.healthy.store(false, Ordering::Relaxed);
                     last = if err.is_timeout() {
-                        CallError::Timeout(self.timeout.as_millis())
+                        CallError::Timeout(timeout.as_millis())
                     } else {
                         CallError::Unreachable(error_chain(&err))
                     };
@@ -393,7 +460,16 @@ impl Pool {
         }
     }
 
-    async fn send(&self, endpoint: &Endpoint, request: &Outbound) -> reqwest::Result<Answer> {
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.calls.timeout_ms.get())
+    }
+
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        request: &Outbound,
+        timeout: Duration,
+    ) -> reqwest::Result<Answer> {
         let mut headers = request.headers.clone();
         headers.insert(header::HOST, endpoint.host.clone());
         let context = trace::outgoing();
@@ -417,7 +493,7 @@ impl Pool {
             )
             .headers(headers)
             .body(request.body.clone())
-            .timeout(self.timeout)
+            .timeout(timeout)
             .send()
             .await?;
         let status = response.status();
@@ -451,7 +527,7 @@ impl Pool {
                     .client
                     .get(format!("{base}/healthz"))
                     .header(header::HOST, host_header(url))
-                    .timeout(self.timeout.min(Duration::from_secs(1)))
+                    .timeout(self.timeout().min(Duration::from_secs(1)))
                     .send()
                     .await
                     .is_ok_and(|r| r.status().is_success());
@@ -485,11 +561,13 @@ impl Pool {
     }
 }
 
-/// Checks the pool's instances every `interval` while anyone still uses it.
-async fn check_health(pool: std::sync::Weak<Pool>, interval: Duration) {
+/// Checks the pool's instances every `gateway.health_interval_ms` (as it is at each check)
+/// while anyone still uses it.
+async fn check_health(pool: std::sync::Weak<Pool>) {
     loop {
         let Some(pool) = pool.upgrade() else { return };
         pool.check_all().await;
+        let interval = Duration::from_millis(pool.calls.health_interval_ms.get());
         drop(pool);
         tokio::time::sleep(interval).await;
     }

@@ -155,3 +155,122 @@ async fn rate_limits_follow_the_file_and_a_broken_edit_changes_nothing() {
     let (_, config) = app.get("/admin/config", Some(&fresh)).await;
     assert_eq!(config["settings"]["auth"]["session_idle_secs"], 1);
 }
+
+/// Writes a gateway process's configuration file: its remote calls' settings, the health checks
+/// rare enough not to count, and `extra` lines.
+fn remote_calls(file: &Path, timeout_ms: u64, retries: u32, extra: &str) {
+    let text = format!(
+        "[gateway]\ntimeout_ms = {timeout_ms}\nretries = {retries}\nhealth_interval_ms = 600000\n{extra}"
+    );
+    std::fs::write(file, text).unwrap();
+}
+
+/// The gateway's remote-call settings follow the file too. The other modules' one "instance"
+/// takes connections and never answers, so each call shows the settings in force: how long it
+/// was held (`gateway.timeout_ms`), how many attempts reached the instance
+/// (`gateway.retries`), and when the breaker opened (`gateway.breaker.*`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_call_settings_follow_the_file() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Some(brokers) = crate::support::kafka_brokers() else {
+        return;
+    };
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ekart.toml");
+    remote_calls(&file, 1500, 0, "");
+    let port = free_port();
+    let database = format!("sqlite://{}/", dir.path().join("data").display());
+    let mut env = crate::split::split_env(
+        &database,
+        &brokers,
+        1,
+        crate::split::Layout {
+            stock_and_payment: &[silent_port],
+            order: &[silent_port],
+            gateway: &[port],
+        },
+    );
+    // The file's, not the environment's (which would win over the file).
+    env.retain(|(key, _)| !key.starts_with("EKART_GATEWAY__"));
+    let shop =
+        Shop::start_with_config(port, &file, &["--modules", "gateway,frontend,user"], &env).await;
+    // The health checks at start have reached the instance and given up.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let http = reqwest::Client::new();
+    let call = || async {
+        let before = accepted.load(Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        let res = http
+            .get(format!("{}/api/products", shop.base))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let body: serde_json::Value = res.json().await.unwrap();
+        let attempts = accepted.load(Ordering::SeqCst) - before;
+        (status, body, started.elapsed(), attempts)
+    };
+
+    let (status, body, took, attempts) = call().await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("1500 ms"),
+        "{body}"
+    );
+    assert!(took >= Duration::from_millis(1400), "{took:?}");
+    assert_eq!(attempts, 1);
+
+    // A shorter timeout, and two retries: three attempts of 200 ms each.
+    remote_calls(&file, 200, 2, "");
+    tokio::time::sleep(NOTICED).await;
+    let (status, body, took, attempts) = call().await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("200 ms"),
+        "{body}"
+    );
+    assert!(took < Duration::from_millis(1400), "{took:?}");
+    assert_eq!(attempts, 3);
+
+    // A breaker that opens after two failed calls of two (the built-in one waits for five):
+    // the third call is refused at once, without reaching the instance, and says for how long.
+    remote_calls(
+        &file,
+        200,
+        0,
+        "[gateway.breaker]\nfailure_rate = 0.5\nwindow = 2\nminimum_calls = 2\nopen_ms = 9000\n",
+    );
+    tokio::time::sleep(NOTICED).await;
+    for _ in 0..2 {
+        assert_eq!(call().await.0, StatusCode::GATEWAY_TIMEOUT);
+    }
+    let (status, body, _, attempts) = call().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["type"], "/problems/module-unavailable", "{body}");
+    assert_eq!(body["retry_after"], 9, "{body}");
+    assert_eq!(attempts, 0);
+
+    // A breaker that cannot be built is refused whole: the timeout beside it stays 200 ms.
+    remote_calls(&file, 900, 0, "[gateway.breaker]\nwindow = 0\n");
+    tokio::time::sleep(NOTICED).await;
+    assert!(reloads(&shop, "file", "refused").await >= 1);
+    let app = crate::support::TestApp::at(shop.base.clone());
+    let admin = app.token("root", "admin").await;
+    let (_, config) = app.get("/admin/config", Some(&admin)).await;
+    assert_eq!(config["settings"]["gateway"]["timeout_ms"], 200, "{config}");
+    assert_eq!(config["settings"]["gateway"]["breaker"]["window"], 2);
+}

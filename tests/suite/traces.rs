@@ -107,6 +107,28 @@ const SAGA: [&str; 5] = [
     "publish ekart.order.completed",
 ];
 
+/// The handling of each of the saga's events, by one consumer at least: alone or in a batch,
+/// a child of the event's publish span.
+const HANDLED: [(&str, &str); 5] = [
+    ("publish ekart.order.placed", "handle ekart.order.placed"),
+    (
+        "publish ekart.stock.reserved",
+        "handle ekart.stock.reserved",
+    ),
+    (
+        "publish ekart.order.payment_requested",
+        "handle ekart.order.payment_requested",
+    ),
+    (
+        "publish ekart.payment.succeeded",
+        "handle ekart.payment.succeeded",
+    ),
+    (
+        "publish ekart.order.completed",
+        "handle ekart.order.completed",
+    ),
+];
+
 /// Puts one product in `me`'s cart at `shop` and checks out; answers the trace id and root
 /// span id `traceresponse` names.
 async fn check_out(shop: &TestApp, me: &str, product: &str) -> (String, String) {
@@ -138,6 +160,8 @@ async fn one_tree(
     answered: &str,
     wanted: &[(&str, &str)],
 ) -> Vec<Value> {
+    let mut wanted = wanted.to_vec();
+    wanted.extend(HANDLED.map(|(_, handle)| (handle, "CONSUMER")));
     let mut trace: Vec<Value> = vec![];
     for _ in 0..150 {
         trace = received
@@ -169,7 +193,7 @@ async fn one_tree(
             )
         })
         .collect();
-    for (name, kind) in wanted {
+    for (name, kind) in &wanted {
         assert!(
             trace
                 .iter()
@@ -207,6 +231,15 @@ async fn one_tree(
     let span = |name: &str| trace.iter().find(|s| s["name"] == name).unwrap();
     for pair in SAGA.windows(2) {
         assert_eq!(span(pair[1])["parentId"], span(pair[0])["id"], "{pair:?}");
+    }
+    for (publish, handle) in HANDLED {
+        let published = &span(publish)["id"];
+        assert!(
+            trace.iter().any(|s| s["name"] == handle
+                && s["kind"] == "CONSUMER"
+                && s["parentId"] == *published),
+            "{handle} under {publish} in {names:#?}"
+        );
     }
     trace
 }

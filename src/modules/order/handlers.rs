@@ -11,7 +11,7 @@ use super::events::{self, OrderCompleted, OrderFailed, PaymentRequested, SOURCE}
 use super::model::OrderStatus;
 use super::store::{Also, Move, OrderStore};
 use super::waiters::Waiters;
-use crate::bus::inbox::{handle_traced, Handler};
+use crate::bus::inbox::{handle_traced, handled_together, Handler};
 use crate::bus::{outbox, topics, Event};
 use crate::contracts::payment::{
     self as payment_events, PaymentFailed, PaymentRefunded, PaymentSucceeded,
@@ -151,6 +151,8 @@ impl Handler for SagaHandler {
                 continue;
             }
             rest = &rest[run.len()..];
+            let events: Vec<&Event> = run.iter().map(|(_, event)| *event).collect();
+            let _spans = handled_together(consumer, &events);
             self.advance_all(uow, run).await?;
         }
         Ok(())

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::settle::Settler;
 use super::store::{Payment, PaymentStore};
-use crate::bus::inbox::{handle_traced, Handler};
+use crate::bus::inbox::{handle_traced, handled_together, Handler};
 use crate::bus::Event;
 use crate::contracts::order::{self as order_events, OrderCancelled, PaymentRequested};
 use crate::db::{now_ms, Uow};
@@ -44,6 +44,7 @@ impl Handler for OrderEventsHandler {
                 continue;
             }
             let (requests, later) = rest.split_at(run);
+            let _spans = handled_together(consumer, requests);
             self.ask_all(uow, requests).await?;
             rest = later;
         }

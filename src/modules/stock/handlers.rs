@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::events::{self as stock_events, SOURCE};
 use super::store::{Reservation, StockStore};
-use crate::bus::inbox::{handle_traced, Handler};
+use crate::bus::inbox::{handle_traced, handled_together, Handler};
 use crate::bus::{outbox, topics, Event};
 use crate::contracts::order::{
     self as order_events, LineQuantity, OrderCancelled, OrderCompleted, OrderFailed, OrderPlaced,
@@ -52,6 +52,7 @@ impl Handler for OrderEventsHandler {
                 continue;
             }
             let (these, later) = rest.split_at(run);
+            let _spans = handled_together(consumer, these);
             let (placed, completed): (Vec<&Event>, Vec<&Event>) =
                 these.iter().partition(|e| e.kind == order_events::PLACED);
             reserve_all(uow, &placed).await?;

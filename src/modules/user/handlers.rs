@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use super::journey::{self, Step};
 use crate::bus::inbox::{consume, save_position, Handler};
 use crate::bus::{topics, Bus, Event};
+use crate::config::Knob;
 use crate::contracts::journey::{self as journey_events, JourneyStep};
 use crate::contracts::order::{self as order_events, OrderCompleted, OrderFailed, OrderPlaced};
 use crate::db::{padded_to_power_of_two, placeholders, Db, Uow};
@@ -67,11 +68,12 @@ pub async fn store_journey_batch(
 }
 
 /// Consumes `ekart.journey`, from where it stopped, until the process ends, keeping at most
-/// `max_steps` per session.
-pub fn spawn_journey_consumer(bus: &Arc<dyn Bus>, db: Db, max_steps: u32) {
+/// `max_steps` per session (as the setting is when each batch comes: it reloads live).
+pub fn spawn_journey_consumer(bus: &Arc<dyn Bus>, db: Db, max_steps: Knob) {
     let store = db.clone();
     consume(bus, &db, CONSUMER, topics::JOURNEY, move |events| {
         let db = store.clone();
+        let max_steps = u32::try_from(max_steps.get()).unwrap_or(u32::MAX);
         async move { store_journey_batch(&db, events, max_steps).await }
     });
 }
