@@ -266,13 +266,6 @@ impl Inner {
                     pause = SHORTEST_PAUSE;
                     continue;
                 }
-                // The fetch read to the partition's end: asked again now, the broker would
-                // answer nothing. Paused as after an empty fetch (a publish here rings).
-                Ok(Fetched::ToTheEnd) => {
-                    wait = Duration::from_millis(100);
-                    pause = SHORTEST_PAUSE * 2;
-                    SHORTEST_PAUSE
-                }
                 Ok(Fetched::Nothing) => {
                     let rest = pause;
                     pause = (pause * 2).min(LONGEST_PAUSE);
@@ -388,12 +381,11 @@ impl Inner {
             None => client.get_offset(OffsetAt::Earliest).await?,
         };
         *next = Some(offset);
-        let (records, to_the_end) = match self.fetch_shared(&client, topic, partition, offset).await
-        {
+        let records = match self.fetch_shared(&client, topic, partition, offset).await {
             Ok((records, high_watermark)) => {
                 let read_to = records.last().map_or(offset, |r| r.offset + 1);
                 reader.lag((high_watermark - read_to).max(0));
-                (records, read_to >= high_watermark)
+                records
             }
             Err(KafkaError::ServerError {
                 protocol_error: ProtocolError::OffsetOutOfRange,
@@ -450,19 +442,14 @@ impl Inner {
             }
         }
         *next = Some(last + 1);
-        Ok(match to_the_end {
-            true => Fetched::ToTheEnd,
-            false => Fetched::Records,
-        })
+        Ok(Fetched::Records)
     }
 }
 
 /// What one fetch came to.
 enum Fetched {
-    /// Records, handed over and committed (or an offset put right), with more after them.
+    /// Records, handed over and committed (or an offset put right).
     Records,
-    /// Records, handed over and committed, up to the partition's end as the broker saw it.
-    ToTheEnd,
     /// Nothing new yet.
     Nothing,
     /// The subscriber has gone: stop reading.
