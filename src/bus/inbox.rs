@@ -177,31 +177,45 @@ pub async fn handle_traced<H: Handler + ?Sized>(
     trace::scope(context, work).await
 }
 
-/// The consumer spans of a run of events a handler applies together with set-based
-/// statements, where no one event's trace is the current one: one per event, each a child of
-/// the span that published it (so every checkout's trace shows its event handled), open until
-/// the returned spans are dropped when the run is done, and tagged with the run's size.
-/// Nothing when tracing is off.
-pub fn handled_together(consumer: &str, events: &[&Event]) -> Vec<crate::telemetry::spans::Span> {
+/// The consumer span of a run of events a handler applies together with set-based
+/// statements, where no one event's trace is the current one: a child of the span that
+/// published the run's first event, linked to every event's publishing span (OpenTelemetry's
+/// shape for a batch), and, since Zipkin's model has no links, naming them in the tag
+/// `messaging.batch.parents` (as `traceparent` values, the first 32). Ends when dropped, once the
+/// run is applied. None when tracing is off or the run's first trace is not sampled.
+pub fn handled_together(
+    consumer: &str,
+    events: &[&Event],
+) -> Option<crate::telemetry::spans::Span> {
     use crate::telemetry::spans::{self, Kind, Span};
+    const NAMED: usize = 32;
     if !spans::enabled() {
-        return vec![];
+        return None;
     }
-    events
+    let parents: Vec<TraceContext> = events
         .iter()
-        .filter_map(|event| {
-            let trace = event.traceparent.as_deref().and_then(TraceContext::parse)?;
-            let mut span = Span::start(Kind::Consumer, trace.child(), Some(trace), || {
-                format!("handle {}", event.kind)
-            });
-            if span.is_recording() {
-                span.tag("messaging.consumer", consumer.to_string());
-                span.tag("messaging.key", event.partitionkey.clone());
-                span.tag("messaging.batch.message_count", events.len().to_string());
+        .filter_map(|event| event.traceparent.as_deref().and_then(TraceContext::parse))
+        .collect();
+    let first = *parents.first()?;
+    let mut span = Span::start(Kind::Consumer, first.child(), Some(first), || {
+        format!("handle {}", events[0].kind)
+    });
+    if span.is_recording() {
+        span.tag("messaging.consumer", consumer.to_string());
+        span.tag("messaging.batch.message_count", events.len() as i64);
+        let mut named = String::new();
+        for parent in parents.iter().take(NAMED) {
+            if !named.is_empty() {
+                named.push(',');
             }
-            Some(span)
-        })
-        .collect()
+            let _ = write!(named, "{parent}");
+        }
+        span.tag("messaging.batch.parents", named);
+        for parent in parents {
+            span.link(parent);
+        }
+    }
+    Some(span)
 }
 
 /// Stores where the consumer is in a durable log, in the transaction of the effect.

@@ -99,6 +99,24 @@ impl Span {
         }
     }
 
+    /// Links this span to `to`, a span of this or another trace that it also follows from
+    /// (each event of a batch handled at once). Zipkin's model has no links; OpenTelemetry's
+    /// exporters of other formats carry them.
+    pub fn link(&mut self, to: TraceContext) {
+        if let Some(span) = &mut self.0 {
+            span.add_link(
+                SpanContext::new(
+                    TraceId::from_bytes(to.trace_id),
+                    SpanId::from_bytes(to.span_id),
+                    TraceFlags::SAMPLED,
+                    true,
+                    TraceState::default(),
+                ),
+                vec![],
+            );
+        }
+    }
+
     /// Sets a tag (build its value only when [`Span::is_recording`]).
     pub fn tag(&mut self, key: &'static str, value: impl Into<opentelemetry::Value>) {
         if let Some(span) = &mut self.0 {

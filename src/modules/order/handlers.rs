@@ -152,7 +152,7 @@ impl Handler for SagaHandler {
             }
             rest = &rest[run.len()..];
             let events: Vec<&Event> = run.iter().map(|(_, event)| *event).collect();
-            let _spans = handled_together(consumer, &events);
+            let _span = handled_together(consumer, &events);
             self.advance_all(uow, run).await?;
         }
         Ok(())

@@ -44,7 +44,7 @@ impl Handler for OrderEventsHandler {
                 continue;
             }
             let (requests, later) = rest.split_at(run);
-            let _spans = handled_together(consumer, requests);
+            let _span = handled_together(consumer, requests);
             self.ask_all(uow, requests).await?;
             rest = later;
         }

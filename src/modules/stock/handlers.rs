@@ -52,7 +52,7 @@ impl Handler for OrderEventsHandler {
                 continue;
             }
             let (these, later) = rest.split_at(run);
-            let _spans = handled_together(consumer, these);
+            let _span = handled_together(consumer, these);
             let (placed, completed): (Vec<&Event>, Vec<&Event>) =
                 these.iter().partition(|e| e.kind == order_events::PLACED);
             reserve_all(uow, &placed).await?;
