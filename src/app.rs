@@ -472,6 +472,7 @@ async fn mount_order(
         catalog,
         waiters,
         checkout_wait_ms: w.knobs.checkout_wait_ms.clone(),
+        checkout_open: w.knobs.checkout_open.clone(),
         // Over Kafka another instance of the module may read the order's partition.
         poll_outcome: (w.settings.bus.kind == BusKind::Kafka).then(|| Duration::from_millis(250)),
     }));

@@ -17,6 +17,7 @@ pub struct Settings {
     pub bus: BusSettings,
     pub auth: AuthSettings,
     pub checkout: CheckoutSettings,
+    pub features: FeatureSettings,
     pub payment: PaymentSettings,
     pub catalog: CatalogSettings,
     pub journey: JourneySettings,
@@ -302,6 +303,15 @@ pub struct CheckoutSettings {
     pub wait_ms: u64,
 }
 
+/// Switches an operator turns while the shop runs; each reloads live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSettings {
+    /// Shoppers can check out. `false` pauses checkout (a stock-take, a payment incident):
+    /// carts are kept, and checkout answers 503 `checkout-paused` until it is `true` again.
+    pub checkout: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentSettings {
@@ -414,6 +424,7 @@ impl Default for Settings {
                 },
             },
             checkout: CheckoutSettings { wait_ms: 5000 },
+            features: FeatureSettings { checkout: true },
             payment: PaymentSettings {
                 provider: PaymentProviderKind::Simulator,
             },
@@ -482,6 +493,25 @@ impl Knob {
 
     pub fn set(&self, value: u64) {
         self.0.store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A switch a running shop reads each time it needs it, so that a reload of the settings
+/// (`reload.rs`) can turn it: a feature flag.
+#[derive(Debug, Clone)]
+pub struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Flag {
+    pub fn new(on: bool) -> Flag {
+        Flag(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(on)))
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set(&self, on: bool) {
+        self.0.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -117,10 +117,10 @@ fn main() -> ExitCode {
         command: ConfigCommand::Check,
     }) = cli.command
     {
-        print!("{}", settings.redacted_toml());
+        print!("{}", ekart::reload::mark_live(&settings.redacted_toml()));
         println!(
-            "\n# Reloaded live when the file changes or on SIGHUP: {}. Every other key needs a restart.",
-            ekart::reload::LIVE.join(", ")
+            "\n# Keys marked `# live` reload when the file changes or on SIGHUP; every other \
+             key needs a restart."
         );
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;

@@ -15,13 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::config::{Knob, ServeFlags, Settings};
+use crate::config::{Flag, Knob, ServeFlags, Settings};
 use crate::gateway::auth::Admin;
 use crate::gateway::limits::Limits;
 use crate::gateway::remote::{CallKnobs, Remote};
 
 /// The keys that reload live.
-pub const LIVE: [&str; 18] = [
+pub const LIVE: [&str; 19] = [
     "limits.per_second",
     "limits.burst",
     "limits.sign_in_per_minute",
@@ -31,6 +31,7 @@ pub const LIVE: [&str; 18] = [
     "telemetry.sample_ratio",
     "log.level",
     "checkout.wait_ms",
+    "features.checkout",
     "auth.session_idle_secs",
     "journey.max_steps_per_session",
     "gateway.timeout_ms",
@@ -41,6 +42,30 @@ pub const LIVE: [&str; 18] = [
     "gateway.breaker.minimum_calls",
     "gateway.breaker.open_ms",
 ];
+
+/// `toml` (settings as `ekart config check` prints them) with each key that reloads live
+/// marked `# live`.
+pub fn mark_live(toml: &str) -> String {
+    let mut table = String::new();
+    let mut out = String::with_capacity(toml.len() + 256);
+    for line in toml.lines() {
+        out.push_str(line);
+        let trimmed = line.trim();
+        if let Some(header) = trimmed.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            table = header.to_string();
+        } else if let Some((key, _)) = trimmed.split_once(" = ") {
+            let dotted = match table.is_empty() {
+                true => key.to_string(),
+                false => format!("{table}.{key}"),
+            };
+            if LIVE.contains(&dotted.as_str()) {
+                out.push_str("  # live");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
 
 /// How often the file is looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
@@ -61,6 +86,8 @@ pub struct Appliers {
 pub struct Knobs {
     /// `checkout.wait_ms`.
     pub checkout_wait_ms: Knob,
+    /// `features.checkout`.
+    pub checkout_open: Flag,
     /// `auth.session_idle_secs`, in milliseconds.
     pub session_idle_ms: Knob,
     /// `journey.max_steps_per_session`.
@@ -73,6 +100,7 @@ impl Knobs {
     pub fn of(settings: &Settings) -> Knobs {
         Knobs {
             checkout_wait_ms: Knob::new(settings.checkout.wait_ms),
+            checkout_open: Flag::new(settings.features.checkout),
             session_idle_ms: Knob::new(idle_ms(settings)),
             journey_max_steps: Knob::new(settings.journey.max_steps_per_session.into()),
             calls: CallKnobs::of(&settings.gateway),
@@ -269,6 +297,7 @@ impl Reloader {
         let _ = crate::telemetry::set_log_level(&in_force.log.level);
         let knobs = &self.appliers.knobs;
         knobs.checkout_wait_ms.set(in_force.checkout.wait_ms);
+        knobs.checkout_open.set(in_force.features.checkout);
         knobs.session_idle_ms.set(idle_ms(&in_force));
         knobs
             .journey_max_steps
@@ -305,6 +334,15 @@ fn differences(old: &Value, new: &Value, at: &str, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_check_marks_each_live_key() {
+        let text = "[limits]\nenabled = true\nburst = 100\n\n[gateway.breaker]\nwindow = 20\n";
+        assert_eq!(
+            mark_live(text),
+            "[limits]\nenabled = true\nburst = 100  # live\n\n[gateway.breaker]\nwindow = 20  # live\n"
+        );
+    }
 
     #[test]
     fn differences_name_each_changed_key() {

@@ -5,7 +5,7 @@
 //! and its log position, if the bus has one, in `consumer_positions`. An event whose id is
 //! already there was handled before and is skipped, so redelivery changes nothing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,12 +143,55 @@ async fn apply(
         .filter(|event| new.remove(&event.id))
         .collect();
     if !fresh.is_empty() {
-        handler.handle_many(uow, &consumer, &fresh).await?;
+        let work = handler.handle_many(uow, &consumer, &fresh);
+        match crate::telemetry::spans::enabled() {
+            true => DELIVERY.scope(Delivery::of(&topic, &events), work).await?,
+            false => work.await?,
+        }
     }
     if let Some(last) = events.iter().rev().find_map(|d| d.position) {
         save_position(uow, &consumer, &topic, last).await?;
     }
     Ok(fresh.len())
+}
+
+tokio::task_local! {
+    /// Where the batch being handled came from, for its consumer spans' tags; set only while
+    /// spans are exported.
+    static DELIVERY: Delivery;
+}
+
+/// The topic of a batch and each event's place in its log (none on the in-process bus).
+struct Delivery {
+    topic: String,
+    positions: HashMap<String, Position>,
+}
+
+impl Delivery {
+    fn of(topic: &str, events: &[Delivered]) -> Delivery {
+        Delivery {
+            topic: topic.to_string(),
+            positions: events
+                .iter()
+                .filter_map(|d| Some((d.event.id.clone(), d.position?)))
+                .collect(),
+        }
+    }
+}
+
+/// Tags a consumer span of `event` with what every bus handling carries: the topic, the
+/// event's type and key, and its partition and offset when the bus has a log.
+fn tag_delivery(span: &mut crate::telemetry::spans::Span, consumer: &str, event: &Event) {
+    span.tag("messaging.consumer", consumer.to_string());
+    span.tag("messaging.event_type", event.kind.clone());
+    span.tag("messaging.key", event.partitionkey.clone());
+    let _ = DELIVERY.try_with(|delivery| {
+        span.tag("messaging.destination", delivery.topic.clone());
+        if let Some(position) = delivery.positions.get(&event.id) {
+            span.tag("messaging.partition", i64::from(position.partition));
+            span.tag("messaging.offset", position.offset);
+        }
+    });
 }
 
 /// Applies one event in the trace it carries, under a span of its own.
@@ -168,8 +211,7 @@ pub async fn handle_traced<H: Handler + ?Sized>(
             format!("handle {}", event.kind)
         });
         if span.is_recording() {
-            span.tag("messaging.consumer", consumer.to_string());
-            span.tag("messaging.key", event.partitionkey.clone());
+            tag_delivery(&mut span, consumer, event);
         }
         span
     });
@@ -201,7 +243,7 @@ pub fn handled_together(
         format!("handle {}", events[0].kind)
     });
     if span.is_recording() {
-        span.tag("messaging.consumer", consumer.to_string());
+        tag_delivery(&mut span, consumer, events[0]);
         span.tag("messaging.batch.message_count", events.len() as i64);
         let mut named = String::new();
         for parent in parents.iter().take(NAMED) {

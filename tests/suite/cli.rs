@@ -42,6 +42,15 @@ fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
     );
     assert!(!stdout.contains("hunter2"), "{stdout}");
     assert!(!stdout.contains("thirty-two"), "{stdout}");
+    // Which keys reload live, and which need a restart.
+    for live in [
+        "per_second = 50  # live",
+        "timeout_ms = 5000  # live",
+        "checkout = true  # live",
+    ] {
+        assert!(stdout.contains(live), "{live} in {stdout}");
+    }
+    assert!(stdout.contains("port = 9123\n"), "{stdout}");
 }
 
 #[test]

@@ -274,3 +274,53 @@ async fn remote_call_settings_follow_the_file() {
     assert_eq!(config["settings"]["gateway"]["timeout_ms"], 200, "{config}");
     assert_eq!(config["settings"]["gateway"]["breaker"]["window"], 2);
 }
+
+/// A feature flag: `features.checkout = false` in the file pauses checkout within a second
+/// (503 `checkout-paused`, nothing placed, the cart kept), and `true` resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_pauses_and_resumes_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ekart.toml");
+    let checkout =
+        |on: bool| std::fs::write(&file, format!("[features]\ncheckout = {on}\n")).unwrap();
+    checkout(true);
+    let database = format!("sqlite://{}/", dir.path().join("data").display());
+    let shop = Shop::start_with_config(
+        free_port(),
+        &file,
+        &[],
+        &[("EKART_DATABASE__URL", database)],
+    )
+    .await;
+    let app = crate::support::TestApp::at(shop.base.clone());
+    let me = app.token("asha", "customer").await;
+    let (_, catalog) = app.get("/api/products?per_page=1", None).await;
+    let product = catalog["items"][0]["id"].as_str().unwrap().to_string();
+    app.add_to_cart(&me, &product, 1).await;
+    let (_, before) = app.get("/api/cart", Some(&me)).await;
+
+    checkout(false);
+    tokio::time::sleep(NOTICED).await;
+    let cash = serde_json::json!({"payment_mode": "CASH"});
+    // (Sent by hand: the test client takes any 5xx for a bug.)
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/checkout", shop.base))
+        .bearer_auth(&me)
+        .json(&cash)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let problem: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/checkout-paused", "{problem}");
+    // Nothing placed: the same cart, its line still in it.
+    let (_, cart) = app.get("/api/cart", Some(&me)).await;
+    assert_eq!(cart["id"], before["id"], "{cart}");
+    assert_eq!(cart["item_count"], 1, "{cart}");
+
+    checkout(true);
+    tokio::time::sleep(NOTICED).await;
+    let (status, order) = app.post("/api/checkout", Some(&me), cash).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["id"], before["id"], "{order}");
+}

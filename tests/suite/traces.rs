@@ -241,6 +241,18 @@ async fn one_tree(
             "{handle} under {publish} in {names:#?}"
         );
     }
+    // Every handling names its topic, the event's type and key.
+    for consumer in trace.iter().filter(|s| s["kind"] == "CONSUMER") {
+        let tags = &consumer["tags"];
+        assert!(
+            tags["messaging.destination"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("ekart.")),
+            "{consumer}"
+        );
+        assert!(tags["messaging.event_type"].is_string(), "{consumer}");
+        assert!(tags["messaging.key"].is_string(), "{consumer}");
+    }
     trace
 }
 
@@ -367,6 +379,12 @@ async fn a_checkout_across_three_processes_is_one_trace() {
         service("publish ekart.payment.succeeded", "PRODUCER"),
         ["ekart-stock-payment"]
     );
+    // Over Kafka each handling also says where its event sat in the log.
+    for consumer in trace.iter().filter(|s| s["kind"] == "CONSUMER") {
+        let tags = &consumer["tags"];
+        assert!(tags["messaging.partition"].is_string(), "{consumer}");
+        assert!(tags["messaging.offset"].is_string(), "{consumer}");
+    }
     // The order process's request is the child of the gateway's call to it.
     let client = trace
         .iter()

@@ -29,6 +29,8 @@ pub struct OrderState {
     /// How long checkout waits for the saga before answering 202, in milliseconds (live:
     /// `checkout.wait_ms`).
     pub checkout_wait_ms: crate::config::Knob,
+    /// Whether shoppers can check out now (live: `features.checkout`).
+    pub checkout_open: crate::config::Flag,
     /// When other processes run the order module too, the saga of an order may finish in
     /// one of them, which cannot wake this process's waiter: checkout then also looks at the
     /// order this often.
@@ -124,13 +126,22 @@ async fn remove_item(
     responses((status = 201, body = Order, description = "completed"),
         (status = 202, body = Order, description = "still in progress: poll Location"),
         (status = 402, description = "payment declined"), (status = 409, description = "out of stock or empty cart"),
-        (status = 401), (status = 422)))]
+        (status = 401), (status = 422),
+        (status = 503, description = "checkout paused (features.checkout = false)")))]
 async fn checkout(
     State(s): State<OrderState>,
     CurrentUser(user): CurrentUser,
     headers: HeaderMap,
     ApiJson(req): ApiJson<CheckoutRequest>,
 ) -> ApiResult<Response> {
+    if !s.checkout_open.is_on() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "checkout-paused",
+            "Checkout paused",
+            "checkout is paused for a few minutes; your cart is kept, so please try again soon",
+        ));
+    }
     let method = req
         .into_method(chrono::Utc::now().date_naive())
         .map_err(ApiError::validation)?;

@@ -272,7 +272,15 @@ pub async fn place_order(
             );
             refused(FormError::new(field, p.detail)).await
         }
-        Err(p) if p.status == StatusCode::CONFLICT => Ok(fe.see_other_with("/cart", &p.detail)),
+        // An empty cart, or checkout paused by the shop (`features.checkout`): the cart is
+        // kept, and its page says why.
+        Err(p)
+            if p.status == StatusCode::CONFLICT
+                || p.body.get("type").and_then(Value::as_str)
+                    == Some("/problems/checkout-paused") =>
+        {
+            Ok(fe.see_other_with("/cart", &p.detail))
+        }
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }
 }
