@@ -275,6 +275,9 @@ pub struct Uow {
     bell: Arc<Notify>,
     ring_bell: bool,
     after_commit: Vec<AfterCommit>,
+    /// Statements sent so far (each one takes the connection through [`Uow::conn`]), for the
+    /// unit of work's span.
+    statements: u64,
 }
 
 impl Uow {
@@ -285,7 +288,13 @@ impl Uow {
             bell,
             ring_bell: false,
             after_commit: Vec::new(),
+            statements: 0,
         }
+    }
+
+    /// How many statements this transaction has sent.
+    pub fn statements(&self) -> u64 {
+        self.statements
     }
 
     /// Runs `hook` once this work's changes are committed, in the task that asked for the
@@ -322,6 +331,7 @@ impl Uow {
 
     /// What the unit of work's statements run on: `sqlx::query(..).execute(uow.conn())`.
     pub fn conn(&mut self) -> &mut Conn {
+        self.statements += 1;
         self.tx
             .as_mut()
             .expect("a unit of work is open until committed")

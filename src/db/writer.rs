@@ -89,7 +89,9 @@ where
                     "unit of work"
                 })
             });
+            let before = uow.statements();
             let result = crate::telemetry::trace::scope(trace, work(uow)).await;
+            let statements = uow.statements() - before;
             let after_commit = uow.take_after_commit();
             Finished {
                 ok: result.is_ok(),
@@ -97,6 +99,7 @@ where
                     if let Some(span) = span.as_mut().filter(|s| s.is_recording()) {
                         span.rename(format!("commit {}", folded.module));
                         span.tag("db.jobs_folded", folded.jobs as i64);
+                        span.tag("db.statements", statements as i64);
                         let outcome = match (&result, &commit_error) {
                             (Ok(_), None) => "committed",
                             (Ok(_), Some(_)) => "commit failed",

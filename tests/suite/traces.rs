@@ -296,6 +296,13 @@ async fn a_checkout_is_one_trace_in_zipkin() {
         .parse()
         .unwrap();
     assert!(folded >= 1);
+    // Placing an order is several statements (the order, its lines, the outbox).
+    let statements: u64 = commit["tags"]["db.statements"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(statements >= 2, "{commit}");
     // A request's span is named for its route, one name for every order.
     let (_, orders) = app.get("/api/orders", Some(&me)).await;
     let order = orders["items"][0]["id"].as_str().unwrap().to_string();
