@@ -159,6 +159,10 @@ test("a declined card shows the decline and leaves the stock as it was", async (
   assert.match(main, /Payment declined/);
   assert.match(main, /Nothing was charged/);
   await shoot(page, "order-declined-desktop");
+  // The cart is kept: back at checkout with the same item, to pay another way.
+  await page.getByRole("link", { name: "Pay another way" }).click();
+  await page.waitForURL(/\/checkout$/);
+  assert.match(await page.locator("main").innerText(), /Coorg Coffee Beans 500 g/);
   let after;
   for (let i = 0; i < 50; i++) {
     after = await stockOf("Coorg Coffee Beans 500 g");

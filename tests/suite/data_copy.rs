@@ -169,6 +169,16 @@ async fn a_sqlite_shop_copied_to_postgres_answers_the_same() {
         .await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{declined}");
     let declined = declined["order_id"].as_str().unwrap().to_string();
+    // The declined tea waits in her cart; she takes it out and buys lamps instead.
+    let (status, _) = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/cart/items/{tea}"),
+            Some(&bela),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     app.add_to_cart(&bela, &lamp, 2).await;
     let (status, order) = app
         .post("/api/checkout", Some(&bela), card("4242 4242 4242 4242"))

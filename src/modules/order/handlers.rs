@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::events::{self, OrderCompleted, OrderFailed, PaymentRequested, SOURCE};
 use super::model::OrderStatus;
-use super::store::{Also, Move, OrderStore};
+use super::store::{Also, Move, OrderStore, Short};
 use super::waiters::Waiters;
 use crate::bus::inbox::{handle_traced, handled_together, Handler};
 use crate::bus::{outbox, topics, Event};
@@ -45,6 +45,8 @@ impl SagaHandler {
         uow.after_commit(move || waiters.wake(&order_id));
     }
 
+    /// Fails the order (if it is still `from`) and puts its lines back in the shopper's cart,
+    /// less what is `short`.
     async fn fail(
         &self,
         uow: &mut Uow,
@@ -52,6 +54,7 @@ impl SagaHandler {
         from: OrderStatus,
         kind: &str,
         reason: &str,
+        short: Short<'_>,
     ) -> anyhow::Result<()> {
         let failure = Also::Failure { kind, reason };
         if OrderStore::transition(
@@ -76,6 +79,7 @@ impl SagaHandler {
                 },
             )
             .await?;
+            OrderStore::restore_cart(uow, order_id, Some(short)).await?;
             self.wake_after_commit(uow, order_id);
         }
         Ok(())
@@ -181,6 +185,10 @@ impl Handler for SagaHandler {
                     OrderStatus::Placed,
                     "out_of_stock",
                     &reason,
+                    Short {
+                        product_id: &rejected.product_id,
+                        available: rejected.available,
+                    },
                 )
                 .await?;
             }
@@ -280,6 +288,7 @@ impl SagaHandler {
                 }
                 // Stock releases whatever it holds for the order.
                 Step::Declined(failed) => {
+                    OrderStore::restore_cart(uow, &failed.order_id, None).await?;
                     self.wake_after_commit(uow, &failed.order_id);
                     let failure = OrderFailed {
                         order_id: failed.order_id.clone(),

@@ -77,6 +77,12 @@ on_both!(
             .await;
         assert_eq!(payment["status"], "failed");
         assert_eq!(payment["decline_code"], "card_declined");
+        // The cart is kept, to pay another way: the same lines in a cart of its own.
+        let (_, cart) = app.get("/api/cart", Some(&me)).await;
+        assert_ne!(cart["id"], order_id, "{cart}");
+        assert_eq!(cart["lines"][0]["product_id"], lamp.as_str(), "{cart}");
+        assert_eq!(cart["item_count"], 3, "{cart}");
+        assert_eq!(cart["total_minor"], 15000, "{cart}");
 
         for (mode, code) in [
             (
@@ -95,7 +101,9 @@ on_both!(
                 "emi_not_eligible",
             ),
         ] {
-            app.add_to_cart(&me, &lamp, 1).await;
+            // Each decline leaves the same three lamps in the cart for the next way to pay.
+            let (_, cart) = app.get("/api/cart", Some(&me)).await;
+            assert_eq!(cart["item_count"], 3, "{cart}");
             let (status, problem) = app.post("/api/checkout", Some(&me), mode).await;
             assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{problem}");
             let id = problem["order_id"].as_str().unwrap();
@@ -147,15 +155,46 @@ on_both!(
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "no payment was attempted");
 
+        // What could be had is back in the cart: all the tea, the two cups left.
+        let (_, cart) = app.get("/api/cart", Some(&me)).await;
+        let quantity_of = |product: &str| {
+            cart["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["product_id"] == product)
+                .map(|l| l["quantity"].as_i64().unwrap())
+        };
+        assert_eq!(quantity_of(&tea), Some(2), "{cart}");
+        assert_eq!(quantity_of(&cup), Some(2), "{cart}");
+        let (status, order) = app
+            .post("/api/checkout", Some(&me), json!({"payment_mode": "CASH"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        assert_eq!(order["total_minor"], 4000, "{order}");
+
+        // A product with none left does not come back at all.
+        let stock = |product: &str, change: &str| {
+            let (app, admin) = (&app, &admin);
+            let path = format!("/api/products/{product}/{change}");
+            async move {
+                let (status, _) = app.post(&path, Some(admin), json!({"quantity": 1})).await;
+                assert_eq!(status, StatusCode::OK);
+            }
+        };
+        stock(&cup, "restock").await;
+        app.add_to_cart(&me, &tea, 1).await;
+        app.add_to_cart(&me, &cup, 1).await;
+        stock(&cup, "reduce").await;
         let (status, problem) = app
             .post("/api/checkout", Some(&me), json!({"payment_mode": "CASH"}))
             .await;
-        assert_eq!(
-            status,
-            StatusCode::CONFLICT,
-            "the cart is now empty: {problem}"
-        );
-        assert_eq!(problem["type"], "/problems/empty-cart");
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        let (_, cart) = app.get("/api/cart", Some(&me)).await;
+        let lines = cart["lines"].as_array().unwrap();
+        assert_eq!(lines.len(), 1, "{cart}");
+        assert_eq!(lines[0]["product_id"], tea.as_str(), "{cart}");
+        assert_eq!(cart["item_count"], 1, "{cart}");
     }
 );
 

@@ -187,11 +187,15 @@ on_both!(
         let page = shopper.get(&order_page).await;
         assert!(page.html.contains("Payment declined"), "{}", page.html);
         assert!(page.html.contains("Nothing was charged"));
+        assert!(page.html.contains(">Pay another way</a>"), "{}", page.html);
         assert_eq!(app.settled(&tea).await, (10, 0));
+        // The cart is kept: the two teas are still at checkout.
+        let page = shopper.get("/checkout").await;
+        assert!(page.html.contains("Product TEA"), "{}", page.html);
 
-        // UPI goes through; the order can be cancelled from its page.
+        // UPI goes through (with one more tea); the order can be cancelled from its page.
         shopper
-            .post("/cart/items", &[("product_id", &tea), ("quantity", "3")])
+            .post("/cart/items", &[("product_id", &tea), ("quantity", "1")])
             .await;
         let key = uuid::Uuid::new_v4().to_string();
         let form = [

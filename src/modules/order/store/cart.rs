@@ -115,7 +115,91 @@ fn not_enough(info: &ProductInfo, wanted: i64) -> OrderError {
     }
 }
 
+/// A product a failed order could not have, and how many of it were left.
+pub struct Short<'a> {
+    pub product_id: &'a str,
+    pub available: i64,
+}
+
 impl OrderStore {
+    /// Puts the lines of `order_id`, which just failed (declined, or short of stock), back in
+    /// its shopper's cart, so that she is back at checkout with the same items and can pay
+    /// another way rather than fill the cart again. The cart is made if she has none; a line
+    /// she has put in a new cart meanwhile stays as she left it. The `short` product comes
+    /// back only as far as it is available (not at all when none is). Answers the cart's id.
+    pub async fn restore_cart(
+        uow: &mut Uow,
+        order_id: &str,
+        short: Option<Short<'_>>,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let now = now_ms();
+        let Some((user, currency)): Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT user_id, currency FROM orders WHERE id = $1")
+                .bind(order_id)
+                .fetch_optional(uow.conn())
+                .await?
+        else {
+            return Ok(None);
+        };
+        let (short_id, left) = short.map_or(("", 0), |s| (s.product_id, s.available.max(0)));
+        let coming_back: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM order_lines WHERE order_id = $1 \
+             AND NOT (product_id = $2 AND $3 = 0)",
+        )
+        .bind(order_id)
+        .bind(short_id)
+        .bind(left)
+        .fetch_one(uow.conn())
+        .await?;
+        if coming_back == 0 {
+            return Ok(None);
+        }
+        let cart = match lock_cart(uow, &user).await? {
+            Some(cart) => cart,
+            None => {
+                let id = uuid::Uuid::now_v7().to_string();
+                let made = sqlx::query(
+                    "INSERT INTO orders (id, user_id, status, currency, total_minor, \
+                     created_at, updated_at) VALUES ($1, $2, 'cart', $3, 0, $4, $4) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&id)
+                .bind(&user)
+                .bind(&currency)
+                .bind(now)
+                .execute(uow.conn())
+                .await?;
+                if made.rows_affected() == 1 {
+                    record_history(uow, &id, OrderStatus::Cart.as_str(), None, now).await?;
+                    id
+                } else {
+                    // The shopper's own request made one at this moment.
+                    match lock_cart(uow, &user).await? {
+                        Some(cart) => cart,
+                        None => return Ok(None),
+                    }
+                }
+            }
+        };
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, product_id, name, quantity, unit_price_minor, \
+             added_at) SELECT $1, product_id, name, \
+             CASE WHEN product_id = $3 AND quantity > $4 THEN $4 ELSE quantity END, \
+             unit_price_minor, $5 FROM order_lines \
+             WHERE order_id = $2 AND NOT (product_id = $3 AND $4 = 0) \
+             ON CONFLICT (order_id, product_id) DO NOTHING",
+        )
+        .bind(&cart)
+        .bind(order_id)
+        .bind(short_id)
+        .bind(left)
+        .bind(now)
+        .execute(uow.conn())
+        .await?;
+        refresh_totals(uow, &cart, now, currency.as_deref()).await?;
+        Ok(Some(cart))
+    }
+
     /// A cart as just committed, read outside the writer so the writer stays free.
     pub async fn cart(&self, user: &str) -> Result<Option<Order>, sqlx::Error> {
         let mut conn = self.db.read.acquire().await?;

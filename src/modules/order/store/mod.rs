@@ -26,6 +26,7 @@ mod checkout;
 mod queries;
 mod saga;
 
+pub use cart::Short;
 pub use checkout::Placed;
 pub use queries::OrderFilter;
 
