@@ -207,14 +207,24 @@ pub enum MoneyStyle {
     Code,
 }
 
-/// An amount of minor units as people read it, two decimals and thousands grouped: the one
-/// money formatter of the shop, for its pages and its PDF alike.
+/// An amount of minor units as people read it, two decimals and its digits grouped the way
+/// the currency's readers group them: the one money formatter of the shop, for its pages, its
+/// messages and its PDF alike. Rupees are grouped the Indian way, the last three digits and
+/// then by twos (`₹1,00,000.00` for a lakh); other currencies by threes.
 pub fn format_money(minor: i64, currency: &str, style: MoneyStyle) -> String {
     let abs = minor.unsigned_abs();
     let units = (abs / 100).to_string();
-    let mut grouped = String::with_capacity(units.len() + units.len() / 3 + 3);
+    let n = units.len();
+    let comma_before = |i: usize| -> bool {
+        let after = n - i; // digits from here to the end
+        match currency.trim() {
+            "INR" => after == 3 || (after > 3 && (after - 3).is_multiple_of(2)),
+            _ => after.is_multiple_of(3),
+        }
+    };
+    let mut grouped = String::with_capacity(n + n / 2 + 3);
     for (i, digit) in units.chars().enumerate() {
-        if i > 0 && (units.len() - i).is_multiple_of(3) {
+        if i > 0 && comma_before(i) {
             grouped.push(',');
         }
         grouped.push(digit);
@@ -250,5 +260,13 @@ mod money_tests {
         assert_eq!(format_money(123_450, "INR", Code), "INR 1,234.50");
         assert_eq!(format_money(-100_000_000, "USD", Code), "USD -1,000,000.00");
         assert_eq!(format_money(5, "", Code), "0.05");
+        // A lakh and a crore of rupees, grouped as India writes them.
+        assert_eq!(format_money(10_000_000, "INR", Symbol), "₹1,00,000.00");
+        assert_eq!(
+            format_money(1_234_567_890, "INR", Code),
+            "INR 1,23,45,678.90"
+        );
+        assert_eq!(format_money(99_999_00, "INR", Symbol), "₹99,999.00");
+        assert_eq!(format_money(10_000_000, "USD", Symbol), "$100,000.00");
     }
 }

@@ -56,8 +56,15 @@ pub struct OrderFailed {
     pub reason: String,
 }
 
-/// The shopper cancelled a completed order: stock, take the units back; payment, refund.
+/// The shopper cancelled a completed order: stock, take the units back; payment, refund;
+/// journeys, count it out of what the session spent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OrderCancelled {
     pub order_id: String,
+    /// What the order cost, now refunded. (Absent from events written before it was added:
+    /// read as nothing refunded.)
+    #[serde(default)]
+    pub amount_minor: i64,
+    #[serde(default)]
+    pub currency: String,
 }

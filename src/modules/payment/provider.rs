@@ -16,6 +16,9 @@ use async_trait::async_trait;
 
 use super::method::PaymentMethod;
 
+/// The smallest order the simulator offers EMI for, in minor units (3,000.00).
+const EMI_FROM_MINOR: i64 = 300_000;
+
 /// A charge to make, once: `key` names it, and asking again with the same key (after a crash
 /// between asking and recording the answer) must answer the first outcome, never charge twice.
 pub struct Charge<'a> {
@@ -79,11 +82,16 @@ impl PaymentProvider for Simulator {
             PaymentMethod::Card { last4 } | PaymentMethod::Emi { last4, .. } if last4 == "9995" => {
                 return declined("insufficient_funds", "The card has insufficient funds.")
             }
-            PaymentMethod::Emi { .. } if charge.amount_minor < 300_000 => {
+            PaymentMethod::Emi { .. } if charge.amount_minor < EMI_FROM_MINOR => {
+                let least = crate::domain::format_money(
+                    EMI_FROM_MINOR,
+                    charge.currency,
+                    crate::domain::MoneyStyle::Symbol,
+                );
                 return declined(
                     "emi_not_eligible",
-                    "EMI needs an order of at least 3,000.00.",
-                )
+                    &format!("EMI needs an order of at least {least}."),
+                );
             }
             PaymentMethod::Upi { upi_id }
                 if upi_id.starts_with("fail@") || upi_id.starts_with("decline@") =>

@@ -11,7 +11,9 @@ use crate::bus::inbox::{consume, save_position, Handler};
 use crate::bus::{topics, Bus, Event};
 use crate::config::Knob;
 use crate::contracts::journey::{self as journey_events, JourneyStep};
-use crate::contracts::order::{self as order_events, OrderCompleted, OrderFailed, OrderPlaced};
+use crate::contracts::order::{
+    self as order_events, OrderCancelled, OrderCompleted, OrderFailed, OrderPlaced,
+};
 use crate::db::{padded_to_power_of_two, placeholders, Db, Uow};
 
 pub const CONSUMER: &str = "user";
@@ -134,6 +136,7 @@ enum Outcome {
     Placed(OrderPlaced),
     Completed(OrderCompleted),
     Failed(OrderFailed),
+    Cancelled(OrderCancelled),
 }
 
 #[async_trait]
@@ -141,7 +144,10 @@ impl Handler for OrderEventsHandler {
     fn handles(&self, kind: &str) -> bool {
         matches!(
             kind,
-            order_events::PLACED | order_events::COMPLETED | order_events::FAILED
+            order_events::PLACED
+                | order_events::COMPLETED
+                | order_events::FAILED
+                | order_events::CANCELLED
         )
     }
 
@@ -161,6 +167,7 @@ impl Handler for OrderEventsHandler {
                 order_events::PLACED => Outcome::Placed(event.data()?),
                 order_events::COMPLETED => Outcome::Completed(event.data()?),
                 order_events::FAILED => Outcome::Failed(event.data()?),
+                order_events::CANCELLED => Outcome::Cancelled(event.data()?),
                 _ => continue,
             };
             outcomes.push((*event, outcome));
@@ -230,5 +237,16 @@ fn step(event: &Event, outcome: &Outcome, sessions: &HashMap<String, String>) ->
             "Order failed",
             Some(failed.reason.clone()),
         ),
+        // Refunded: what it cost no longer counts as spent (`journey::totals`).
+        Outcome::Cancelled(cancelled) => Step {
+            amount_minor: Some(cancelled.amount_minor),
+            currency: Some(cancelled.currency.clone()).filter(|c| !c.is_empty()),
+            ..step(
+                session()?,
+                "cancelled",
+                "Order cancelled and refunded",
+                None,
+            )
+        },
     })
 }

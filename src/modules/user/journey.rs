@@ -63,7 +63,8 @@ pub struct JourneyTotals {
     pub items_added: u64,
     pub orders_placed: u64,
     pub orders_completed: u64,
-    /// Money spent on completed orders, in minor units of `currency`.
+    /// Money spent on completed orders, less those cancelled (refunded), in minor units of
+    /// `currency`.
     pub spent_minor: i64,
     pub currency: Option<String>,
 }
@@ -343,9 +344,12 @@ async fn totals(conn: &mut Conn, session_id: &str) -> Result<JourneyTotals, sqlx
         format!("CAST(COALESCE(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END), 0) AS BIGINT)")
     };
     let completed = "kind = 'order' AND name = 'completed'";
+    // A cancelled order was refunded: it is taken back out of what was spent.
+    let refunded = "kind = 'order' AND name = 'cancelled'";
     let sql = format!(
         "SELECT {}, {}, {}, {}, \
-         CAST(COALESCE(SUM(CASE WHEN {completed} THEN amount_minor ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN {completed} THEN amount_minor \
+         WHEN {refunded} THEN -amount_minor ELSE 0 END), 0) AS BIGINT), \
          MIN(CASE WHEN {completed} THEN currency END) \
          FROM journey_steps WHERE session_id = $1",
         count("kind = 'page'"),

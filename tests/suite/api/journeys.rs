@@ -126,6 +126,7 @@ on_both!(
             .post("/api/checkout", Some(&me), json!({"payment_mode": "CASH"}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
+        let paid = body["id"].as_str().unwrap().to_string();
         app.add_to_cart(&me, &tea, 1).await;
         let declined = json!({"payment_mode": "CARD",
             "card": {"number": "4000000000000002", "expiry": "12/39", "cvv": "123"}});
@@ -161,6 +162,19 @@ on_both!(
         assert_eq!(totals["orders_completed"], 1);
         assert_eq!(totals["spent_minor"], 50_000);
         assert_eq!(totals["currency"], "INR");
+
+        // Cancelled and refunded, the order no longer counts as spent.
+        let (status, body) = app
+            .post(&format!("/api/orders/{paid}/cancel"), Some(&me), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let journey = app.journey_with(&me, &session, 6).await;
+        assert_eq!(
+            labels(&journey).last().map(String::as_str),
+            Some("Order cancelled and refunded")
+        );
+        assert_eq!(journey["totals"]["spent_minor"], 0, "{journey}");
+        assert_eq!(journey["totals"]["orders_completed"], 1);
     }
 );
 

@@ -407,6 +407,8 @@ impl OrderStore {
                 id,
                 events::OrderCancelled {
                     order_id: id.to_string(),
+                    amount_minor: order.total_minor,
+                    currency: order.currency.clone().unwrap_or_default(),
                 },
             ),
         )
