@@ -266,7 +266,7 @@ mod money_tests {
             format_money(1_234_567_890, "INR", Code),
             "INR 1,23,45,678.90"
         );
-        assert_eq!(format_money(99_999_00, "INR", Symbol), "₹99,999.00");
+        assert_eq!(format_money(9_999_900, "INR", Symbol), "₹99,999.00");
         assert_eq!(format_money(10_000_000, "USD", Symbol), "$100,000.00");
     }
 }
