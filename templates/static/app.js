@@ -1,5 +1,5 @@
-// Ekart's pages work without this script; it adds live search, the session clock, the
-// payment form's per-mode fields, and the click-stream (each page view and each click on a
+// Ekart's pages work without this script; it adds live search, the session clock, times in
+// the shopper's own time zone, the payment form's per-mode fields, and the click-stream (each page view and each click on a
 // control marked data-track, sent with navigator.sendBeacon to /track).
 (function () {
   "use strict";
@@ -37,6 +37,21 @@
       if (start > 0) el.textContent = "started " + ago(Date.now() - start) + " ago";
     });
   }
+
+  // Moments in the shopper's own time zone: the server writes them in UTC ("5 Dec 2026,
+  // 04:48 UTC") with the exact instant in each <time datetime>.
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach(function (el) {
+      var at = new Date(el.getAttribute("datetime"));
+      if (isNaN(at.getTime())) return;
+      el.title = el.textContent;
+      el.textContent = at.toLocaleString(undefined, {
+        dateStyle: "medium",
+        timeStyle: el.classList.contains("when") ? "medium" : "short",
+      });
+    });
+  }
+  localTimes(document);
 
   // Search as you type: fetch the same page for the new query and swap in its results.
   function liveSearch(form) {

@@ -113,6 +113,25 @@ pub struct StatusChange {
     pub at: String,
 }
 
+impl StatusChange {
+    /// The step in a shopper's words.
+    pub fn status_text(&self) -> &'static str {
+        match self.status.as_str() {
+            "cart" => "Put in the cart",
+            "placed" => "Order placed",
+            "reserved" => "Items set aside",
+            "completed" => "Paid and completed",
+            "failed" => "Failed",
+            "cancelled" => "Cancelled",
+            _ => "Changed",
+        }
+    }
+
+    pub fn when(&self) -> String {
+        when(&self.at)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Order {
     pub id: String,
@@ -136,6 +155,10 @@ impl Order {
 
     pub fn short_id(&self) -> &str {
         short(&self.id)
+    }
+
+    pub fn placed_when(&self) -> String {
+        when(&self.created_at)
     }
 
     /// The order's state in a shopper's words.
@@ -169,6 +192,19 @@ pub struct Payment {
     pub status: String,
     pub reference: String,
     pub decline_reason: Option<String>,
+}
+
+impl Payment {
+    /// The payment's state in a shopper's words.
+    pub fn status_text(&self) -> &'static str {
+        match self.status.as_str() {
+            "succeeded" => "Paid",
+            "failed" => "Declined",
+            "refunding" => "Being refunded",
+            "refunded" => "Refunded",
+            _ => "Being processed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,10 +307,27 @@ pub fn duration_text(ms: i64) -> String {
 
 /// A stored timestamp as the pages show it: `2026-11-24 19:48:08 UTC`.
 pub fn time_text(ms: i64) -> String {
+    human_time(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
+}
+
+/// The one way the pages write a moment: "5 Dec 2026, 04:48 UTC", inside a `<time>` whose
+/// `datetime` the page's script rewrites in the shopper's own time zone.
+fn human_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%-d %b %Y, %H:%M UTC").to_string()
+}
+
+/// An RFC 3339 timestamp (as the API answers) in people's words; as it came if it is not one.
+pub fn when(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| human_time(t.with_timezone(&chrono::Utc)))
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+/// A moment in milliseconds as the `datetime` of a `<time>`.
+pub fn machine_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
-        .format("%Y-%m-%d %H:%M:%S UTC")
-        .to_string()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

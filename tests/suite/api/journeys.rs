@@ -246,7 +246,7 @@ on_both!(
             async move { req.send().await.unwrap().text().await.unwrap() }
         };
         let html = page(format!("/journeys/{session}")).await;
-        assert_eq!(html.matches("<span class=\"when\">").count(), 100, "{html}");
+        assert_eq!(html.matches("<time class=\"when\"").count(), 100, "{html}");
         assert!(html.contains("1000 steps"));
         let later = html
             .split("href=\"")
@@ -254,7 +254,7 @@ on_both!(
             .expect("a link to later steps")
             .replace("&amp;", "&");
         let html = page(later).await;
-        assert_eq!(html.matches("<span class=\"when\">").count(), 100);
+        assert_eq!(html.matches("<time class=\"when\"").count(), 100);
         assert!(html.contains("From the first step"));
 
         let response = app

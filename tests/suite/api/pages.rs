@@ -187,6 +187,18 @@ on_both!(
         let page = shopper.get(&order_page).await;
         assert!(page.html.contains("Payment declined"), "{}", page.html);
         assert!(page.html.contains("Nothing was charged"));
+        // Its history in words and human time, the exact instant kept for the script.
+        assert!(
+            page.html.contains("<strong>Order placed</strong>"),
+            "{}",
+            page.html
+        );
+        assert!(page.html.contains(" UTC</time>"), "{}", page.html);
+        assert!(
+            !page.html.contains("<strong>placed</strong>"),
+            "{}",
+            page.html
+        );
         assert!(page.html.contains(">Pay another way</a>"), "{}", page.html);
         assert_eq!(app.settled(&tea).await, (10, 0));
         // The cart is kept: the two teas are still at checkout.

@@ -4,7 +4,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 
 use super::{encode, ok, see_other, PageError, PageResult};
-use crate::modules::frontend::views::{time_text, Journey, Page, SessionSummary};
+use crate::modules::frontend::views::{machine_time, time_text, Journey, Page, SessionSummary};
 use crate::modules::frontend::visitor::{Chrome, Shopper};
 use crate::modules::frontend::Frontend;
 
@@ -19,6 +19,10 @@ struct JourneysPage {
 impl JourneysPage {
     fn time(&self, ms: &i64) -> String {
         time_text(*ms)
+    }
+
+    fn iso(&self, ms: &i64) -> String {
+        machine_time(*ms)
     }
 }
 
@@ -59,6 +63,10 @@ impl JourneyPage {
 
     fn time(&self, ms: &i64) -> String {
         time_text(*ms)
+    }
+
+    fn iso(&self, ms: &i64) -> String {
+        machine_time(*ms)
     }
 
     /// Time from this step to the next (or to the session's end, for the last).
