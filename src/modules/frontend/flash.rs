@@ -1,4 +1,5 @@
-//! Notices carried over a redirect ("Added 2 to your cart"), shown once by the next page.
+//! Notices carried over a redirect ("Added 2 to your cart"), shown once by the next page:
+//! news, or a refusal ("only 3 are available"), which the page shows as an error.
 //!
 //! They travel in a short-lived cookie the shop signs, never in the address: a notice read
 //! from `?notice=` would let a link from anywhere make the shop's own page say anything
@@ -24,18 +25,25 @@ const NOTICE_CHARS: usize = 200;
 
 /// The notice this request's page shows (put in the request by [`shown_once`]).
 #[derive(Debug, Clone)]
-pub struct Notice(pub String);
+pub struct Notice {
+    pub text: String,
+    /// Something was refused: the page shows it as an error, not as news.
+    pub error: bool,
+}
 
 #[derive(Serialize, Deserialize)]
 struct Sealed {
     text: String,
+    #[serde(default)]
+    error: bool,
     exp: i64,
 }
 
-/// `303 See Other` to `to`, whose page will show `notice`.
-pub fn see_other_with(auth: &Authenticator, to: &str, notice: &str) -> Response {
+/// `303 See Other` to `to`, whose page will show `notice` (an error if `error`).
+pub fn see_other_with(auth: &Authenticator, to: &str, notice: &str, error: bool) -> Response {
     let sealed = auth.seal(&Sealed {
         text: notice.chars().take(NOTICE_CHARS).collect(),
+        error,
         exp: chrono::Utc::now().timestamp() + NOTICE_TTL_SECS,
     });
     let cookie = Cookie::build((NOTICE_COOKIE, sealed))
@@ -63,7 +71,10 @@ pub async fn shown_once(
     };
     let now = chrono::Utc::now().timestamp();
     if let Some(notice) = auth.open::<Sealed>(&sealed).filter(|n| n.exp > now) {
-        request.extensions_mut().insert(Notice(notice.text));
+        request.extensions_mut().insert(Notice {
+            text: notice.text,
+            error: notice.error,
+        });
     }
     let mut response = next.run(request).await;
     let leaves_one = response

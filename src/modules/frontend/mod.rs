@@ -37,7 +37,12 @@ pub struct Frontend {
 impl Frontend {
     /// `303 See Other` to `to`, whose page will show `notice` (once).
     pub fn see_other_with(&self, to: &str, notice: &str) -> axum::response::Response {
-        flash::see_other_with(&self.auth, to, notice)
+        flash::see_other_with(&self.auth, to, notice, false)
+    }
+
+    /// `303 See Other` to `to`, whose page will show `refusal` as an error (once).
+    pub fn see_other_refused(&self, to: &str, refusal: &str) -> axum::response::Response {
+        flash::see_other_with(&self.auth, to, refusal, true)
     }
 }
 

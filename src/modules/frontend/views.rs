@@ -161,6 +161,23 @@ impl Order {
         when(&self.created_at)
     }
 
+    /// How it was paid, as the checkout page names the ways to pay ("Net banking").
+    pub fn paid_with(&self) -> Option<&'static str> {
+        let mode = self.payment_mode.as_deref()?;
+        super::pages::cart::MODES
+            .iter()
+            .find(|(code, _)| *code == mode)
+            .map(|(_, label)| *label)
+    }
+
+    /// Who placed it, for the admin's lists: the name in a subject such as
+    /// `dev|asharao@example.com` or `oidc|…`, without the sign-in method before it.
+    pub fn shopper(&self) -> &str {
+        self.user_id
+            .split_once('|')
+            .map_or(self.user_id.as_str(), |(_, name)| name)
+    }
+
     /// The order's state in a shopper's words.
     pub fn status_text(&self) -> &'static str {
         match self.status.as_str() {

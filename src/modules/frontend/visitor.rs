@@ -16,7 +16,7 @@ pub struct Visitor {
     /// The page's path and query, to come back to after signing in.
     pub here: String,
     /// A one-line message carried over a redirect ([`super::flash`]).
-    pub notice: Option<String>,
+    pub notice: Option<Notice>,
 }
 
 impl Visitor {
@@ -25,7 +25,8 @@ impl Visitor {
             user_name: self.identity.as_ref().map(|i| i.name.clone()),
             is_admin: self.identity.as_ref().is_some_and(Identity::is_admin),
             session_started_at: self.identity.as_ref().and_then(|i| i.session_started_at),
-            notice: self.notice.clone(),
+            notice: self.notice.as_ref().map(|n| n.text.clone()),
+            notice_is_error: self.notice.as_ref().is_some_and(|n| n.error),
             asset_version: super::assets::version(),
         }
     }
@@ -45,7 +46,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Visitor {
                 .get(SESSION_COOKIE)
                 .map(|c| c.value().to_string())
         });
-        let notice = parts.extensions.get::<Notice>().map(|n| n.0.clone());
+        let notice = parts.extensions.get::<Notice>().cloned();
         let here = parts
             .uri
             .path_and_query()
@@ -89,6 +90,8 @@ pub struct Chrome {
     /// When the session started, milliseconds since the Unix epoch.
     pub session_started_at: Option<i64>,
     pub notice: Option<String>,
+    /// The notice is a refusal, shown as an error.
+    pub notice_is_error: bool,
     pub asset_version: &'static str,
 }
 

@@ -575,9 +575,23 @@ async fn notices_cannot_be_put_in_the_shops_mouth() {
     let sealed = shopper.notice.clone().expect("a notice cookie");
     let page = shopper.get(&page.location.unwrap()).await;
     assert!(page.html.contains("Added 1"), "{}", page.html);
+    assert!(page.html.contains("<p class=\"notice\" role=\"status\">"));
     assert!(shopper.notice.is_none(), "the notice is spent");
     let page = shopper.get("/").await;
     assert!(!page.html.contains("Added 1"));
+
+    // A refusal comes back as an error, not in the banner of good news.
+    let page = shopper
+        .post(&format!("/cart/items/{product}"), &[("quantity", "1000")])
+        .await;
+    let page = shopper.get(&page.location.unwrap()).await;
+    assert!(
+        page.html
+            .contains("<p class=\"notice notice-error\" role=\"alert\">"),
+        "{}",
+        page.html
+    );
+    assert!(page.html.contains("available"), "{}", page.html);
 
     // A cookie of the shop's name the shop did not sign, or one altered, shows nothing.
     let (name, value) = sealed.split_once('=').unwrap();

@@ -47,7 +47,7 @@ pub async fn set_quantity(
 ) -> PageResult {
     let quantity = form.quantity.trim().parse::<i64>().unwrap_or(0);
     if !(1..=1000).contains(&quantity) {
-        return Ok(fe.see_other_with("/cart", "Choose a quantity from 1 to 1000"));
+        return Ok(fe.see_other_refused("/cart", "Choose a quantity from 1 to 1000"));
     }
     let path = format!("/api/cart/items/{}", encode(&product_id));
     let body = json!({ "quantity": quantity });
@@ -58,7 +58,7 @@ pub async fn set_quantity(
     {
         Ok(_) => Ok(fe.see_other_with("/cart", "Your cart is updated")),
         Err(p) if p.status.is_client_error() && p.status != StatusCode::UNAUTHORIZED => {
-            Ok(fe.see_other_with("/cart", &p.detail))
+            Ok(fe.see_other_refused("/cart", &p.detail))
         }
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }
@@ -77,7 +77,7 @@ pub async fn remove(
     {
         Ok(_) => Ok(fe.see_other_with("/cart", "Removed from your cart")),
         Err(p) if p.status == StatusCode::NOT_FOUND => {
-            Ok(fe.see_other_with("/cart", "That was not in your cart"))
+            Ok(fe.see_other_refused("/cart", "That was not in your cart"))
         }
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }
@@ -279,7 +279,7 @@ pub async fn place_order(
                 || p.body.get("type").and_then(Value::as_str)
                     == Some("/problems/checkout-paused") =>
         {
-            Ok(fe.see_other_with("/cart", &p.detail))
+            Ok(fe.see_other_refused("/cart", &p.detail))
         }
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }

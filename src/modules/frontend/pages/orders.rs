@@ -151,7 +151,7 @@ pub async fn cancel(
         .await
     {
         Ok(_) => Ok(fe.see_other_with(&back, "Your order is cancelled; any payment is refunded")),
-        Err(p) if p.status == StatusCode::CONFLICT => Ok(fe.see_other_with(&back, &p.detail)),
+        Err(p) if p.status == StatusCode::CONFLICT => Ok(fe.see_other_refused(&back, &p.detail)),
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }
 }
