@@ -81,30 +81,60 @@ impl PaymentMethod {
     }
 }
 
+/// A detail of a checkout request that is not right: the field (as the request names it)
+/// and a sentence the shopper can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn refused(field: &'static str, message: &str) -> FieldError {
+    FieldError {
+        field,
+        message: message.into(),
+    }
+}
+
 impl CheckoutRequest {
-    /// Checks the details and keeps only what may be stored. The error names the field.
-    pub fn into_method(self, today: chrono::NaiveDate) -> Result<PaymentMethod, String> {
+    /// Checks the details and keeps only what may be stored. Every detail that is not right
+    /// is named at once, so a form can mark each of its fields in one answer.
+    pub fn into_method(self, today: chrono::NaiveDate) -> Result<PaymentMethod, Vec<FieldError>> {
         Ok(match self {
             CheckoutRequest::Cash {} => PaymentMethod::Cash,
             CheckoutRequest::Upi { upi_id } => PaymentMethod::Upi {
-                upi_id: upi_id_checked(&upi_id)?,
+                upi_id: upi_id_checked(&upi_id).map_err(|e| vec![e])?,
             },
             CheckoutRequest::Card { card } => PaymentMethod::Card {
                 last4: card_checked(&card, today)?,
             },
             CheckoutRequest::Emi { card, emi_months } => {
-                if ![3, 6, 9, 12, 18, 24].contains(&emi_months) {
-                    return Err("emi_months must be 3, 6, 9, 12, 18 or 24".into());
-                }
-                PaymentMethod::Emi {
-                    last4: card_checked(&card, today)?,
-                    months: emi_months,
+                let card = card_checked(&card, today);
+                let months = [3, 6, 9, 12, 18, 24].contains(&emi_months);
+                match (card, months) {
+                    (Ok(last4), true) => PaymentMethod::Emi {
+                        last4,
+                        months: emi_months,
+                    },
+                    (card, months) => {
+                        let mut errors = card.err().unwrap_or_default();
+                        if !months {
+                            errors.push(refused(
+                                "emi_months",
+                                "Choose 3, 6, 9, 12, 18 or 24 months.",
+                            ));
+                        }
+                        return Err(errors);
+                    }
                 }
             }
             CheckoutRequest::NetBanking { bank_code } => {
                 let code = bank_code.trim().to_uppercase();
                 if code.len() != 4 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
-                    return Err("bank_code must be a four-letter bank code such as HDFC".into());
+                    return Err(vec![refused(
+                        "bank_code",
+                        "Choose your bank (a four-letter bank code such as HDFC).",
+                    )]);
                 }
                 PaymentMethod::NetBanking { bank_code: code }
             }
@@ -112,7 +142,7 @@ impl CheckoutRequest {
     }
 }
 
-fn upi_id_checked(upi_id: &str) -> Result<String, String> {
+fn upi_id_checked(upi_id: &str) -> Result<String, FieldError> {
     let id = upi_id.trim().to_lowercase();
     let ok = id.split_once('@').is_some_and(|(name, handle)| {
         (2..=64).contains(&name.len())
@@ -125,39 +155,59 @@ fn upi_id_checked(upi_id: &str) -> Result<String, String> {
     if ok {
         Ok(id)
     } else {
-        Err("upi_id must look like name@bank".into())
+        Err(refused("upi_id", "Enter a UPI id such as name@okbank."))
     }
 }
 
-/// Returns the card's last four digits if the card is well-formed and not expired.
-fn card_checked(card: &CardDetails, today: chrono::NaiveDate) -> Result<String, String> {
+/// Returns the card's last four digits if the card is well-formed and not expired; else what
+/// is wrong with each of its details.
+fn card_checked(card: &CardDetails, today: chrono::NaiveDate) -> Result<String, Vec<FieldError>> {
+    let mut errors = Vec::new();
     let digits: String = card.number.chars().filter(|c| *c != ' ').collect();
     if !(12..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("card.number must be 12 to 19 digits".into());
-    }
-    if !luhn(&digits) {
-        return Err("card.number is not a valid card number".into());
+        errors.push(refused(
+            "card.number",
+            "Enter the card number: 12 to 19 digits.",
+        ));
+    } else if !luhn(&digits) {
+        errors.push(refused(
+            "card.number",
+            "This card number is not valid; check it for a mistyped digit.",
+        ));
     }
     let cvv = card.cvv.trim();
     if !(3..=4).contains(&cvv.len()) || !cvv.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("card.cvv must be 3 or 4 digits".into());
+        errors.push(refused(
+            "card.cvv",
+            "Enter the 3 or 4 digit security code (CVV) from the card.",
+        ));
     }
-    let (mm, yy) = card
+    let expiry = card
         .expiry
         .trim()
         .split_once('/')
         .and_then(|(m, y)| Some((m.parse::<u32>().ok()?, y.parse::<i32>().ok()?)))
-        .filter(|(m, y)| (1..=12).contains(m) && (0..=99).contains(y))
-        .ok_or("card.expiry must be MM/YY")?;
-    let (year, month) = (2000 + yy, mm);
+        .filter(|(m, y)| (1..=12).contains(m) && (0..=99).contains(y));
     use chrono::Datelike;
-    if (year, month) < (today.year(), today.month()) {
-        return Err("card.expiry is in the past".into());
+    match expiry {
+        None => errors.push(refused("card.expiry", "Enter the expiry date as MM/YY.")),
+        Some((month, yy)) if (2000 + yy, month) < (today.year(), today.month()) => {
+            errors.push(refused("card.expiry", "This card has expired."))
+        }
+        Some(_) => {}
     }
     if let Some(holder) = &card.holder {
-        crate::domain::bounded_text("card.holder", holder, 0, 100)?;
+        if let Err(e) = crate::domain::bounded_text("card.holder", holder, 0, 100) {
+            errors.push(FieldError {
+                field: "card.holder",
+                message: e,
+            });
+        }
     }
-    Ok(digits[digits.len() - 4..].to_string())
+    match errors.is_empty() {
+        true => Ok(digits[digits.len() - 4..].to_string()),
+        false => Err(errors),
+    }
 }
 
 fn luhn(digits: &str) -> bool {
@@ -194,6 +244,7 @@ mod tests {
         serde_json::from_str::<CheckoutRequest>(json)
             .map_err(|e| e.to_string())?
             .into_method(today())
+            .map_err(|errors| format!("{errors:?}"))
     }
 
     #[test]
@@ -229,5 +280,23 @@ mod tests {
         for json in bad {
             assert!(parse(json).is_err(), "{json} should be refused");
         }
+    }
+
+    #[test]
+    fn every_wrong_detail_is_named_at_once() {
+        let request: CheckoutRequest = serde_json::from_str(
+            r#"{"payment_mode":"EMI","card":{"number":"12","expiry":"13/99","cvv":"x"},"emi_months":5}"#,
+        )
+        .unwrap();
+        let fields: Vec<&str> = request
+            .into_method(today())
+            .unwrap_err()
+            .iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            ["card.number", "card.cvv", "card.expiry", "emi_months"]
+        );
     }
 }

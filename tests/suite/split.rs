@@ -254,7 +254,10 @@ async fn shares_settle(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for base in bases {
-        let text = metrics_at(base).await.unwrap();
+        let Ok(text) = metrics_at(base).await else {
+            eprintln!("{base}: no answer");
+            continue;
+        };
         let ours: Vec<&str> = text
             .lines()
             .filter(|l| {

@@ -144,7 +144,13 @@ async fn checkout(
     }
     let method = req
         .into_method(chrono::Utc::now().date_naive())
-        .map_err(ApiError::validation)?;
+        .map_err(|errors| {
+            let detail: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect();
+            ApiError::validation(detail.join(" ")).with("errors", serde_json::json!(errors))
+        })?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(

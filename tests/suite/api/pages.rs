@@ -170,6 +170,32 @@ on_both!(
         assert!(page.html.contains("id=\"upi_id-error\""), "{}", page.html);
         assert!(page.html.contains("value=\"nope\""));
 
+        // A card with every detail wrong: each is marked beside its own field, in one answer,
+        // in a sentence.
+        let page = shopper
+            .post(
+                "/checkout",
+                &[
+                    ("payment_mode", "CARD"),
+                    ("card_number", "12"),
+                    ("card_expiry", "13/99"),
+                    ("card_cvv", "x"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+        for id in ["card_number-error", "card_expiry-error", "card_cvv-error"] {
+            assert!(
+                page.html.contains(&format!("id=\"{id}\"")),
+                "{id}: {}",
+                page.html
+            );
+        }
+        assert!(page
+            .html
+            .contains("Enter the card number: 12 to 19 digits."));
+        assert!(!page.html.contains("card.number must"), "{}", page.html);
+
         // A declined card: the order's page explains, and the stock is as it was.
         let page = shopper
             .post(

@@ -7,7 +7,7 @@ use axum::Form;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{encode, field_of, ok, render, see_other, FormError, PageError, PageResult};
+use super::{encode, ok, render, see_other, FormError, PageError, PageResult};
 use crate::modules::frontend::views::{Cart, Order};
 use crate::modules::frontend::visitor::{Chrome, Shopper, Visitor};
 use crate::modules::frontend::Frontend;
@@ -257,20 +257,28 @@ pub async fn place_order(
             let id = p.body["order_id"].as_str().unwrap_or_default();
             Ok(see_other(&format!("/orders/{}", encode(id))))
         }
+        // Every detail the API refused, each beside its field.
         Err(p) if p.status == StatusCode::UNPROCESSABLE_ENTITY => {
-            let field = field_of(
-                &p.detail,
-                &[
-                    ("upi_id", "upi_id"),
-                    ("card.number", "card_number"),
-                    ("card.expiry", "card_expiry"),
-                    ("expiry", "card_expiry"),
-                    ("card.cvv", "card_cvv"),
-                    ("emi", "emi_months"),
-                    ("bank_code", "bank_code"),
-                ],
-            );
-            refused(FormError::new(field, p.detail)).await
+            // The API's field, and the form's (a field the form has no place for is said
+            // above the form).
+            const FIELDS: [(&str, &str); 6] = [
+                ("upi_id", "upi_id"),
+                ("card.number", "card_number"),
+                ("card.expiry", "card_expiry"),
+                ("card.cvv", "card_cvv"),
+                ("emi_months", "emi_months"),
+                ("bank_code", "bank_code"),
+            ];
+            let mut error = FormError::default();
+            for refusal in p.body["errors"].as_array().into_iter().flatten() {
+                let field = refusal["field"].as_str().unwrap_or_default();
+                let form_field = FIELDS.iter().find(|(f, _)| *f == field).map(|(_, to)| *to);
+                error.push(form_field, refusal["message"].as_str().unwrap_or(&p.detail));
+            }
+            if p.body["errors"].as_array().is_none_or(Vec::is_empty) {
+                error.push(None, p.detail.clone());
+            }
+            refused(error).await
         }
         // An empty cart, or checkout paused by the shop (`features.checkout`): the cart is
         // kept, and its page says why.

@@ -109,28 +109,38 @@ pub fn field_of(detail: &str, fields: &[(&str, &'static str)]) -> Option<&'stati
         .map(|(_, field)| *field)
 }
 
-/// A form's error: which field it belongs to (None: the whole form) and what to say.
+/// A form's errors: each with the field it belongs to (None: the whole form) and what to say;
+/// a form shows every one of them at once.
 #[derive(Debug, Clone, Default)]
 pub struct FormError {
-    pub field: Option<&'static str>,
-    pub message: String,
+    errors: Vec<(Option<&'static str>, String)>,
 }
 
 impl FormError {
     pub fn new(field: Option<&'static str>, message: impl Into<String>) -> FormError {
         FormError {
-            field,
-            message: message.into(),
+            errors: vec![(field, message.into())],
         }
     }
 
-    /// The message if it belongs to `field`.
+    /// One more error.
+    pub fn push(&mut self, field: Option<&'static str>, message: impl Into<String>) {
+        self.errors.push((field, message.into()));
+    }
+
+    /// The message for `field`, if it has one.
     pub fn at(&self, field: &str) -> Option<&str> {
-        (self.field == Some(field)).then_some(self.message.as_str())
+        self.errors
+            .iter()
+            .find(|(f, _)| *f == Some(field))
+            .map(|(_, message)| message.as_str())
     }
 
     /// The message if it belongs to no field.
     pub fn general(&self) -> Option<&str> {
-        (self.field.is_none() && !self.message.is_empty()).then_some(self.message.as_str())
+        self.errors
+            .iter()
+            .find(|(f, message)| f.is_none() && !message.is_empty())
+            .map(|(_, message)| message.as_str())
     }
 }
