@@ -235,14 +235,18 @@ test("every main page at desktop and phone width, usable by keyboard", async () 
     ["/admin/products?q=honey", "admin-stock"],
     ["/admin/orders", "admin-orders"],
   ];
-  for (const [viewport, size] of [["phone", PHONE], ["desktop", DESKTOP]]) {
+  const NARROW = { width: 360, height: 740 };
+  for (const [viewport, size] of [["narrow", NARROW], ["phone", PHONE], ["desktop", DESKTOP]]) {
     await page.setViewportSize(size);
     for (const [path, name] of pages) {
       const res = await page.goto(path);
       assert.equal(res.status(), 200, `${path} answers`);
-      const fits = await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
+      // Nothing scrolls sideways: not the page, and not a table inside it.
+      const fits = await page.evaluate(() =>
+        document.documentElement.scrollWidth <= window.innerWidth + 1 &&
+        [...document.querySelectorAll(".table-wrap")].every((t) => t.scrollWidth <= t.clientWidth + 1));
       assert.ok(fits, `${path} fits the ${viewport}'s width`);
-      await shoot(page, `${name}-${viewport}`);
+      if (viewport !== "narrow") await shoot(page, `${name}-${viewport}`);
     }
   }
   await context.close();
