@@ -341,13 +341,21 @@ on_both!(
             "{}",
             page.html
         );
+        // The picker shows which product is open.
+        assert!(page.html.contains("aria-current=\"true\""), "{}", page.html);
         let page = admin
             .post(
                 &format!("/admin/products/{id}/restock"),
-                &[("quantity", "6")],
+                &[("quantity", "6"), ("q", "copper")],
             )
             .await;
-        let page = admin.get(&page.location.unwrap()).await;
+        // Back to the same product, the search kept.
+        let back = page.location.unwrap();
+        assert!(
+            back.starts_with("/admin/products?q=copper&product="),
+            "{back}"
+        );
+        let page = admin.get(&back).await;
         assert!(page.html.contains("Restocked 6 units"), "{}", page.html);
         admin
             .post(
@@ -366,6 +374,14 @@ on_both!(
             .await;
         assert!(page.status.is_client_error());
         assert!(page.html.contains("id=\"reduce-error\""), "{}", page.html);
+        // What was typed stays in the field, to correct rather than type again.
+        assert!(
+            page.html.contains(
+                "id=\"reduce_quantity\" name=\"quantity\" type=\"number\" min=\"1\" value=\"99\""
+            ),
+            "{}",
+            page.html
+        );
         let page = admin
             .post(
                 &format!("/admin/products/{id}"),

@@ -90,6 +90,8 @@ struct StockPage {
     matches: Page<Product>,
     chosen: Option<Product>,
     new: NewProductForm,
+    /// A number typed into a refused restock or reduce: (its field, the text).
+    typed: Option<(&'static str, String)>,
     currencies: &'static [&'static str],
     error: FormError,
 }
@@ -97,6 +99,20 @@ struct StockPage {
 impl StockPage {
     fn price_text(&self, p: &Product) -> String {
         format!("{}.{:02}", p.price_minor / 100, p.price_minor % 100)
+    }
+
+    /// What the quantity field `field` shows: what was typed into it if it was refused, else
+    /// `default`.
+    fn typed_or(&self, field: &str, default: &str) -> String {
+        match &self.typed {
+            Some((typed, text)) if *typed == field => text.clone(),
+            _ => default.to_string(),
+        }
+    }
+
+    /// Whether `p` is the product shown beside the picker.
+    fn is_chosen(&self, p: &Product) -> bool {
+        self.chosen.as_ref().is_some_and(|c| c.id == p.id)
     }
 
     fn pick_link(&self, p: &Product) -> String {
@@ -113,7 +129,7 @@ async fn stock_page(
     visitor: &Visitor,
     query: PickerQuery,
     status: StatusCode,
-    new: NewProductForm,
+    forms: StockForms,
     error: FormError,
 ) -> PageResult {
     let q: String = query.q.trim().chars().take(100).collect();
@@ -139,7 +155,8 @@ async fn stock_page(
             q,
             matches,
             chosen,
-            new,
+            new: forms.new,
+            typed: forms.typed,
             currencies: &CURRENCIES,
             error,
         },
@@ -156,31 +173,52 @@ pub async fn products(
         currency: "INR".into(),
         ..NewProductForm::default()
     };
+    let forms = StockForms { new, typed: None };
     stock_page(
         &fe,
         &shopper.0,
         query,
         StatusCode::OK,
-        new,
+        forms,
         FormError::default(),
     )
     .await
 }
 
 /// The chosen product's page again, with `error` next to its field (a form the API was never
-/// asked about, or one it refused with `status`).
+/// asked about, or one it refused with `status`), the picker's search and what was typed kept.
 async fn product_refused(
     fe: &Frontend,
     visitor: &Visitor,
-    id: String,
+    refused: Refused,
     status: StatusCode,
     error: FormError,
 ) -> PageResult {
     let query = PickerQuery {
-        q: String::new(),
-        product: id,
+        q: refused.q,
+        product: refused.id,
     };
-    stock_page(fe, visitor, query, status, NewProductForm::default(), error).await
+    let page = StockForms {
+        typed: refused.typed,
+        ..StockForms::default()
+    };
+    stock_page(fe, visitor, query, status, page, error).await
+}
+
+/// Which product a refused form was about, the picker's search it came from, and the number
+/// typed into it (field, text), to show again.
+struct Refused {
+    id: String,
+    q: String,
+    typed: Option<(&'static str, String)>,
+}
+
+/// What the page's forms hold: the "add a product" form, and a number typed into a refused
+/// restock or reduce.
+#[derive(Default)]
+struct StockForms {
+    new: NewProductForm,
+    typed: Option<(&'static str, String)>,
 }
 
 /// A change to one product: the API request, the form field a refusal belongs to, and the
@@ -193,9 +231,9 @@ struct Change {
     done: String,
 }
 
-/// Sends a change to the API; on success goes back to the product with a notice, on a
-/// refusal shows the page again with the error next to the change's field.
-async fn change(fe: &Frontend, shopper: &Shopper, id: &str, change: Change) -> PageResult {
+/// Sends a change to the API; on success goes back to the product (and the picker's search)
+/// with a notice, on a refusal shows the page again with the error next to the change's field.
+async fn change(fe: &Frontend, shopper: &Shopper, refused: Refused, change: Change) -> PageResult {
     let Change {
         method,
         path,
@@ -209,10 +247,17 @@ async fn change(fe: &Frontend, shopper: &Shopper, id: &str, change: Change) -> P
         .send(visitor.token(), method, &path, Some(&body), &[])
         .await
     {
-        Ok(_) => Ok(fe.see_other_with(&format!("/admin/products?product={}", encode(id)), &done)),
+        Ok(_) => {
+            let back = format!(
+                "/admin/products?q={}&product={}",
+                encode(&refused.q),
+                encode(&refused.id)
+            );
+            Ok(fe.see_other_with(&back, &done))
+        }
         Err(p) if p.status.is_client_error() && p.status != StatusCode::UNAUTHORIZED => {
             let error = FormError::new(Some(field), p.detail);
-            product_refused(fe, visitor, id.to_string(), p.status, error).await
+            product_refused(fe, visitor, refused, p.status, error).await
         }
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }
@@ -222,6 +267,9 @@ async fn change(fe: &Frontend, shopper: &Shopper, id: &str, change: Change) -> P
 pub struct QuantityForm {
     #[serde(default)]
     quantity: String,
+    /// The picker's search the page was showing.
+    #[serde(default)]
+    q: String,
 }
 
 async fn stock_change(
@@ -237,10 +285,15 @@ async fn stock_change(
     } else {
         "reduce_quantity"
     };
+    let refused = Refused {
+        id: id.clone(),
+        q: form.q.clone(),
+        typed: Some((field, form.quantity.clone())),
+    };
     let Ok(quantity) = form.quantity.trim().parse::<i64>() else {
-        let error = FormError::new(Some(field), "enter a whole number of units");
+        let error = FormError::new(Some(field), "Enter a whole number of units.");
         let status = StatusCode::UNPROCESSABLE_ENTITY;
-        return product_refused(&fe, &shopper.0, id, status, error).await;
+        return product_refused(&fe, &shopper.0, refused, status, error).await;
     };
     let path = format!("/api/products/{}/{action}", encode(&id));
     let done = if action == "restock" {
@@ -256,7 +309,7 @@ async fn stock_change(
         field,
         done,
     };
-    change(&fe, &shopper, &id, request).await
+    change(&fe, &shopper, refused, request).await
 }
 
 pub async fn restock(
@@ -285,6 +338,9 @@ pub struct EditForm {
     description: String,
     #[serde(default)]
     price: String,
+    /// The picker's search the page was showing.
+    #[serde(default)]
+    q: String,
 }
 
 pub async fn edit(
@@ -294,10 +350,15 @@ pub async fn edit(
     Form(form): Form<EditForm>,
 ) -> PageResult {
     require_admin(&shopper)?;
+    let refused = Refused {
+        id: id.clone(),
+        q: form.q.clone(),
+        typed: None,
+    };
     let Some(price) = parse_price(&form.price).filter(|p| *p > 0) else {
-        let error = FormError::new(Some("edit_price"), "enter a price such as 499.00");
+        let error = FormError::new(Some("edit_price"), "Enter a price such as 499.00.");
         let status = StatusCode::UNPROCESSABLE_ENTITY;
-        return product_refused(&fe, &shopper.0, id, status, error).await;
+        return product_refused(&fe, &shopper.0, refused, status, error).await;
     };
     let body = json!({
         "name": form.name.trim(),
@@ -317,7 +378,7 @@ pub async fn edit(
         field,
         done: "Saved".into(),
     };
-    change(&fe, &shopper, &id, request).await
+    change(&fe, &shopper, refused, request).await
 }
 
 pub async fn create(
@@ -331,7 +392,11 @@ pub async fn create(
         let (fe, form) = (fe.clone(), form.clone());
         async move {
             let status = StatusCode::UNPROCESSABLE_ENTITY;
-            stock_page(&fe, visitor, PickerQuery::default(), status, form, error).await
+            let forms = StockForms {
+                new: form,
+                typed: None,
+            };
+            stock_page(&fe, visitor, PickerQuery::default(), status, forms, error).await
         }
     };
     let Some(price) = parse_price(&form.price).filter(|p| *p > 0) else {
