@@ -48,8 +48,13 @@ pub struct JourneyDoc {
     pub summary: Summary,
 }
 
-/// Renders the journey; errors only if printpdf fails to serialize.
+/// Renders the journey; errors only if printpdf fails to serialize. A run of the same step
+/// (a page reloaded, a button pressed again) is drawn once, marked "×N".
 pub fn render(doc: &JourneyDoc) -> Result<Vec<u8>, String> {
+    let doc = &JourneyDoc {
+        steps: collapsed(&doc.steps),
+        ..doc.clone()
+    };
     let journey_pages = doc.steps.len().div_ceil(STEPS_PER_PAGE);
     let total = journey_pages + 2;
 
@@ -87,6 +92,32 @@ const GAP: f32 = 26.0;
 const FIRST_TOP: f32 = 762.0;
 /// Ten boxes fit between the page header and the continuation arrow.
 const STEPS_PER_PAGE: usize = 10;
+
+/// `steps` with each run of the same step (kind, label and detail) as its first, its label
+/// marked with how many there were: what happened, not how often the browser said so.
+fn collapsed(steps: &[Step]) -> Vec<Step> {
+    let mut runs: Vec<(Step, usize)> = Vec::with_capacity(steps.len());
+    for step in steps {
+        match runs.last_mut() {
+            Some((first, n))
+                if first.kind == step.kind
+                    && first.label == step.label
+                    && first.detail == step.detail =>
+            {
+                *n += 1
+            }
+            _ => runs.push((step.clone(), 1)),
+        }
+    }
+    runs.into_iter()
+        .map(|(mut step, n)| {
+            if n > 1 {
+                step.label = format!("{} ×{n}", step.label);
+            }
+            step
+        })
+        .collect()
+}
 const PAD: f32 = 10.0;
 
 type Rgb3 = (f32, f32, f32);
@@ -648,6 +679,39 @@ mod tests {
         let labels: Vec<String> = doc.steps.iter().map(|s| s.label.clone()).collect();
         assert!(in_order(&pages.concat(), &labels));
         assert!(pages[2].iter().any(|t| t == "from #10 on page 2"));
+    }
+
+    #[test]
+    fn repeats_are_drawn_once_with_their_count() {
+        let mut doc = journey(3);
+        let reload = doc.steps[0].clone();
+        doc.steps
+            .splice(1..1, [reload.clone(), reload.clone(), reload]);
+        doc.steps.extend((0..40).map(|i| Step {
+            at_ms: START + 60_000 + i,
+            kind: StepKind::Page,
+            label: "Catalog".into(),
+            detail: Some("/".into()),
+        }));
+        let pdf = render(&doc).expect("renders");
+        let pages = page_texts(&pdf);
+        assert_eq!(
+            pages.len(),
+            3,
+            "46 steps, 5 after collapsing: one page of steps"
+        );
+        let all = pages.concat();
+        for expected in [
+            "Step 0 label ×4",
+            "Step 1 label",
+            "Step 2 label",
+            "Catalog ×40",
+        ] {
+            assert!(
+                all.iter().any(|t| t == expected),
+                "missing {expected:?} in {all:?}"
+            );
+        }
     }
 
     #[test]
