@@ -565,11 +565,21 @@ impl Pool {
 /// while anyone still uses it.
 async fn check_health(pool: std::sync::Weak<Pool>) {
     loop {
-        let Some(pool) = pool.upgrade() else { return };
-        pool.check_all().await;
-        let interval = Duration::from_millis(pool.calls.health_interval_ms.get());
-        drop(pool);
-        tokio::time::sleep(interval).await;
+        let Some(strong) = pool.upgrade() else { return };
+        strong.check_all().await;
+        let interval = strong.calls.health_interval_ms.clone();
+        drop(strong);
+        // Waits in steps of at most a second, so a shorter interval reloaded meanwhile takes
+        // effect within a second rather than after the longer one has run out.
+        let checked = tokio::time::Instant::now();
+        loop {
+            let due = checked + Duration::from_millis(interval.get());
+            let now = tokio::time::Instant::now();
+            if now >= due {
+                break;
+            }
+            tokio::time::sleep((due - now).min(Duration::from_secs(1))).await;
+        }
     }
 }
 

@@ -273,6 +273,21 @@ async fn remote_call_settings_follow_the_file() {
     let (_, config) = app.get("/admin/config", Some(&admin)).await;
     assert_eq!(config["settings"]["gateway"]["timeout_ms"], 200, "{config}");
     assert_eq!(config["settings"]["gateway"]["breaker"]["window"], 2);
+
+    // Health checks every 300 ms instead of every ten minutes: the instance hears from the
+    // gateway again within seconds, not when the ten minutes are up.
+    let before = accepted.load(Ordering::SeqCst);
+    std::fs::write(
+        &file,
+        "[gateway]\ntimeout_ms = 200\nretries = 0\nhealth_interval_ms = 300\n",
+    )
+    .unwrap();
+    tokio::time::sleep(NOTICED + Duration::from_millis(2000)).await;
+    let checks = accepted.load(Ordering::SeqCst) - before;
+    assert!(
+        checks >= 2,
+        "{checks} health checks after the interval was lowered"
+    );
 }
 
 /// A feature flag: `features.checkout = false` in the file pauses checkout within a second
