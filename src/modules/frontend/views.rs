@@ -322,7 +322,7 @@ pub fn duration_text(ms: i64) -> String {
     }
 }
 
-/// A stored timestamp as the pages show it: `2026-11-24 19:48:08 UTC`.
+/// A stored timestamp (milliseconds) as the pages show it: `24 Nov 2026, 19:48 UTC`.
 pub fn time_text(ms: i64) -> String {
     human_time(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
 }

@@ -25,8 +25,7 @@ impl Visitor {
             user_name: self.identity.as_ref().map(|i| i.name.clone()),
             is_admin: self.identity.as_ref().is_some_and(Identity::is_admin),
             session_started_at: self.identity.as_ref().and_then(|i| i.session_started_at),
-            notice: self.notice.as_ref().map(|n| n.text.clone()),
-            notice_is_error: self.notice.as_ref().is_some_and(|n| n.error),
+            notice: self.notice.clone(),
             asset_version: super::assets::version(),
         }
     }
@@ -89,9 +88,8 @@ pub struct Chrome {
     pub is_admin: bool,
     /// When the session started, milliseconds since the Unix epoch.
     pub session_started_at: Option<i64>,
-    pub notice: Option<String>,
-    /// The notice is a refusal, shown as an error.
-    pub notice_is_error: bool,
+    /// The notice carried over a redirect: news, or a refusal shown as an error.
+    pub notice: Option<Notice>,
     pub asset_version: &'static str,
 }
 

@@ -190,24 +190,24 @@ pub async fn products(
 async fn product_refused(
     fe: &Frontend,
     visitor: &Visitor,
-    refused: Refused,
+    submitted: Submitted,
     status: StatusCode,
     error: FormError,
 ) -> PageResult {
     let query = PickerQuery {
-        q: refused.q,
-        product: refused.id,
+        q: submitted.q,
+        product: submitted.id,
     };
     let page = StockForms {
-        typed: refused.typed,
+        typed: submitted.typed,
         ..StockForms::default()
     };
     stock_page(fe, visitor, query, status, page, error).await
 }
 
-/// Which product a refused form was about, the picker's search it came from, and the number
-/// typed into it (field, text), to show again.
-struct Refused {
+/// Which product a form was about and the picker's search it came from (where to go back to),
+/// and the number typed into it (field, text), to show again if it is refused.
+struct Submitted {
     id: String,
     q: String,
     typed: Option<(&'static str, String)>,
@@ -233,7 +233,12 @@ struct Change {
 
 /// Sends a change to the API; on success goes back to the product (and the picker's search)
 /// with a notice, on a refusal shows the page again with the error next to the change's field.
-async fn change(fe: &Frontend, shopper: &Shopper, refused: Refused, change: Change) -> PageResult {
+async fn change(
+    fe: &Frontend,
+    shopper: &Shopper,
+    submitted: Submitted,
+    change: Change,
+) -> PageResult {
     let Change {
         method,
         path,
@@ -250,14 +255,14 @@ async fn change(fe: &Frontend, shopper: &Shopper, refused: Refused, change: Chan
         Ok(_) => {
             let back = format!(
                 "/admin/products?q={}&product={}",
-                encode(&refused.q),
-                encode(&refused.id)
+                encode(&submitted.q),
+                encode(&submitted.id)
             );
             Ok(fe.see_other_with(&back, &done))
         }
         Err(p) if p.status.is_client_error() && p.status != StatusCode::UNAUTHORIZED => {
             let error = FormError::new(Some(field), p.detail);
-            product_refused(fe, visitor, refused, p.status, error).await
+            product_refused(fe, visitor, submitted, p.status, error).await
         }
         Err(p) => Err(PageError::problem(p, visitor.chrome(), &visitor.here)),
     }
@@ -285,7 +290,7 @@ async fn stock_change(
     } else {
         "reduce_quantity"
     };
-    let refused = Refused {
+    let submitted = Submitted {
         id: id.clone(),
         q: form.q.clone(),
         typed: Some((field, form.quantity.clone())),
@@ -293,7 +298,7 @@ async fn stock_change(
     let Ok(quantity) = form.quantity.trim().parse::<i64>() else {
         let error = FormError::new(Some(field), "Enter a whole number of units.");
         let status = StatusCode::UNPROCESSABLE_ENTITY;
-        return product_refused(&fe, &shopper.0, refused, status, error).await;
+        return product_refused(&fe, &shopper.0, submitted, status, error).await;
     };
     let path = format!("/api/products/{}/{action}", encode(&id));
     let done = if action == "restock" {
@@ -309,7 +314,7 @@ async fn stock_change(
         field,
         done,
     };
-    change(&fe, &shopper, refused, request).await
+    change(&fe, &shopper, submitted, request).await
 }
 
 pub async fn restock(
@@ -350,7 +355,7 @@ pub async fn edit(
     Form(form): Form<EditForm>,
 ) -> PageResult {
     require_admin(&shopper)?;
-    let refused = Refused {
+    let submitted = Submitted {
         id: id.clone(),
         q: form.q.clone(),
         typed: None,
@@ -358,7 +363,7 @@ pub async fn edit(
     let Some(price) = parse_price(&form.price).filter(|p| *p > 0) else {
         let error = FormError::new(Some("edit_price"), "Enter a price such as 499.00.");
         let status = StatusCode::UNPROCESSABLE_ENTITY;
-        return product_refused(&fe, &shopper.0, refused, status, error).await;
+        return product_refused(&fe, &shopper.0, submitted, status, error).await;
     };
     let body = json!({
         "name": form.name.trim(),
@@ -378,7 +383,7 @@ pub async fn edit(
         field,
         done: "Saved".into(),
     };
-    change(&fe, &shopper, refused, request).await
+    change(&fe, &shopper, submitted, request).await
 }
 
 pub async fn create(
