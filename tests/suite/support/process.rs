@@ -122,11 +122,22 @@ impl Shop {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Below Linux's ephemeral range (32768-60999): a port asked of the system (`:0`) was
+    // free only at that moment, and a test binding `:0` meanwhile could be handed it before
+    // the shop it was meant for starts ("Address already in use"). Here no `:0` bind lands,
+    // and each call moves on, so two tests of this run never get the same port.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let offset = std::process::id() % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (offset + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The text of `/metrics` of the shop process at `base` (read with [`METRICS_TOKEN`]).
